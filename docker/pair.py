@@ -29,7 +29,7 @@ DOCKER = REPO / "docker"
 BUILD = REPO / "build"
 IMAGE_DIR = DOCKER / "image"
 PROVISION_DIR = DOCKER / "provision"
-STANDIN_DIR = DOCKER / "standin"
+STANDIN_DIR = Path(os.environ.get("MASTOMIG_STANDIN") or DOCKER / "standin").resolve()  # override: dev only
 COMPOSE_FILE = DOCKER / "compose.yaml"
 PROJECT = "mastomig"
 IMAGE_REPO = "mastomig-base"
@@ -145,7 +145,7 @@ def tree_hash(*roots: Path, extra: bytes = b"") -> str:
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()
                                                      and "__pycache__" not in p.parts)
         for p in files:
-            h.update(str(p.relative_to(REPO)).encode() + b"\0")
+            h.update(str(p.relative_to(root if root.is_dir() else root.parent)).encode() + b"\0")
             h.update(p.read_bytes() + b"\0")
     h.update(extra)
     return h.hexdigest()
@@ -183,7 +183,16 @@ def ensure_image() -> str:
             tail = build_log.read_text(errors="replace").splitlines()[-30:]
             raise PairError("image build failed:\n" + "\n".join(tail))
     log(f"image {tag} ready in {time.monotonic() - t0:.0f} s")
+    prune_images(keep=tag)
     return tag
+
+
+def prune_images(keep: str) -> None:
+    """Remove base images of earlier inputs (those still used by containers stay)."""
+    out = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO], check=False)
+    for ref in out.stdout.decode().split():
+        if ref != keep:
+            run(["docker", "image", "rm", ref], check=False)
 
 
 # --- operator key and test CA -------------------------------------------------------------------------
@@ -464,18 +473,18 @@ def up() -> int:
             log(str(e))
         return 1
 
+    changed = []
     known = []
     for name, h in HOSTS.items():
         known += [f"[127.0.0.1]:{h['ssh']} {k}" for k in host_keys(name)]
-    write_if_changed(KNOWN_HOSTS, "\n".join(known) + "\n")
     cfg = ssh_config_text()
-    write_if_changed(SSH_CONFIG, cfg)
-    write_if_changed(DEMO_ENV, DEMO_ENV_TEXT)
-    write_if_changed(PAIR_JSON, json.dumps(pair_json(ca_crt), indent=2) + "\n")
+    for path, text in ((KNOWN_HOSTS, "\n".join(known) + "\n"), (SSH_CONFIG, cfg), (DEMO_ENV, DEMO_ENV_TEXT),
+                       (PAIR_JSON, json.dumps(pair_json(ca_crt), indent=2) + "\n")):
+        if write_if_changed(path, text):
+            changed.append(str(path.relative_to(REPO)))
 
     print(cfg)
-    log(f"wrote {SSH_CONFIG.relative_to(REPO)}, {KNOWN_HOSTS.relative_to(REPO)}, "
-        f"{DEMO_ENV.relative_to(REPO)}, {PAIR_JSON.relative_to(REPO)}")
+    log(f"wrote {', '.join(changed)}" if changed else "ssh_config, known_hosts, demo.env, pair.json unchanged")
     log(f"up in {time.monotonic() - t0:.1f} s")
     return 0
 
