@@ -1,0 +1,134 @@
+"""Facts: pure functions from a command's output to data. No I/O here; unit-tested on captured output.
+
+The commands that produce this output are built by the subsystem modules; each parser's docstring
+names the command it expects.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a remote command returned."""
+
+    exited: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+    def why(self) -> str:
+        """A one-line reason for a failure, for error messages."""
+        lines = [x for x in (self.stderr or self.stdout).strip().splitlines() if x.strip()]
+        return lines[-1].strip() if lines else f"exit code {self.exited}"
+
+
+class Unparseable(ValueError):
+    """The output does not have the expected shape."""
+
+
+def psql_row(out: Output, columns: int) -> list[str]:
+    """First row of `psql -XAtq` output (fields separated by |)."""
+    lines = [x for x in out.stdout.splitlines() if x.strip()]
+    if not out.ok or not lines:
+        raise Unparseable(f"no result from psql: {out.why()}")
+    fields = lines[0].split("|")
+    if len(fields) != columns:
+        raise Unparseable(f"expected {columns} fields from psql, got {lines[0]!r}")
+    return fields
+
+
+def pg_major(out: Output) -> int:
+    """`SHOW server_version_num` -> major version (150012 -> 15)."""
+    (num,) = psql_row(out, 1)
+    if not num.isdigit():
+        raise Unparseable(f"not a server_version_num: {num!r}")
+    return int(num) // 10000
+
+
+@dataclass(frozen=True)
+class ReplicationCapacity:
+    wal_level: str
+    free_wal_senders: int
+    free_slots: int
+
+
+def replication_capacity(out: Output) -> ReplicationCapacity:
+    """wal_level | max_wal_senders - active senders | max_replication_slots - slots in use."""
+    level, senders, slots = psql_row(out, 3)
+    return ReplicationCapacity(level, int(senders), int(slots))
+
+
+@dataclass(frozen=True)
+class ClusterIdentity:
+    in_recovery: bool
+    system_identifier: str
+    user_databases: tuple[str, ...]
+    data_directory: str
+
+
+def cluster_identity(out: Output) -> ClusterIdentity:
+    """pg_is_in_recovery() | system_identifier | databases other than postgres and templates | data_directory."""
+    recovery, sysid, dbs, data_directory = psql_row(out, 4)
+    return ClusterIdentity(recovery == "t", sysid, tuple(x for x in dbs.split(",") if x), data_directory)
+
+
+def glibc_version(out: Output) -> str:
+    """`getconf GNU_LIBC_VERSION` -> '2.36'."""
+    match = re.search(r"glibc\s+(\S+)", out.stdout)
+    if not out.ok or not match:
+        raise Unparseable(f"no glibc version: {out.why()}")
+    return match.group(1)
+
+
+def df_available_bytes(out: Output) -> int:
+    """`df -PB1 PATH` -> bytes available on that file system."""
+    lines = out.stdout.strip().splitlines()
+    if not out.ok or len(lines) < 2:
+        raise Unparseable(f"no df result: {out.why()}")
+    return int(lines[-1].split()[3])
+
+
+def first_int(out: Output) -> int:
+    """A command printing one integer, e.g. the database size in bytes."""
+    text = out.stdout.strip()
+    if not out.ok or not text.lstrip("-").isdigit():
+        raise Unparseable(f"expected a number: {out.why() if not out.ok else text!r}")
+    return int(text)
+
+
+def mastodon_revision(out: Output) -> str:
+    """`git rev-parse HEAD || sha256sum lib/mastodon/version.rb` -> an identifier of the code version."""
+    words = out.stdout.split()
+    if not out.ok or not words:
+        raise Unparseable(f"Mastodon not found: {out.why()}")
+    return words[0]
+
+
+@dataclass(frozen=True)
+class Listener:
+    process: str
+    pid: int
+
+
+def port_listeners(out: Output) -> list[Listener]:
+    """`ss -Htlnp 'sport = :PORT'` -> processes listening on that port (empty: the port is free)."""
+    found = []
+    for line in out.stdout.splitlines():
+        users = re.findall(r'\("([^"]+)",pid=(\d+)', line)
+        found += [Listener(name, int(pid)) for name, pid in users]
+        if line.strip() and not users:
+            found.append(Listener("unknown process", 0))
+    return found
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")

@@ -1,0 +1,85 @@
+from tasks import checks, preflight
+from tasks.facts import Output
+
+from .test_facts import DF, SS_PYTHON
+
+DATA = "/var/lib/postgresql/15/main"
+
+
+def healthy():
+    old = {"sudo": Output(0), "version": Output(0, "150013\n"), "glibc": Output(0, "glibc 2.36\n"),
+           "identity": Output(0, f"f|7301|mastodon_production|{DATA}\n"),
+           "mastodon": Output(0, "abc123  lib/mastodon/version.rb\n"),
+           "capacity": Output(0, "replica|10|10\n"), "size": Output(0, "52428800\n")}
+    new = {"sudo": Output(0), "version": Output(0, "150013\n"), "glibc": Output(0, "glibc 2.36\n"),
+           "identity": Output(0, f"f|7399||{DATA}\n"), "mastodon": Output(0, "abc123  lib/mastodon/version.rb\n"),
+           "entries": Output(0, "PG_VERSION\nbase\n"), "df": Output(0, DF), "listeners": Output(0, ""),
+           "tunnel_pid": Output(0, "0\n")}
+    return {"old": old, "new": new}
+
+
+def by_name(results):
+    return {r.name: r for r in results}
+
+
+def test_a_healthy_pair_passes(example_settings):
+    results = preflight.judge(example_settings, healthy())
+    assert [r.status for r in results] == ["PASS"] * len(results)
+    assert len(results) == 9
+    table = preflight.table(results)
+    assert table.splitlines()[0].split() == ["CHECK", "HOST", "RESULT", "DETAIL"]
+
+
+def test_unreachable_host_stops_the_checks(example_settings):
+    found = healthy()
+    found["new"] = {"unreachable": Output(255, stderr="new: ssh failed: Server not found in known_hosts")}
+    results = preflight.judge(example_settings, found)
+    assert [(r.host, r.status) for r in results] == [("old", "PASS"), ("new", "FAIL")]
+    assert "known_hosts" in results[1].detail
+
+
+def test_each_bad_fact_fails_with_what_to_change(example_settings):
+    found = healthy()
+    found["new"]["version"] = Output(0, "160002\n")
+    found["old"]["capacity"] = Output(0, "minimal|1|0\n")
+    found["new"]["glibc"] = Output(0, "glibc 2.31\n")
+    found["new"]["identity"] = Output(0, f"f|7399|other_db|{DATA}\n")
+    found["new"]["df"] = Output(0, DF.replace("84554035200", "1000"))
+    found["new"]["mastodon"] = Output(0, "def456\n")
+    found["new"]["listeners"] = Output(0, SS_PYTHON)
+    results = by_name(preflight.judge(example_settings, found))
+    assert "install postgresql-15 on new" in results["PostgreSQL version"].detail
+    assert "set wal_level = replica" in results["replication settings"].detail
+    assert "raise max_wal_senders" in results["replication settings"].detail
+    assert "raise max_replication_slots" in results["replication settings"].detail
+    assert results["glibc"].status == "WARN" and "REINDEX" in results["glibc"].detail
+    assert "other_db" in results["new's data directory"].detail
+    assert results["free disk"].status == "FAIL"
+    assert "check out old's version" in results["Mastodon version"].detail
+    assert "python3 (pid 21130)" in results["tunnel port"].detail
+    assert sum(r.status == "FAIL" for r in results.values()) == 6
+
+
+def test_new_may_already_be_a_replica_of_old(example_settings):
+    found = healthy()
+    found["new"]["identity"] = Output(0, f"t|7301|mastodon_production|{DATA}\n")
+    assert checks.new_cluster(example_settings, found["new"]["identity"], Output(0),
+                              found["old"]["identity"]).detail == "already a replica of old"
+    found["new"]["identity"] = Output(0, f"t|9999|mastodon_production|{DATA}\n")
+    assert checks.new_cluster(example_settings, found["new"]["identity"], Output(0),
+                              found["old"]["identity"]).status == "FAIL"
+
+
+def test_new_cluster_stopped(example_settings):
+    down = Output(2, "", "psql: error: connection to server on socket failed")
+    old = healthy()["old"]["identity"]
+    assert checks.new_cluster(example_settings, down, Output(0, ""), old).status == "PASS"
+    assert checks.new_cluster(example_settings, down, Output(0, "PG_VERSION\n"), old).status == "FAIL"
+    other_dir = Output(0, "f|7399||/srv/pg\n")
+    assert "PG_DATA_DIR" in checks.new_cluster(example_settings, other_dir, Output(0), old).detail
+
+
+def test_tunnel_port_held_by_our_tunnel_passes(example_settings):
+    held = Output(0, 'LISTEN 0 128 127.0.0.1:5433 0.0.0.0:* users:(("ssh",pid=77,fd=4))\n')
+    assert checks.tunnel_port(example_settings, held, Output(0, "77\n")).status == "PASS"
+    assert checks.tunnel_port(example_settings, held, Output(0, "0\n")).status == "FAIL"

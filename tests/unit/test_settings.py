@@ -1,0 +1,86 @@
+import pytest
+
+from tasks import settings
+from tasks.settings import SettingsError
+
+from .conftest import EXAMPLE
+
+
+def write(tmp_path, text):
+    path = tmp_path / "m.env"
+    path.write_text(text)
+    return path
+
+
+def test_example_file_is_valid_and_documents_every_key():
+    cfg = settings.load(EXAMPLE)
+    assert cfg.roles == {"old": "old", "new": "new"}
+    assert cfg.dns_names == ("example.social",)
+    documented = EXAMPLE.read_text()
+    for key in settings.SCHEMA:
+        assert key in documented, f"{key} is not documented in env/example.env"
+
+
+def test_two_missing_keys_and_a_bad_port_give_one_error_listing_all_three(tmp_path):
+    text = EXAMPLE.read_text().replace("DOMAIN=example.social\n", "").replace("NEW_SSH=new\n", "")
+    text = text.replace("TUNNEL_PORT=5433", "TUNNEL_PORT=99999")
+    with pytest.raises(SettingsError) as error:
+        settings.load(write(tmp_path, text))
+    message = str(error.value)
+    assert str(tmp_path / "m.env") in message
+    assert "3 problem(s)" in message
+    assert "DOMAIN: missing" in message
+    assert "NEW_SSH: missing" in message
+    assert "TUNNEL_PORT: '99999' is not valid; expected a TCP port number from 1 to 65535" in message
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path):
+    with pytest.raises(SettingsError, match=r"TUNEL_PORT: unknown key \(did you mean TUNNEL_PORT\?\)"):
+        settings.load(write(tmp_path, EXAMPLE.read_text() + "TUNEL_PORT=5434\n"))
+
+
+def test_cross_key_problems(tmp_path):
+    text = EXAMPLE.read_text().replace("NEW_SSH=new", "NEW_SSH=old").replace("TUNNEL_PORT=5433", "TUNNEL_PORT=5432")
+    with pytest.raises(SettingsError) as error:
+        settings.load(write(tmp_path, text))
+    assert "must name two different hosts" in str(error.value)
+    assert "TUNNEL_PORT: must differ from PG_PORT" in str(error.value)
+
+
+def test_secret_file_must_not_be_readable_by_others(tmp_path):
+    token = tmp_path / "cf.token"
+    token.write_text("secret-token-value")
+    token.chmod(0o644)
+    text = EXAMPLE.read_text().replace("DNS_PROVIDER=manual", "DNS_PROVIDER=cloudflare")
+    text += f"CLOUDFLARE_API_TOKEN_FILE={token}\n"
+    with pytest.raises(SettingsError) as error:
+        settings.load(write(tmp_path, text))
+    assert f"run chmod 600 {token}" in str(error.value)
+    assert "secret-token-value" not in str(error.value)
+    token.chmod(0o600)
+    assert settings.load(write(tmp_path, text)).cloudflare_api_token_file == token
+
+
+def test_rfc2136_needs_its_keys(tmp_path):
+    text = EXAMPLE.read_text().replace("DNS_PROVIDER=manual", "DNS_PROVIDER=rfc2136")
+    with pytest.raises(SettingsError) as error:
+        settings.load(write(tmp_path, text))
+    for key in ("RFC2136_SERVER", "RFC2136_KEY_NAME", "RFC2136_KEY_FILE"):
+        assert f"{key}: required with DNS_PROVIDER=rfc2136" in str(error.value)
+
+
+def test_missing_file_says_how_to_create_it(tmp_path):
+    with pytest.raises(SettingsError, match="Copy env/example.env"):
+        settings.load(tmp_path / "nope.env")
+
+
+def test_malformed_values_say_what_was_expected(tmp_path):
+    text = (EXAMPLE.read_text().replace("NEW_ADDRESS=203.0.113.20", "NEW_ADDRESS=new.example")
+            .replace("REPLICATION_SLOT=mig_new", "REPLICATION_SLOT=Mig-New")
+            .replace("PG_DATA_DIR=/var/lib/postgresql/15/main", "PG_DATA_DIR=relative/path"))
+    with pytest.raises(SettingsError) as error:
+        settings.load(write(tmp_path, text))
+    message = str(error.value)
+    assert "NEW_ADDRESS: 'new.example' is not valid; expected an IPv4 or IPv6 address" in message
+    assert "REPLICATION_SLOT: 'Mig-New' is not valid; expected lowercase letters" in message
+    assert "PG_DATA_DIR: 'relative/path' is not valid; expected an absolute path" in message
