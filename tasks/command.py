@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from paramiko import BadHostKeyException, SSHException
+
 from .facts import Output
 from .settings import Settings
 
@@ -198,7 +200,8 @@ class Remote:
         self.alias = alias
         self.mode = mode
         self._connection = connection
-        self._known_hosts = known_hosts  # callable that prepares the connection's host-key checking
+        self._known_hosts = known_hosts  # prepares a connection's host-key checking, returns the file
+        self._known_hosts_file = None
 
     @property
     def planning(self) -> bool:
@@ -234,9 +237,17 @@ class Remote:
             result = self._connected().run(
                 cmd.line(interactive=False), warn=True, hide=not cmd.stream, pty=False,
                 in_stream=io.StringIO(cmd.stdin) if cmd.stdin is not None else False)
-        except HostUnreachable:
-            raise
-        except Exception as error:  # paramiko and socket errors: report them as an unreachable host
+        except BadHostKeyException as error:
+            raise HostUnreachable(
+                f"{self.alias}: the host key CHANGED (now {error.key.fingerprint}); refusing to connect. If the "
+                f"host was reinstalled, verify the new key and replace its line in {self._known_hosts_file}") from None
+        except SSHException as error:
+            if "not found in known_hosts" not in str(error):
+                raise HostUnreachable(f"{self.alias}: ssh failed: {error}") from None
+            raise HostUnreachable(
+                f"{self.alias}: unknown host key (not in {self._known_hosts_file}); connect once with "
+                f"`ssh {self.alias}` and verify the key, or set SSH_ACCEPT_NEW_HOST_KEYS=yes") from None
+        except (OSError, EOFError) as error:
             raise HostUnreachable(f"{self.alias}: ssh failed: {error}") from None
         out = Output(result.exited, result.stdout, result.stderr)
         self.mode.log.write(host=self.alias, role=self.role, command=cmd.mask(cmd.line()),
@@ -246,7 +257,7 @@ class Remote:
 
     def _connected(self):
         if not self._connection.is_connected and self._known_hosts:
-            self._known_hosts(self._connection)
+            self._known_hosts_file = self._known_hosts(self._connection)
         return self._connection
 
     def close(self) -> None:

@@ -70,7 +70,7 @@ class PhaseExecutor(Executor):
 def _known_hosts_setup(cfg: settings_module.Settings):
     """Host keys are checked against the operator's known_hosts; Fabric alone would accept any."""
 
-    def prepare(connection: Connection) -> None:
+    def prepare(connection: Connection) -> Path:
         configured = connection.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0]
         path = (cfg.ssh_known_hosts or Path(configured)).expanduser()
         client = connection.client
@@ -81,7 +81,7 @@ def _known_hosts_setup(cfg: settings_module.Settings):
             path.touch(mode=0o600)
             client.load_host_keys(str(path))
         client.set_missing_host_key_policy(AutoAddPolicy() if cfg.ssh_accept_new_host_keys else RejectPolicy())
-        connection._known_hosts_path = path
+        return path
 
     return prepare
 
