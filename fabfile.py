@@ -6,6 +6,7 @@ from tasks import dns, mastodon, nginx, phases, postgres, preflight, runbook, si
 ns = Collection(
     preflight.preflight,
     tunnel.tunnel,
+    postgres.replication_role,
     postgres.basebackup,
     postgres.replication_status,
     transfer.copy_config,

@@ -55,6 +55,11 @@ class _Unknown:
 
 UNKNOWN = _Unknown()
 
+
+def known(value) -> bool:
+    """False for a fact's value in a plan: code that skips work must skip only on known facts."""
+    return value is not UNKNOWN
+
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\n*?~]|^\s*cd\s")
 
 
@@ -73,29 +78,42 @@ class Cmd:
     secrets: tuple[Secret, ...] = ()
     stream: bool = False
 
+    @property
+    def scripted(self) -> bool:
+        """Shell syntax (pipes, &&, redirects, $) runs as a script on `sh -s`'s stdin: no nested quoting."""
+        return bool(_SHELL_SYNTAX.search(self.script))
+
     def line(self, interactive: bool = True) -> str:
-        """The command line as run on the host. Real runs use `sudo -n` so nothing waits for a password."""
+        """The command line run on the host. Real runs use `sudo -n` so nothing waits for a password."""
+        program = "sh -s" if self.scripted else self.script
         if self.user is None:
-            return self.script
+            return program
         sudo = "sudo" if interactive else "sudo -n"
         if self.user != "root":
             sudo += f" -H -u {self.user}"
-        if _SHELL_SYNTAX.search(self.script):
-            return f"{sudo} sh -c {shlex.quote(self.script)}"
-        return f"{sudo} {self.script}"
+        return f"{sudo} {program}"
+
+    def input(self) -> str | None:
+        """What the command reads on stdin: the data, or the script (with the data as its here-document)."""
+        if not self.scripted:
+            return self.stdin
+        if self.stdin is None:
+            return self.script + "\n"
+        delimiter, body = heredoc(self.stdin, "DATA")
+        return f"{{ {self.script}\n}} <<'{delimiter}'\n{body}{delimiter}\n"
 
     def mask(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret.reveal(), str(secret))
         return text
 
-    def shown_stdin(self) -> str | None:
-        return None if self.stdin is None else self.mask(self.stdin)
+    def shown(self) -> str:
+        """The command as shown to people and logs: the line, then its input; secrets masked."""
+        return self.mask(self.line() + ("" if self.input() is None else "\n" + self.input().rstrip("\n")))
 
 
-def heredoc(text: str) -> tuple[str, str]:
+def heredoc(text: str, delimiter: str = "EOF") -> tuple[str, str]:
     """A here-document delimiter that does not occur in `text`, and the body ending in a newline."""
-    delimiter = "EOF"
     while delimiter in text.splitlines():
         delimiter += "_"
     return delimiter, text if text.endswith("\n") else text + "\n"
@@ -112,10 +130,10 @@ def quote(text: str) -> str:
 def ssh_line(alias: str, cmd: Cmd) -> str:
     """The copy-pasteable form: `ssh ALIAS -- 'CMD'`, with stdin as a quoted here-document."""
     text = f"ssh {alias} -- {quote(cmd.line())}"
-    stdin = cmd.shown_stdin()
+    stdin = cmd.input()
     if stdin is None:
         return text
-    delimiter, body = heredoc(stdin)
+    delimiter, body = heredoc(cmd.mask(stdin))
     return f"{text} <<'{delimiter}'\n{body}{delimiter}"
 
 
@@ -124,11 +142,16 @@ class CommandFailed(Exception):
 
     def __init__(self, alias: str, cmd: Cmd, out: Output):
         self.out = out
-        super().__init__(f"on {alias}: `{cmd.mask(cmd.line())}` failed ({cmd.mask(out.why())})")
+        super().__init__(f"on {alias}: `{cmd.shown()}` failed ({cmd.mask(out.why())})")
 
 
 class HostUnreachable(Exception):
     """ssh to a host failed (network, authentication or host key)."""
+
+
+class StepFailed(Exception):
+    """A step could not reach its goal (a wait timed out, a verification failed); the message says
+    what state the hosts are in and what to do."""
 
 
 # --- events: what a planned run shows ------------------------------------------------------------
@@ -212,18 +235,39 @@ class Remote:
         if self.planning:
             self.mode.emit(Event("run", self.alias, cmd))
             return Output(0)
-        print(f"  {self.alias}$ {cmd.mask(cmd.line())}", file=self.mode.echo, flush=True)
+        print(f"  {self.alias}$ " + cmd.shown().replace("\n", "\n    "), file=self.mode.echo, flush=True)
         out = self._execute(cmd)
         if not out.ok:
             raise CommandFailed(self.alias, cmd, out)
         return out
 
-    def fact(self, cmd: Cmd, parse: Callable[[Output], T]) -> T | _Unknown:
-        """A read-only check: the parsed output, or UNKNOWN when planning."""
+    def fact(self, cmd: Cmd, parse: Callable[[Output], T], planned=UNKNOWN) -> T | _Unknown:
+        """A read-only check: the parsed output. When planning: `planned` (a stand-in value for
+        text that later commands show, never for decisions), else UNKNOWN."""
         if self.planning:
             self.mode.emit(Event("check", self.alias, cmd))
-            return UNKNOWN
+            return planned
         return parse(self._execute(cmd))
+
+    def wait_for(self, cmd: Cmd, parse: Callable[[Output], T], done: Callable[[T], bool], *,
+                 what: str, timeout: float, interval: float = 1.0, show=str) -> T | _Unknown:
+        """Repeat a check until `done(value)`; show progress when the value changes; StepFailed on timeout."""
+        if self.planning:
+            self.mode.emit(Event("check", self.alias, cmd))
+            self.mode.emit(Event("note", title=f"repeat the check above until {what} (at most {timeout:.0f} s)"))
+            return UNKNOWN
+        deadline, shown = time.monotonic() + timeout, None
+        while True:
+            value = parse(self._execute(cmd))
+            if done(value):
+                return value
+            if show(value) != shown:
+                shown = show(value)
+                print(f"  {self.alias}: waiting until {what}: {shown}", file=self.mode.echo, flush=True)
+            if time.monotonic() > deadline:
+                raise StepFailed(f"on {self.alias}: gave up after {timeout:.0f} s waiting until {what} "
+                                 f"(last seen: {shown})")
+            time.sleep(interval)
 
     def write_file(self, path: str, text: str, *, owner: str = "root", mode: str = "0644",
                    secrets: tuple[Secret, ...] = ()) -> Output:
@@ -236,7 +280,7 @@ class Remote:
         try:
             result = self._connected().run(
                 cmd.line(interactive=False), warn=True, hide=not cmd.stream, pty=False,
-                in_stream=io.StringIO(cmd.stdin) if cmd.stdin is not None else False)
+                in_stream=io.StringIO(cmd.input()) if cmd.input() is not None else False)
         except BadHostKeyException as error:
             raise HostUnreachable(
                 f"{self.alias}: the host key CHANGED (now {error.key.fingerprint}); refusing to connect. If the "
@@ -250,7 +294,7 @@ class Remote:
         except (OSError, EOFError) as error:
             raise HostUnreachable(f"{self.alias}: ssh failed: {error}") from None
         out = Output(result.exited, result.stdout, result.stderr)
-        self.mode.log.write(host=self.alias, role=self.role, command=cmd.mask(cmd.line()),
+        self.mode.log.write(host=self.alias, role=self.role, command=cmd.shown(),
                             exit=out.exited, seconds=round(time.monotonic() - started, 3),
                             stdout=cmd.mask(out.stdout)[-4000:], stderr=cmd.mask(out.stderr)[-4000:])
         return out

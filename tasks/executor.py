@@ -17,7 +17,7 @@ from invoke.exceptions import Exit
 from paramiko import AutoAddPolicy, RejectPolicy
 
 from . import settings as settings_module
-from .command import CommandFailed, HostUnreachable, Live, Plan, Remote, RunLog, Session
+from .command import CommandFailed, HostUnreachable, Live, Plan, Remote, RunLog, Session, StepFailed
 
 ROLES = ("old", "new")
 
@@ -150,7 +150,7 @@ def _run_body(body, session: Session, name: str, kwargs) -> None:
         body(session, **kwargs)
     except CommandFailed as error:
         failure = Exit(f"{name} failed {error}", code=1)
-    except HostUnreachable as error:
+    except (HostUnreachable, StepFailed) as error:
         failure = Exit(f"{name}: {error}", code=1)
     except Exit as error:
         failure = error

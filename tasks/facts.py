@@ -132,3 +132,87 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def psql_rows(out: Output, columns: int) -> list[list[str]]:
+    """Every row of `psql -XAtq` output (may be none)."""
+    if not out.ok:
+        raise Unparseable(f"psql failed: {out.why()}")
+    rows = [x.split("|") for x in out.stdout.splitlines() if x.strip()]
+    if any(len(r) != columns for r in rows):
+        raise Unparseable(f"expected {columns} fields from psql, got {out.stdout.strip()!r}")
+    return rows
+
+
+def single_value(out: Output) -> str:
+    """A command (or query) printing one value; '' when it printed nothing."""
+    if not out.ok:
+        raise Unparseable(out.why())
+    return out.stdout.strip()
+
+
+def line_count(out: Output) -> int:
+    """`grep -c`: exit 1 with 0 means no match, exit 2 (missing file) counts as none too."""
+    text = out.stdout.strip()
+    return int(text) if text.isdigit() else 0
+
+
+@dataclass(frozen=True)
+class Sender:
+    """One row of old's pg_stat_replication."""
+
+    application_name: str
+    client_addr: str
+    state: str
+    sent_lsn: str
+    write_lsn: str
+    flush_lsn: str
+    replay_lsn: str
+    lag_bytes: int
+
+
+def senders(out: Output) -> list[Sender]:
+    return [Sender(*row[:7], int(row[7] or 0)) for row in psql_rows(out, 8)]
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    active: bool
+    wal_status: str
+    retained_bytes: int
+
+
+def slot(out: Output) -> Slot | None:
+    """Our slot on old (None when it does not exist)."""
+    rows = psql_rows(out, 4)
+    if not rows:
+        return None
+    name, active, wal_status, retained = rows[0]
+    return Slot(name, active == "t", wal_status, int(retained or 0))
+
+
+@dataclass(frozen=True)
+class Standby:
+    """new's view: recovery state, WAL receiver and replay positions."""
+
+    in_recovery: bool
+    receiver_status: str  # 'streaming', 'starting', ... or '' when no receiver runs
+    receive_lsn: str
+    replay_lsn: str
+    last_replay: str
+    replay_age_seconds: float | None
+    system_identifier: str
+
+
+def standby(out: Output) -> Standby:
+    recovery, status, receive, replay, last, age, sysid = psql_row(out, 7)
+    return Standby(recovery == "t", status, receive, replay, last, float(age) if age else None, sysid)
+
+
+def public_key(out: Output) -> str | None:
+    """An OpenSSH public key file ('type base64 comment'); None when missing."""
+    words = out.stdout.split()
+    if not out.ok or len(words) < 2 or not words[0].startswith(("ssh-", "ecdsa-")):
+        return None
+    return f"{words[0]} {words[1]}"

@@ -1,14 +1,28 @@
 """The migration's phases, each composed from subsystem steps: `fab -H old,new phaseN-...`."""
 from __future__ import annotations
 
-from .command import Session
+from . import postgres, preflight, tunnel
+from .command import Session, StepFailed
 from .executor import not_implemented, two_host_task
 
 
-@two_host_task
-def phase1_replicate(s: Session):
+def replicate(s: Session, max_rate: str = "") -> None:
+    """Phase 1 as steps; each checks the real state first, so a re-run continues where it stopped."""
+    preflight.run_preflight(s)
+    postgres.ensure_replication_role(s)
+    postgres.ensure_replication_hba(s)
+    postgres.ensure_slot_wal_cap(s)
+    tunnel.ensure_tunnel(s)
+    postgres.run_basebackup(s, max_rate=max_rate)
+    report = postgres.show_replication_status(s)
+    if report is not None and not report["healthy"]:
+        raise StepFailed("phase 1 ended but replication is not healthy (see above); run it again")
+
+
+@two_host_task(help={"max_rate": "throttle the base backup, e.g. 50M, so the tunnel leaves room for the live site"})
+def phase1_replicate(s: Session, max_rate=""):
     """Phase 1: preflight, replication role, tunnel, base backup; new becomes a streaming replica."""
-    raise not_implemented(4)
+    replicate(s, max_rate=max_rate)
 
 
 @two_host_task

@@ -1,14 +1,26 @@
 """PostgreSQL: facts and actions on both clusters (replication role, base backup, promotion)."""
 from __future__ import annotations
 
-from .command import Cmd, Session
+import base64
+import hashlib
+import hmac
+import json as json_module
+import secrets
+import time
+
+from . import checks, system
+from .command import UNKNOWN, Cmd, CommandFailed, Secret, Session, StepFailed, known
 from .executor import not_implemented, two_host_task
+from .facts import Output, Unparseable, human_bytes, line_count, senders, single_value, slot, standby
 from .settings import Settings
 
+PGPASS = "/var/lib/postgresql/.pgpass"
 
-def psql(sql: str, port: int, database: str = "postgres") -> Cmd:
+
+def psql(sql: str, port: int, database: str = "postgres", secrets=()) -> Cmd:
     """SQL as the postgres superuser over the local socket; the SQL travels on stdin."""
-    return Cmd(f"psql -XAtq -v ON_ERROR_STOP=1 -p {port} -d {database}", user="postgres", stdin=sql)
+    return Cmd(f"psql -XAtq -v ON_ERROR_STOP=1 -p {port} -d {database}", user="postgres", stdin=sql,
+               secrets=secrets)
 
 
 def server_version(cfg: Settings) -> Cmd:
@@ -43,16 +55,269 @@ def database_size(cfg: Settings) -> Cmd:
     return psql("SELECT sum(pg_database_size(datname))::bigint FROM pg_database;", cfg.pg_port)
 
 
-@two_host_task(help={"force": "move a non-empty data directory on new aside (never deleted)"})
-def basebackup(s: Session, force=False):
+def cluster_unit(cfg: Settings) -> str:
+    """Debian's unit for the cluster in PG_DATA_DIR (/var/lib/postgresql/15/main -> postgresql@15-main)."""
+    return f"postgresql@{cfg.pg_version}-{cfg.pg_data_dir.rsplit('/', 1)[-1]}"
+
+
+def bindir(cfg: Settings) -> str:
+    return f"/usr/lib/postgresql/{cfg.pg_version}/bin"
+
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores: old receives this, never the password itself."""
+    salt = salt or secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(hashlib.sha256(client_key).digest())}:{b64(server_key)}"
+
+
+def _value(remote, sql: str, cfg: Settings, planned=UNKNOWN):
+    """One value from a query on that host."""
+    return remote.fact(psql(sql, cfg.pg_port), single_value, planned=planned)
+
+
+# --- phase 1 steps: replication role, base backup ---------------------------------------------------
+
+def ensure_replication_role(s: Session) -> None:
+    cfg = s.settings
+    s.step("replication role", f"old gets a role {cfg.replication_role} that may only replicate; its password "
+           f"lives on new in {PGPASS} and reaches old only as a SCRAM verifier",
+           undo=f"ssh old -- sudo -u postgres psql -c 'DROP ROLE {cfg.replication_role}'")
+    has_role = _value(s.old, f"SELECT rolreplication AND rolcanlogin FROM pg_roles "
+                             f"WHERE rolname = '{cfg.replication_role}';", cfg)
+    pgpass_prefix = f"127.0.0.1:{cfg.tunnel_port}:*:{cfg.replication_role}:"
+    has_password = s.new.fact(Cmd(f"grep -cF '{pgpass_prefix}' {PGPASS}", user="postgres"), line_count)
+    if has_role == "t" and has_password:
+        return
+    password = Secret(secrets.token_urlsafe(32), f"new:{PGPASS}")
+    verifier = Secret(scram_verifier(password.reveal()), f"SCRAM verifier of the password in new:{PGPASS}")
+    s.new.run(system.replace_lines(PGPASS, pgpass_prefix, pgpass_prefix + password.reveal() + "\n",
+                                   user="postgres", secrets=(password,)))
+    sql = (f"DO $$BEGIN\n"
+           f"  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{cfg.replication_role}') THEN\n"
+           f"    CREATE ROLE {cfg.replication_role};\n"
+           f"  END IF;\nEND$$;\n"
+           f"ALTER ROLE {cfg.replication_role} WITH REPLICATION LOGIN PASSWORD '{verifier.reveal()}';\n"
+           f"COMMENT ON ROLE {cfg.replication_role} IS '{system.MARK}: replication to new';\n")
+    s.old.run(psql(sql, cfg.pg_port, secrets=(verifier,)))
+
+
+def ensure_replication_hba(s: Session) -> None:
+    cfg = s.settings
+    name = "replication"
+    s.step("pg_hba.conf on old", f"allow {cfg.replication_role} to replicate from 127.0.0.1 only (the tunnel's end)",
+           undo="restore the pg_hba.conf.mig-* backup next to pg_hba.conf, then SELECT pg_reload_conf()")
+    hba = _value(s.old, "SHOW hba_file;", cfg, planned=f"/etc/postgresql/{cfg.pg_version}/main/pg_hba.conf")
+    rule = f"host replication {cfg.replication_role} 127.0.0.1/32 scram-sha-256"
+    present = s.old.fact(Cmd(f"grep -cxF '{rule}' {hba}", user="postgres"), line_count)
+    if present:
+        return
+    backup = "mig-" + time.strftime("%Y%m%d%H%M%S")
+    s.old.run(system.put_block(hba, name, [rule], user="postgres", backup_suffix=backup))
+    errors = _value(s.old, "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL;", cfg)
+    if known(errors) and errors != "0":
+        s.old.run(Cmd(f"mv {hba}.{backup} {hba}", user="postgres"))
+        raise StepFailed(f"old's {hba} has errors after the edit; the previous file was put back")
+    s.old.run(psql("SELECT pg_reload_conf();", cfg.pg_port))
+
+
+def ensure_slot_wal_cap(s: Session) -> None:
+    cfg = s.settings
+    s.step("cap WAL kept for slots", f"a stuck slot may keep at most {cfg.max_slot_wal_keep_size} of WAL on old, "
+           "so it can never fill old's disk", undo="ALTER SYSTEM RESET max_slot_wal_keep_size; SELECT pg_reload_conf();")
+    cap = _value(s.old, "SHOW max_slot_wal_keep_size;", cfg)
+    if known(cap) and cap != "-1":
+        return
+    s.old.run(psql(f"ALTER SYSTEM SET max_slot_wal_keep_size = '{cfg.max_slot_wal_keep_size}';\n"
+                   "SELECT pg_reload_conf();", cfg.pg_port))
+
+
+STANDBY_SQL = ("SELECT pg_is_in_recovery(), coalesce((SELECT status FROM pg_stat_wal_receiver), ''),\n"
+               "       coalesce(pg_last_wal_receive_lsn()::text, ''), coalesce(pg_last_wal_replay_lsn()::text, ''),\n"
+               "       coalesce(pg_last_xact_replay_timestamp()::text, ''),\n"
+               "       coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::text, ''),\n"
+               "       (SELECT system_identifier FROM pg_control_system());")
+SYSID_SQL = "SELECT system_identifier FROM pg_control_system();"
+
+
+def _standby_or_none(out: Output):
+    try:
+        return standby(out)
+    except Unparseable:
+        return None  # no cluster answers on new
+
+
+def _standby(s: Session):
+    return s.new.fact(psql(STANDBY_SQL, s.settings.pg_port), _standby_or_none)
+
+
+def _slot(s: Session):
+    cfg = s.settings
+    return s.old.fact(psql(f"SELECT slot_name, active, coalesce(wal_status, ''),\n"
+                           f"       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint\n"
+                           f"FROM pg_replication_slots WHERE slot_name = '{cfg.replication_slot}';", cfg.pg_port),
+                      slot)
+
+
+def drop_slot(s: Session, *, ours_in_use: bool = False) -> None:
+    """Drop our slot on old. A slot in use is dropped only when it is ours (a backup that just
+    failed): its walsender is terminated first."""
+    cfg = s.settings
+    where = f"slot_name = '{cfg.replication_slot}'"
+    if ours_in_use:
+        s.old.run(psql(f"SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE {where} AND active;",
+                       cfg.pg_port))
+        s.old.wait_for(psql(f"SELECT count(*) FROM pg_replication_slots WHERE {where} AND active;", cfg.pg_port),
+                       single_value, lambda n: n == "0", what="the slot is released", timeout=30)
+    s.old.run(psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots\n"
+                   f"WHERE {where} AND NOT active;", cfg.pg_port))
+
+
+def _refuse_unless_empty(s: Session, force: bool) -> None:
+    """Refuse (changing nothing) when new's directory holds data, unless --force moves it aside."""
+    cfg = s.settings
+    found = checks.new_cluster(cfg, *(host.fact(cmd, lambda out: out) for host, cmd in (
+        (s.new, cluster_identity(cfg)), (s.new, data_dir_entries(cfg)), (s.old, cluster_identity(cfg)))))
+    if found.status == checks.FAIL and not force and not s.planning:
+        raise StepFailed(f"new's data directory: {found.detail}. Nothing was changed. Run basebackup --force "
+                         f"to move {cfg.pg_data_dir} aside (it is kept, never deleted).")
+
+
+def _wait_streaming(s: Session) -> None:
+    s.new.wait_for(psql(STANDBY_SQL, s.settings.pg_port), _standby_or_none,
+                   lambda st: bool(st and st.receiver_status == "streaming"),
+                   what="new streams from old", timeout=120,
+                   show=lambda st: (st.receiver_status or "no WAL receiver yet") if st else "cluster starting")
+
+
+def run_basebackup(s: Session, force: bool = False, max_rate: str = "") -> None:
+    cfg = s.settings
+    s.step("base backup", "copy old's cluster to new through the tunnel; new starts as its streaming replica",
+           undo=f"stop new's cluster; the previous data directory was kept as {cfg.pg_data_dir}.mig-*")
+    primary = _value(s.old, SYSID_SQL, cfg)
+    current = _standby(s)
+    if current and current.in_recovery and current.system_identifier == primary:
+        if current.receiver_status != "streaming":
+            _wait_streaming(s)
+        print("  already streaming from old: nothing to do", flush=True)
+        return
+    if s.planning:
+        s.new.fact(data_dir_entries(cfg), lambda out: out)
+    else:
+        _refuse_unless_empty(s, force)
+    existing = _slot(s)
+    if existing and existing.active:
+        raise StepFailed(f"slot {cfg.replication_slot} on old is in use by another connection; "
+                         "stop that replica or choose another REPLICATION_SLOT")
+    if existing:
+        drop_slot(s)
+    unit = cluster_unit(cfg)
+    s.new.run(system.systemctl("stop", unit))
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    s.new.run(Cmd(f"test ! -e {cfg.pg_data_dir} || mv {cfg.pg_data_dir} {cfg.pg_data_dir}.mig-{stamp}"))
+    s.new.run(Cmd(f"install -d -o postgres -g postgres -m 0700 {cfg.pg_data_dir}"))
+    rate = f" --max-rate={max_rate}" if max_rate else ""
+    backup = Cmd(f"{bindir(cfg)}/pg_basebackup -h 127.0.0.1 -p {cfg.tunnel_port} -U {cfg.replication_role} "
+                 f"-D {cfg.pg_data_dir} -Fp -Xs -R -C -S {cfg.replication_slot} --checkpoint=fast -P -w{rate}",
+                 user="postgres", stream=True)
+    try:
+        s.new.run(backup)
+        s.new.run(Cmd(f"{bindir(cfg)}/pg_verifybackup {cfg.pg_data_dir}", user="postgres"))
+    except CommandFailed as error:
+        drop_slot(s, ours_in_use=True)
+        s.new.run(Cmd(f"find {cfg.pg_data_dir} -mindepth 1 -delete"))
+        raise StepFailed(f"the base backup failed ({error}). The slot on old was dropped and new's data "
+                         "directory is empty again; old was not changed. Fix the cause and run basebackup again."
+                         ) from None
+    s.new.run(system.systemctl("start", unit))
+    _wait_streaming(s)
+
+
+# --- replication status ------------------------------------------------------------------------------
+
+SENDERS_SQL = ("SELECT application_name, coalesce(host(client_addr), 'local'), state,\n"
+               "       coalesce(sent_lsn::text, ''), coalesce(write_lsn::text, ''), coalesce(flush_lsn::text, ''),\n"
+               "       coalesce(replay_lsn::text, ''),\n"
+               "       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint\n"
+               "FROM pg_stat_replication;")
+
+
+def replication_report(s: Session) -> dict | None:
+    """Both sides' view of replication, and whether it is healthy (None when planning)."""
+    cfg = s.settings
+    rows = s.old.fact(psql(SENDERS_SQL, cfg.pg_port), senders)
+    our_slot = _slot(s)
+    new_side = _standby(s)
+    if s.planning:
+        return None
+    streaming = [r for r in rows if r.state == "streaming"]
+    lag = min((r.lag_bytes for r in streaming), default=None)
+    healthy = bool(streaming and lag is not None and lag < cfg.max_lag_bytes and new_side
+                   and new_side.in_recovery and new_side.receiver_status == "streaming")
+    return {"healthy": healthy, "lag_bytes": lag, "max_lag_bytes": cfg.max_lag_bytes,
+            "old": {"senders": [r.__dict__ for r in rows], "slot": our_slot.__dict__ if our_slot else None},
+            "new": new_side.__dict__ if new_side else None}
+
+
+def report_table(report: dict) -> str:
+    lines = []
+    for r in report["old"]["senders"]:
+        lines.append(f"old  replica {r['application_name']} from {r['client_addr']}: {r['state']}, "
+                     f"sent {r['sent_lsn']} write {r['write_lsn']} flush {r['flush_lsn']} replay {r['replay_lsn']}, "
+                     f"lag {human_bytes(r['lag_bytes'])}")
+    if not report["old"]["senders"]:
+        lines.append("old  no replica connected")
+    slot_info = report["old"]["slot"]
+    lines.append(f"old  slot {slot_info['name']}: {'active' if slot_info['active'] else 'INACTIVE'}, "
+                 f"wal_status {slot_info['wal_status']}, retains {human_bytes(slot_info['retained_bytes'])}"
+                 if slot_info else "old  no replication slot")
+    new = report["new"]
+    if new:
+        age = f" ({new['replay_age_seconds']:.0f} s ago)" if new["replay_age_seconds"] is not None else ""
+        lines.append(f"new  {'in recovery' if new['in_recovery'] else 'NOT in recovery (a primary)'}, "
+                     f"receiver {new['receiver_status'] or 'not running'}, receive {new['receive_lsn'] or '-'}, "
+                     f"replay {new['replay_lsn'] or '-'}, last replayed transaction {new['last_replay'] or '-'}{age}")
+    else:
+        lines.append("new  no cluster answers")
+    lines.append("healthy: " + ("yes" if report["healthy"] else
+                                f"NO (needs streaming with lag under {human_bytes(report['max_lag_bytes'])})"))
+    return "\n".join(lines)
+
+
+def show_replication_status(s: Session, as_json: bool = False) -> dict | None:
+    s.step("replication status", "both sides' view: WAL positions, lag in bytes, the slot")
+    report = replication_report(s)
+    if report is not None:
+        print(json_module.dumps(report, indent=2) if as_json else report_table(report), flush=True)
+    return report
+
+
+# --- tasks -----------------------------------------------------------------------------------------
+
+@two_host_task
+def replication_role(s: Session):
+    """Create old's replication role (password kept on new only), its pg_hba rule and the WAL cap."""
+    ensure_replication_role(s)
+    ensure_replication_hba(s)
+    ensure_slot_wal_cap(s)
+
+
+@two_host_task(help={"force": "move a non-empty data directory on new aside (never deleted)",
+                     "max_rate": "throttle the copy, e.g. 50M (kB/s unless suffixed), so the tunnel leaves room"})
+def basebackup(s: Session, force=False, max_rate=""):
     """Copy old's cluster to new with pg_basebackup through the tunnel; new becomes a streaming replica."""
-    raise not_implemented(4)
+    run_basebackup(s, force=force, max_rate=max_rate)
 
 
 @two_host_task(help={"json": "print JSON for scripts instead of a table"})
 def replication_status(s: Session, json=False):
     """Show replication from both sides (LSNs, lag, slot); exit 0 only when healthy."""
-    raise not_implemented(4)
+    report = show_replication_status(s, as_json=json)
+    if report is not None and not report["healthy"]:
+        raise StepFailed("replication is not healthy (see above)")
 
 
 @two_host_task(help={"max_lag_bytes": "refuse to promote when new is further behind than this"})

@@ -56,6 +56,18 @@ def _pg_major(text: str) -> int:
     return int(text)
 
 
+def _pg_size(text: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]*(MB|GB|TB)", text):
+        raise ValueError("a size such as 512MB, 5GB or 1TB")
+    return text
+
+
+def _bytes(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError("a number of bytes such as 16777216")
+    return int(text)
+
+
 def _abs_path(text: str) -> str:
     if not text.startswith("/") or any(c.isspace() for c in text):
         raise ValueError("an absolute path without spaces, such as /var/lib/postgresql/15/main")
@@ -138,6 +150,9 @@ class Settings:
     tunnel_port: int
     replication_role: str
     replication_slot: str
+    max_slot_wal_keep_size: str
+    max_lag_bytes: int
+    old_ssh_port_from_new: int
     mastodon_user: str
     mastodon_dir: str
     mastodon_web_service: str
@@ -186,6 +201,9 @@ SCHEMA = {
     "TUNNEL_PORT": (_port, "5433"),
     "REPLICATION_ROLE": (_pg_identifier, "mig_replicator"),
     "REPLICATION_SLOT": (_pg_identifier, "mig_new"),
+    "MAX_SLOT_WAL_KEEP_SIZE": (_pg_size, "5GB"),
+    "MAX_LAG_BYTES": (_bytes, str(16 * 1024 * 1024)),
+    "OLD_SSH_PORT_FROM_NEW": (_port, "22"),
     "MASTODON_USER": (_unix_user, "mastodon"),
     "MASTODON_DIR": (_abs_path, "/home/mastodon/live"),
     "MASTODON_WEB_SERVICE": (_unit, "mastodon-web"),

@@ -26,3 +26,44 @@ def listeners(port: int) -> Cmd:
 
 def unit_main_pid(unit: str) -> Cmd:
     return Cmd(f"systemctl show -p MainPID --value {unit}", user=None)
+
+
+MARK = "mastodon-migration"  # every line or block this tool adds to a shared file carries this mark
+
+
+def read_file(path: str, user: str = "root") -> Cmd:
+    """A file's text (exit 1 when missing); only for files that hold no secret."""
+    return Cmd(f"cat {shlex.quote(path)}", user=user)
+
+
+def replace_lines(path: str, marker: str, lines: str, user: str, mode: str = "0600", secrets=()) -> Cmd:
+    """Drop the lines containing `marker` from a file and append `lines`, atomically.
+    The new lines (which may hold a secret) travel on stdin."""
+    return Cmd(f"set -e\nf={shlex.quote(path)}\n"
+               f'mkdir -p -m 700 "$(dirname "$f")" && touch "$f"\n'
+               f'{{ grep -vF {shlex.quote(marker)} "$f" || true; cat; }} > "$f.{MARK}"\n'
+               f'chmod {mode} "$f.{MARK}" && mv "$f.{MARK}" "$f"', user=user, stdin=lines, secrets=secrets)
+
+
+def block(name: str, lines: list[str]) -> str:
+    return "\n".join([f"# BEGIN {MARK} {name}", *lines, f"# END {MARK} {name}"]) + "\n"
+
+
+def put_block(path: str, name: str, lines: list[str], user: str, backup_suffix: str) -> Cmd:
+    """Put a block marked BEGIN/END `name` at the top of a config file (first match wins in files
+    such as pg_hba.conf), replacing an older copy; the previous file is kept as PATH.BACKUP_SUFFIX."""
+    begin, end = f"# BEGIN {MARK} {name}", f"# END {MARK} {name}"
+    return Cmd(f"set -e\nf={shlex.quote(path)}\n"
+               f'cp -p "$f" "$f.{backup_suffix}"\n'
+               f"{{ cat; sed '/^{begin}$/,/^{end}$/d' \"$f.{backup_suffix}\"; }} > \"$f.{MARK}\"\n"
+               f'chmod --reference="$f.{backup_suffix}" "$f.{MARK}" && mv "$f.{MARK}" "$f"',
+               user=user, stdin=block(name, lines))
+
+
+def unit_state(unit: str) -> Cmd:
+    """`systemctl is-active` prints active/inactive/failed/activating (exit code varies)."""
+    return Cmd(f"systemctl is-active {unit}", user=None)
+
+
+def systemctl(*words: str) -> Cmd:
+    return Cmd("systemctl " + " ".join(words))

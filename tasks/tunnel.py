@@ -1,13 +1,114 @@
-"""The ssh tunnel from new to old that carries replication and, until failover, Mastodon's queries."""
+"""The ssh tunnel from new to old that carries replication and, until failover, Mastodon's queries.
+
+It runs on new as postgres under systemd, with a key of its own that old accepts only for
+forwarding to its PostgreSQL port; old's host key is pinned, never accepted blindly.
+"""
 from __future__ import annotations
 
-from .command import Session
-from .executor import not_implemented, two_host_task
+from . import checks, system
+from .command import Cmd, Session, StepFailed
+from .executor import two_host_task
+from .facts import Output, public_key
+from .templates import render
 
 UNIT = "mastodon-migration-tunnel"
+UNIT_FILE = f"/etc/systemd/system/{UNIT}.service"
+SSH_DIR = "/var/lib/postgresql/.ssh"  # postgres's home on Debian, on both hosts
+KEY = f"{SSH_DIR}/{UNIT}"
+KNOWN_HOSTS = f"{SSH_DIR}/{UNIT}.known_hosts"
+AUTHORIZED_KEYS = f"{SSH_DIR}/authorized_keys"
+OLD_HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
+
+
+def _text(out: Output) -> str | None:
+    return out.stdout if out.ok else None
+
+
+def authorized_line(s: Session, key: str) -> str:
+    """old accepts the key for one forward only: no shell, no other port, no agent or pty."""
+    cfg = s.settings
+    return (f'restrict,port-forwarding,permitopen="127.0.0.1:{cfg.pg_port}",command="/bin/false" '
+            f"{key} {UNIT}\n")
+
+
+def known_hosts_line(s: Session, host_key: str) -> str:
+    cfg = s.settings
+    host = cfg.old_address_from_new
+    if cfg.old_ssh_port_from_new != 22:
+        host = f"[{host}]:{cfg.old_ssh_port_from_new}"
+    return f"{host} {host_key}\n"
+
+
+def unit_text(s: Session) -> str:
+    cfg = s.settings
+    return render("tunnel.service.j2", old_address=cfg.old_address_from_new, ssh_port=cfg.old_ssh_port_from_new,
+                  key_path=KEY, known_hosts_path=KNOWN_HOSTS, tunnel_port=cfg.tunnel_port, pg_port=cfg.pg_port,
+                  ssh_user="postgres")
+
+
+def ensure_key(s: Session) -> str:
+    """new's own key pair for the tunnel, created once."""
+    s.step("tunnel key", "new gets a key pair of its own for the tunnel, used for nothing else",
+           undo=f"ssh new -- sudo rm {KEY} {KEY}.pub")
+    key = s.new.fact(Cmd(f"cat {KEY}.pub", user="postgres"), public_key, planned="<new's tunnel public key>")
+    if key is None:
+        s.new.run(Cmd(f"mkdir -p -m 700 {SSH_DIR} && ssh-keygen -q -t ed25519 -N '' -C {UNIT} -f {KEY}",
+                      user="postgres"))
+        key = s.new.fact(Cmd(f"cat {KEY}.pub", user="postgres"), public_key)
+    return key
+
+
+def ensure_authorized(s: Session, key: str) -> None:
+    s.step("authorize the tunnel key on old", "old lets that key forward to its PostgreSQL port and nothing else",
+           undo=f"ssh old -- \"sudo -u postgres sed -i '/ {UNIT}$/d' {AUTHORIZED_KEYS}\"")
+    line = authorized_line(s, key)
+    present = s.old.fact(Cmd(f"grep -F ' {UNIT}' {AUTHORIZED_KEYS}", user="postgres"), lambda out: out.stdout)
+    if present != line:
+        s.old.run(system.replace_lines(AUTHORIZED_KEYS, f" {UNIT}", line, user="postgres"))
+
+
+def ensure_known_host(s: Session) -> None:
+    s.step("pin old's host key on new", "the tunnel trusts exactly the key old's sshd presents, read from old itself",
+           undo=f"ssh new -- sudo rm {KNOWN_HOSTS}")
+    host_key = s.old.fact(system.read_file(OLD_HOST_KEY), public_key, planned="<old's ed25519 host key>")
+    if host_key is None:
+        raise StepFailed(f"old has no {OLD_HOST_KEY}; the tunnel pins old's ed25519 host key")
+    line = known_hosts_line(s, host_key)
+    if s.new.fact(system.read_file(KNOWN_HOSTS, user="postgres"), _text) != line:
+        s.new.write_file(KNOWN_HOSTS, line, owner="postgres", mode="0644")
+
+
+def ensure_unit(s: Session) -> None:
+    cfg = s.settings
+    s.step("tunnel unit", f"systemd keeps ssh -L 127.0.0.1:{cfg.tunnel_port} -> old:{cfg.pg_port} running on new",
+           undo=f"ssh new -- 'sudo systemctl disable --now {UNIT} && sudo rm {UNIT_FILE}'")
+    text = unit_text(s)
+    changed = s.new.fact(system.read_file(UNIT_FILE), _text) != text
+    state = s.new.fact(system.unit_state(UNIT), lambda out: out.stdout.strip())
+    if state != "active" and not s.planning:
+        port = checks.tunnel_port(cfg, s.new.fact(system.listeners(cfg.tunnel_port), lambda out: out),
+                                  s.new.fact(system.unit_main_pid(UNIT), lambda out: out))
+        if port.status == checks.FAIL:
+            raise StepFailed(f"tunnel: {port.detail}")
+    if changed:
+        s.new.write_file(UNIT_FILE, text)
+        s.new.run(system.systemctl("daemon-reload"))
+    if changed or state != "active":
+        s.new.run(system.systemctl("enable", UNIT))
+        s.new.run(system.systemctl("restart", UNIT))
+    s.new.wait_for(Cmd(f"pg_isready -h 127.0.0.1 -p {cfg.tunnel_port}", user="postgres"), lambda out: out.ok,
+                   bool, what=f"old's PostgreSQL answers through the tunnel on 127.0.0.1:{cfg.tunnel_port}",
+                   timeout=30, show=lambda ok: "not yet")
+
+
+def ensure_tunnel(s: Session) -> None:
+    key = ensure_key(s)
+    ensure_authorized(s, key)
+    ensure_known_host(s)
+    ensure_unit(s)
 
 
 @two_host_task
 def tunnel(s: Session):
     """Install a persistent, locked-down ssh tunnel on new to old's PostgreSQL (systemd unit)."""
-    raise not_implemented(4)
+    ensure_tunnel(s)

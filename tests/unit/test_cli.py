@@ -68,7 +68,10 @@ def test_one_host_task_refuses_the_wrong_role():
     assert result.returncode == 2 and "feeds-build runs on new (new)" in result.stderr
 
 
-@pytest.mark.parametrize("task", [t for t in PLANNED if t != "preflight"])
+IMPLEMENTED = {"preflight", "tunnel", "basebackup", "replication-status", "phase1-replicate"}
+
+
+@pytest.mark.parametrize("task", [t for t in PLANNED if t not in IMPLEMENTED])
 def test_planned_tasks_fail_until_implemented(task):
     hosts = "new" if task in ("precompile", "feeds-build", "restart") else "old" if task == "render-nginx-proxy" \
         else "old,new"

@@ -32,7 +32,24 @@ def test_lines_for_each_user():
     assert Cmd("nginx -t").line() == "sudo nginx -t"
     assert Cmd("true", user=None).line() == "true"
     assert Cmd("nginx -t").line(interactive=False) == "sudo -n nginx -t"
-    assert Cmd("cd /srv && ls", user="mastodon").line() == "sudo -H -u mastodon sh -c 'cd /srv && ls'"
+    scripted = Cmd("cd /srv && ls", user="mastodon")
+    assert scripted.line() == "sudo -H -u mastodon sh -s"
+    assert scripted.input() == "cd /srv && ls\n"
+
+
+def test_a_script_with_data_carries_the_data_as_its_here_document():
+    cmd = Cmd("cat > /tmp/x && chmod 600 /tmp/x", user="postgres", stdin="DATA\nline\n")
+    text = ssh_line("new", cmd)
+    assert text == ("ssh new -- 'sudo -H -u postgres sh -s' <<'EOF'\n"
+                    "{ cat > /tmp/x && chmod 600 /tmp/x\n} <<'DATA_'\nDATA\nline\nDATA_\nEOF")
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+
+
+def test_a_script_with_data_really_runs(tmp_path):
+    target = tmp_path / "out"
+    cmd = Cmd(f"cat > {target} && chmod 600 {target}", user=None, stdin="line one\nEOF\n")
+    subprocess.run(["sh", "-s"], input=cmd.input(), text=True, check=True)
+    assert target.read_text() == "line one\nEOF\n"
 
 
 def test_ssh_line_is_copy_pasteable_and_passes_bash_n():
@@ -79,7 +96,7 @@ def test_live_mode_runs_logs_and_masks(tmp_path):
     assert "hunter2" not in str(error.value) and "boom" in str(error.value)
     records = [json.loads(x) for x in (tmp_path / "run.log").read_text().splitlines()]
     assert [r["exit"] for r in records] == [0, 1]
-    assert records[0]["command"] == "sudo -H -u postgres psql"
+    assert records[0]["command"] == "sudo -H -u postgres psql\nPASSWORD '<secret: a file>'"
     assert "hunter2" not in (tmp_path / "run.log").read_text()
     assert "hunter2" not in (tmp_path / "echo").read_text()
 
@@ -89,3 +106,26 @@ def test_session_step_is_a_heading_in_plans(example_settings):
     session = Session(Plan(events.append), example_settings)
     session.step("tunnel", "carry replication")
     assert events == [Event("step", title="tunnel", why="carry replication")]
+
+
+def test_marked_lines_and_blocks_converge(tmp_path):
+    """The file-editing scripts really run (here with sh, as the hosts do) and are idempotent."""
+    from tasks import system
+    target = tmp_path / "pgpass"
+    target.write_text("keep:me\nold:5433:*:role:stale\n")
+    for _ in range(2):
+        cmd = system.replace_lines(str(target), "old:5433:*:role:", "old:5433:*:role:fresh\n", user=None)
+        subprocess.run(["sh", "-s"], input=cmd.input(), text=True, check=True)
+    assert target.read_text() == "keep:me\nold:5433:*:role:fresh\n"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    hba = tmp_path / "pg_hba.conf"
+    hba.write_text("local all postgres peer\n")
+    for stamp in ("b1", "b2"):
+        cmd = system.put_block(str(hba), "replication", ["host replication r 127.0.0.1/32 scram-sha-256"],
+                               user=None, backup_suffix=stamp)
+        subprocess.run(["sh", "-s"], input=cmd.input(), text=True, check=True)
+    assert hba.read_text() == ("# BEGIN mastodon-migration replication\n"
+                               "host replication r 127.0.0.1/32 scram-sha-256\n"
+                               "# END mastodon-migration replication\n"
+                               "local all postgres peer\n")
+    assert (tmp_path / "pg_hba.conf.b1").read_text() == "local all postgres peer\n"
