@@ -44,7 +44,9 @@ DB_PASS=$pass
 REDIS_HOST=127.0.0.1
 REDIS_PORT=6379
 
-TRUSTED_PROXY_IP=
+# Loopback only (nginx on this host). Left empty, Rails-like trust of private ranges would make the other
+# host trusted here, unlike real hosts that talk over public addresses.
+TRUSTED_PROXY_IP=127.0.0.1/8,::1/128
 S3_ENABLED=false
 ENV
   if [ -f "$STANDIN_SRC/env.production.extra" ]; then
