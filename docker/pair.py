@@ -345,13 +345,9 @@ def seed_size() -> str:
 def provision(host: str, pubkey: str, ca_crt: Path, results: dict) -> None:
     try:
         want = provision_inputs_hash(host, pubkey)
-        have = dexec(host, "cat", MARKER, check=False).stdout.decode().strip()
-        if have == want:
+        if read_marker(host) == want:
             results[host] = "unchanged"
             return
-        if have:
-            log(f"WARNING {host} was provisioned from other inputs ({have} != {want}); "
-                "only unfinished steps run. `make down && make up` for a clean pair.")
         dexec(host, "bash", "-c", "rm -rf /opt/mastomig /opt/standin-src && tar -x -C /",
               input=payload_tar(host, pubkey, ca_crt))
         LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -372,6 +368,10 @@ def provision(host: str, pubkey: str, ca_crt: Path, results: dict) -> None:
         results[host] = f"provisioned in {time.monotonic() - t0:.0f} s"
     except BaseException as exc:  # reported by the caller
         results[host] = exc
+
+
+def read_marker(host: str) -> str:
+    return dexec(host, "cat", MARKER, check=False).stdout.decode().strip()
 
 
 def host_keys(host: str) -> list[str]:
@@ -457,6 +457,15 @@ def up() -> int:
         compose("up", "-d", "--remove-orphans", image=tag)
     for host in HOSTS:
         wait_booted(host)
+
+    # A pair provisioned from other inputs (edited provisioning or stand-in, another checkout's key or CA,
+    # another SEED_SIZE) is recreated rather than patched.
+    stale = [h for h in HOSTS if (m := read_marker(h)) and m != provision_inputs_hash(h, pubkey)]
+    if stale:
+        log(f"{', '.join(stale)} provisioned from other inputs; recreating the pair")
+        compose("up", "-d", "--force-recreate", "--remove-orphans", image=tag)
+        for host in HOSTS:
+            wait_booted(host)
 
     results: dict = {}
     threads = [threading.Thread(target=provision, args=(h, pubkey, ca_crt, results)) for h in HOSTS]
