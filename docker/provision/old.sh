@@ -57,17 +57,10 @@ ENV
   rm -f "$tmp"
 }
 
-schema() { as_mastodon "$(standin_cmd SCHEMA_CMD)"; }
-seed()   { as_mastodon "SEED_SIZE=$SEED_SIZE $(standin_cmd SEED_CMD)"; }
+# The stand-in's commands, as documented in docker/standin/README.md.
+schema() { as_mastodon "bundle exec rails db:schema:load"; }
+seed()   { as_mastodon "SEED_SIZE=$SEED_SIZE bundle exec rails mastodon:seed_standin"; }
 assets() { as_mastodon "bundle exec rails assets:precompile"; }
-
-standin_cmd() {
-  # The stand-in's contract file names its commands (see docker/standin/README.md).
-  local key="$1" v
-  v="$(sed -n "s/^$key=//p" "$STANDIN_SRC/contract.env" 2>/dev/null | head -n1)"
-  [ -n "$v" ] || { echo "stand-in contract.env has no $key" >&2; return 1; }
-  printf '%s' "$v"
-}
 
 certificate() {
   # certbot layout: live/ symlinks into archive/*1.pem, a renewal config, private key 0600.

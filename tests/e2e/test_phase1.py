@@ -1,0 +1,150 @@
+"""Phase 1 on the pair: tunnel, replication role, base backup, streaming replica, and its faults.
+
+The tests run in file order and build on each other: refusals first (nothing changed), then a
+backup whose tunnel dies, then the real phase, then what must survive it.
+"""
+import json
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from .conftest import REPO
+from .test_fabric import fab
+
+pytestmark = pytest.mark.docker
+
+PSQL = ["sudo", "-u", "postgres", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1"]
+TUNNEL_UNIT = "mastodon-migration-tunnel"
+KEY = "/var/lib/postgresql/.ssh/mastodon-migration-tunnel"
+
+
+def sql(pair, host, query, database="postgres"):
+    return pair.exec(host, *PSQL, "-d", database, "-c", query, check=True).stdout.strip()
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"gave up after {timeout} s waiting for {what}")
+
+
+def streaming(pair):
+    return pair.exec("new", *PSQL, "-c", "SELECT status FROM pg_stat_wal_receiver").stdout.strip() == "streaming"
+
+
+def actions(output: str) -> list[str]:
+    """Lines that show a state-changing command (checks are not echoed)."""
+    return [line for line in output.splitlines() if re.match(r"  (old|new)\$ ", line)]
+
+
+def test_tunnel_refuses_a_port_held_by_another_process(pair):
+    holder = subprocess.Popen(["docker", "exec", pair.container("new"), "python3", "-c",
+                               "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+                               "socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 5433)); s.listen(); time.sleep(120)"])
+    try:
+        wait_until(lambda: "5433" in pair.exec("new", "ss", "-Htln").stdout, 10, "the squatter to listen")
+        result = fab("-H", "old,new", "tunnel")
+        assert result.returncode != 0
+        assert re.search(r"5433 is taken by python3 \(pid \d+\)", result.stderr), result.stderr
+        assert pair.exec("new", "systemctl", "is-active", TUNNEL_UNIT).stdout.strip() != "active"
+    finally:
+        holder.kill()
+        pair.exec("new", "pkill", "-f", "s.bind")
+
+
+def test_a_backup_whose_tunnel_dies_cleans_up_and_changes_nothing_on_old(pair):
+    assert fab("-H", "old,new", "replication-role").returncode == 0
+    assert fab("-H", "old,new", "tunnel").returncode == 0
+    before = sql(pair, "old", "SELECT count(*) FROM pg_replication_slots")
+    result = {}
+    backup = threading.Thread(target=lambda: result.update(
+        run=fab("-H", "old,new", "basebackup", "--max-rate=64k", timeout=300)))
+    backup.start()
+    wait_until(lambda: sql(pair, "old", "SELECT count(*) FROM pg_stat_replication") != "0", 60, "the copy to start")
+    time.sleep(1)
+    pair.exec("new", "systemctl", "kill", "-s", "KILL", TUNNEL_UNIT, check=True)
+    backup.join(timeout=280)
+    run = result["run"]
+    assert run.returncode != 0
+    assert "The slot on old was dropped and new's data directory is empty again" in run.stderr, run.stderr
+    assert sql(pair, "old", "SELECT count(*) FROM pg_replication_slots") == before
+    assert pair.sh("new", "ls -A /var/lib/postgresql/15/main | wc -l").stdout.strip() == "0"
+
+
+def test_phase1_leaves_new_streaming_from_old(pair):
+    result = fab("-H", "old,new", "phase1-replicate", timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "t"
+    rows = sql(pair, "old", "SELECT client_addr, state FROM pg_stat_replication").splitlines()
+    assert rows == ["127.0.0.1|streaming"]
+    assert "healthy: yes" in result.stdout
+
+
+def test_a_second_run_changes_nothing(pair):
+    result = fab("-H", "old,new", "phase1-replicate", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert actions(result.stdout) == []
+    assert "already streaming from old" in result.stdout
+
+
+def test_writes_on_old_reach_new_and_lag_drops_to_zero(pair):
+    marker = f"phase1-{time.time_ns()}"
+    sql(pair, "old", f"CREATE TABLE IF NOT EXISTS mig_probe (v text); INSERT INTO mig_probe VALUES ('{marker}')")
+    wait_until(lambda: pair.exec("new", *PSQL, "-c", f"SELECT count(*) FROM mig_probe WHERE v = '{marker}'"
+                                 ).stdout.strip() == "1", 5, "the write to reach new")
+    def lag_is_zero():
+        status = fab("-H", "old,new", "replication-status", "--json")
+        return status.returncode == 0 and json.loads(status.stdout[status.stdout.index("{"):])["lag_bytes"] == 0
+    wait_until(lag_is_zero, 20, "replication-status to report lag 0")
+
+
+def test_the_password_never_shows(pair):
+    line = pair.exec("new", "cat", "/var/lib/postgresql/.pgpass", check=True).stdout
+    password = [x for x in line.splitlines() if ":mig_replicator:" in x][0].rsplit(":", 1)[1]
+    assert len(password) >= 32
+    for host in ("old", "new"):
+        assert password not in pair.exec(host, "ps", "auxww").stdout
+    logs = "".join(p.read_text() for p in (REPO / "logs").glob("*.log"))
+    assert password not in logs
+    auto_conf = pair.exec("new", "cat", "/var/lib/postgresql/15/main/postgresql.auto.conf", check=True).stdout
+    assert password not in auto_conf and "passfile" in auto_conf
+    mode = pair.exec("new", "stat", "-c", "%a %U", "/var/lib/postgresql/.pgpass", check=True).stdout.split()
+    assert mode == ["600", "postgres"]
+
+
+def test_the_tunnel_key_opens_no_shell_and_no_other_forward(pair):
+    ssh = ["sudo", "-u", "postgres", "ssh", "-i", KEY, "-o", "BatchMode=yes",
+           "-o", f"UserKnownHostsFile={KEY}.known_hosts", "postgres@172.30.99.11"]
+    shell = pair.exec("new", *ssh, "echo", "shell-opened")
+    assert shell.returncode != 0 and "shell-opened" not in shell.stdout
+    other = pair.exec("new", *ssh[:-1], "-W", "127.0.0.1:22", ssh[-1], timeout=30)
+    assert other.returncode != 0 and "SSH-2.0" not in other.stdout
+    allowed = pair.exec("new", *ssh[:-1], "-W", "127.0.0.1:5432", ssh[-1], input="", timeout=30)
+    assert "administratively prohibited" not in allowed.stderr
+
+
+def test_a_killed_tunnel_comes_back_by_itself(pair):
+    def main_pid():
+        return pair.exec("new", "systemctl", "show", "-p", "MainPID", "--value", TUNNEL_UNIT).stdout.strip()
+    killed = main_pid()
+    pair.exec("new", "systemctl", "kill", "-s", "KILL", TUNNEL_UNIT, check=True)
+    wait_until(lambda: main_pid() not in (killed, "0"), 30, "systemd to restart the tunnel")
+    wait_until(lambda: streaming(pair), 60, "replication to resume")
+    marker = f"after-kill-{time.time_ns()}"
+    sql(pair, "old", f"INSERT INTO mig_probe VALUES ('{marker}')")
+    wait_until(lambda: pair.exec("new", *PSQL, "-c", f"SELECT count(*) FROM mig_probe WHERE v = '{marker}'"
+                                 ).stdout.strip() == "1", 10, "the write to reach new")
+
+
+def test_a_restarted_new_comes_back_streaming(pair):
+    subprocess.run(["docker", "restart", pair.container("new")], check=True, capture_output=True, timeout=120)
+    wait_until(lambda: pair.exec("new", "systemctl", "is-system-running").stdout.strip() in ("running", "degraded"),
+               60, "new to boot")
+    wait_until(lambda: streaming(pair), 60, "replication to resume after the restart")
+    assert fab("-H", "old,new", "replication-status").returncode == 0
