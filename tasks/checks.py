@@ -130,15 +130,16 @@ def mastodon_versions(cfg: Settings, old: Output, new: Output) -> Check:
     return Check("Mastodon version", "both", PASS, f"same version ({revisions['old'][:12]})")
 
 
-def tunnel_port(cfg: Settings, listeners: Output, tunnel_pid: Output) -> Check:
+def tunnel_port(cfg: Settings, listeners: Output, tunnel: Output) -> Check:
+    """The tunnel port on new must be free, or held by the tunnel unit's own ssh."""
     name = "tunnel port"
     if not listeners.ok:
         return Check(name, "new", FAIL, f"could not list listeners: {listeners.why()}")
     found = facts.port_listeners(listeners)
     if not found:
         return Check(name, "new", PASS, f"{cfg.tunnel_port} is free")
-    ours = tunnel_pid.stdout.strip()
-    if all(str(x.pid) == ours for x in found):
+    ours = facts.unit_process(tunnel)
+    if ours.pid and all(x.pid == ours.pid or (not x.pid and x.uid == ours.uid) for x in found):
         return Check(name, "new", PASS, f"{cfg.tunnel_port} is held by the migration tunnel")
-    holders = ", ".join(f"{x.process} (pid {x.pid})" for x in found)
+    holders = ", ".join(f"{x.process} (pid {x.pid})" if x.pid else f"a process of uid {x.uid}" for x in found)
     return Check(name, "new", FAIL, f"{cfg.tunnel_port} is taken by {holders}; stop it or change TUNNEL_PORT")

@@ -111,19 +111,35 @@ def mastodon_revision(out: Output) -> str:
 
 @dataclass(frozen=True)
 class Listener:
-    process: str
+    process: str  # "" when the kernel would not tell (another user's process, no ptrace right)
     pid: int
+    uid: int
 
 
 def port_listeners(out: Output) -> list[Listener]:
-    """`ss -Htlnp 'sport = :PORT'` -> processes listening on that port (empty: the port is free)."""
+    """`ss -Htlnpe 'sport = :PORT'` -> who listens on that port (empty: the port is free)."""
     found = []
     for line in out.stdout.splitlines():
+        if not line.strip():
+            continue
+        uid = int(re.search(r"\buid:(\d+)", line).group(1)) if "uid:" in line else 0
         users = re.findall(r'\("([^"]+)",pid=(\d+)', line)
-        found += [Listener(name, int(pid)) for name, pid in users]
-        if line.strip() and not users:
-            found.append(Listener("unknown process", 0))
+        found += [Listener(name, int(pid), uid) for name, pid in users] or [Listener("", 0, uid)]
     return found
+
+
+@dataclass(frozen=True)
+class UnitProcess:
+    pid: int  # 0 when the unit is not running
+    uid: int | None
+
+
+def unit_process(out: Output) -> UnitProcess:
+    """`MainPID UID` of a unit (see system.unit_process)."""
+    words = out.stdout.split()
+    if not words or not words[0].isdigit():
+        return UnitProcess(0, None)
+    return UnitProcess(int(words[0]), int(words[1]) if len(words) > 1 and words[1].isdigit() else None)
 
 
 def human_bytes(n: float) -> str:

@@ -29,7 +29,7 @@ def gather(s: Session) -> dict[str, dict[str, Output]]:
     old = dict(common, capacity=postgres.replication_capacity(cfg), size=postgres.database_size(cfg))
     parent = cfg.pg_data_dir.rsplit("/", 1)[0] or "/"
     new = dict(common, entries=postgres.data_dir_entries(cfg), df=system.free_disk(parent),
-               listeners=system.listeners(cfg.tunnel_port), tunnel_pid=system.unit_main_pid(tunnel.UNIT))
+               listeners=system.listeners(cfg.tunnel_port), tunnel=system.unit_process(tunnel.UNIT))
     return {"old": _gather(s.old, old), "new": _gather(s.new, new)}
 
 
@@ -51,7 +51,7 @@ def judge(cfg, found: dict[str, dict[str, Output]]) -> list[checks.Check]:
         checks.new_cluster(cfg, new["identity"], new["entries"], old["identity"]),
         checks.disk_space(old["size"], new["df"]),
         checks.mastodon_versions(cfg, old["mastodon"], new["mastodon"]),
-        checks.tunnel_port(cfg, new["listeners"], new["tunnel_pid"]),
+        checks.tunnel_port(cfg, new["listeners"], new["tunnel"]),
     ]
 
 

@@ -20,12 +20,13 @@ def free_disk(path: str) -> Cmd:
 
 
 def listeners(port: int) -> Cmd:
-    """Who listens on a TCP port (root sees the process names)."""
-    return Cmd(f"ss -Htlnp 'sport = :{port}'")
+    """Who listens on a TCP port: process names (as root) and the socket owner's uid."""
+    return Cmd(f"ss -Htlnpe 'sport = :{port}'")
 
 
-def unit_main_pid(unit: str) -> Cmd:
-    return Cmd(f"systemctl show -p MainPID --value {unit}", user=None)
+def unit_process(unit: str) -> Cmd:
+    """The main process of a unit and its uid (readable even where its sockets are not)."""
+    return Cmd(f'pid=$(systemctl show -p MainPID --value {unit}); echo "$pid $(ps -o uid= -p "$pid")"', user=None)
 
 
 MARK = "mastodon-migration"  # every line or block this tool adds to a shared file carries this mark

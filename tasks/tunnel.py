@@ -87,9 +87,9 @@ def ensure_unit(s: Session) -> None:
     state = s.new.fact(system.unit_state(UNIT), lambda out: out.stdout.strip())
     if state != "active" and not s.planning:
         port = checks.tunnel_port(cfg, s.new.fact(system.listeners(cfg.tunnel_port), lambda out: out),
-                                  s.new.fact(system.unit_main_pid(UNIT), lambda out: out))
+                                  s.new.fact(system.unit_process(UNIT), lambda out: out))
         if port.status == checks.FAIL:
-            raise StepFailed(f"tunnel: {port.detail}")
+            raise StepFailed(port.detail)
     if changed:
         s.new.write_file(UNIT_FILE, text)
         s.new.run(system.systemctl("daemon-reload"))

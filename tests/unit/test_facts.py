@@ -42,7 +42,7 @@ def test_glibc_df_and_numbers():
 
 def test_port_listeners():
     assert facts.port_listeners(Output(0, "")) == []
-    assert facts.port_listeners(Output(0, SS_PYTHON)) == [facts.Listener("python3", 21130)]
+    assert facts.port_listeners(Output(0, SS_PYTHON)) == [facts.Listener("python3", 21130, 0)]
     assert {x.pid for x in facts.port_listeners(Output(0, SS_TWO))} == {77}
 
 

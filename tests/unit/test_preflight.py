@@ -14,7 +14,7 @@ def healthy():
     new = {"sudo": Output(0), "version": Output(0, "150013\n"), "glibc": Output(0, "glibc 2.36\n"),
            "identity": Output(0, f"f|7399||{DATA}\n"), "mastodon": Output(0, "abc123  lib/mastodon/version.rb\n"),
            "entries": Output(0, "PG_VERSION\nbase\n"), "df": Output(0, DF), "listeners": Output(0, ""),
-           "tunnel_pid": Output(0, "0\n")}
+           "tunnel": Output(0, "0\n")}
     return {"old": old, "new": new}
 
 
@@ -81,5 +81,15 @@ def test_new_cluster_stopped(example_settings):
 
 def test_tunnel_port_held_by_our_tunnel_passes(example_settings):
     held = Output(0, 'LISTEN 0 128 127.0.0.1:5433 0.0.0.0:* users:(("ssh",pid=77,fd=4))\n')
-    assert checks.tunnel_port(example_settings, held, Output(0, "77\n")).status == "PASS"
-    assert checks.tunnel_port(example_settings, held, Output(0, "0\n")).status == "FAIL"
+    assert checks.tunnel_port(example_settings, held, Output(0, "77   101\n")).status == "PASS"
+    assert checks.tunnel_port(example_settings, held, Output(0, "0 \n")).status == "FAIL"
+
+
+def test_tunnel_port_held_by_another_users_process():
+    """In a container root may not see another user's sockets' process; the uid still tells."""
+    from tasks import settings
+    cfg = settings.load("env/example.env")
+    anonymous = Output(0, "LISTEN 0 128 127.0.0.1:5433 0.0.0.0:* uid:101 ino:95354 sk:1002 <->\n")
+    assert checks.tunnel_port(cfg, anonymous, Output(0, "1416   101\n")).status == "PASS"
+    foreign = checks.tunnel_port(cfg, anonymous, Output(0, "0 \n"))
+    assert foreign.status == "FAIL" and "a process of uid 101" in foreign.detail
