@@ -48,7 +48,7 @@ as_mastodon() {
 wait_http() {  # wait_http URL [curl args...]: until it answers 200, 60 s at most
   local url="$1"; shift
   for _ in $(seq 1 120); do
-    if curl -fsS -o /dev/null --max-time 2 "$@" "$url"; then return 0; fi
+    if curl -fs -o /dev/null --max-time 2 "$@" "$url"; then return 0; fi
     sleep 0.5
   done
   echo "timeout waiting for $url" >&2
