@@ -68,14 +68,16 @@ class Cmd:
     """A command for one host. `user`: None runs as the ssh user, otherwise through sudo.
 
     `stdin` travels on standard input (how files and secrets reach a host: never on the command
-    line); `secrets` are masked wherever the command or its output is shown; `stream` shows the
-    command's own output live (progress of long work).
+    line); `secrets` are masked wherever the command or its output is shown; `secret_output` keeps
+    what the command prints out of logs and messages; `stream` shows the command's own output live
+    (progress of long work).
     """
 
     script: str
     user: str | None = "root"
     stdin: str | None = None
     secrets: tuple[Secret, ...] = ()
+    secret_output: bool = False
     stream: bool = False
 
     @property
@@ -141,6 +143,8 @@ class CommandFailed(Exception):
     """A command that changes state failed. The message names host, command and reason."""
 
     def __init__(self, alias: str, cmd: Cmd, out: Output):
+        if cmd.secret_output:
+            out = Output(out.exited, "", out.stderr)
         self.out = out
         super().__init__(f"on {alias}: `{cmd.shown()}` failed ({cmd.mask(out.why())})")
 
@@ -296,7 +300,8 @@ class Remote:
         out = Output(result.exited, result.stdout, result.stderr)
         self.mode.log.write(host=self.alias, role=self.role, command=cmd.shown(),
                             exit=out.exited, seconds=round(time.monotonic() - started, 3),
-                            stdout=cmd.mask(out.stdout)[-4000:], stderr=cmd.mask(out.stderr)[-4000:])
+                            stdout=f"<secret output, {len(out.stdout)} characters>" if cmd.secret_output
+                            else cmd.mask(out.stdout)[-4000:], stderr=cmd.mask(out.stderr)[-4000:])
         return out
 
     def _connected(self):

@@ -22,9 +22,11 @@ class Output:
         return self.exited == 0
 
     def why(self) -> str:
-        """A one-line reason for a failure, for error messages."""
-        lines = [x for x in (self.stderr or self.stdout).strip().splitlines() if x.strip()]
-        return lines[-1].strip() if lines else f"exit code {self.exited}"
+        """A one-line reason for a failure, for error messages: the first line that names an error
+        (nginx -t ends with a generic line), else the last line."""
+        lines = [x.strip() for x in (self.stderr or self.stdout).strip().splitlines() if x.strip()]
+        named = [x for x in lines if re.search(r"\[emerg\]|\berror\b|ERROR|FATAL", x)]
+        return (named or lines or [f"exit code {self.exited}"])[0 if named else -1]
 
 
 class Unparseable(ValueError):

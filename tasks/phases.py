@@ -1,7 +1,7 @@
 """The migration's phases, each composed from subsystem steps: `fab -H old,new phaseN-...`."""
 from __future__ import annotations
 
-from . import postgres, preflight, tunnel
+from . import mastodon, nginx, postgres, preflight, transfer, tunnel
 from .command import Session, StepFailed
 from .executor import not_implemented, two_host_task
 
@@ -25,10 +25,35 @@ def phase1_replicate(s: Session, max_rate=""):
     replicate(s, max_rate=max_rate)
 
 
-@two_host_task
-def phase2_proxy(s: Session):
+def require_replication(s: Session, why: str) -> None:
+    report = postgres.replication_report(s)
+    if report is not None and not report["healthy"]:
+        raise StepFailed(f"{why}: replication from old to new is not healthy; run "
+                         "fab -H old,new replication-status, or phase1-replicate first. Nothing was changed.")
+
+
+def proxy(s: Session, force: bool = False, smoke_post: bool = False) -> None:
+    """Phase 2 as steps: new is prepared and proven before old's nginx sends it any traffic."""
+    require_replication(s, "phase 2 needs new's replica")
+    env_changed = transfer.copy_configuration(s, force=force)
+    transfer.sync_media(s, "first pass, while old still takes uploads")
+    mastodon.precompile_assets(s, s.new)
+    mastodon.start_services(s, s.new, restart=env_changed)
+    mastodon.build_feeds(s, s.new, transfer.read_env(s, s.new))
+    mastodon.smoke_test(s, post=smoke_post)
+    if mastodon.feeds_present(s, s.new, transfer.read_env(s, s.new)) is False:
+        raise StepFailed("new's Redis holds no home feeds; the proxy was not switched")
+    require_replication(s, "the proxy was not switched")
+    nginx.enable_proxy(s)
+    nginx.probe_through_old(s)
+    transfer.sync_media(s, "final pass: uploads now land on new, so old's media is complete")
+
+
+@two_host_task(help={"force": "replace files on new that this tool did not write (they are kept as backups)",
+                     "smoke_post": "also post a test status through new (SMOKE_TEST_TOKEN_FILE's account)"})
+def phase2_proxy(s: Session, force=False, smoke_post=False):
     """Phase 2: prepare new (config, media, assets, feeds), smoke-test it, then proxy old to new."""
-    raise not_implemented(5)
+    proxy(s, force=force, smoke_post=smoke_post)
 
 
 @two_host_task

@@ -158,6 +158,9 @@ class Settings:
     mastodon_web_service: str
     mastodon_sidekiq_service: str
     mastodon_streaming_service: str
+    mastodon_web_port: int
+    mastodon_streaming_port: int
+    smoke_test_token_file: Path | None
     ssh_known_hosts: Path | None
     ssh_accept_new_host_keys: bool
     log_dir: Path
@@ -209,6 +212,9 @@ SCHEMA = {
     "MASTODON_WEB_SERVICE": (_unit, "mastodon-web"),
     "MASTODON_SIDEKIQ_SERVICE": (_unit, "mastodon-sidekiq"),
     "MASTODON_STREAMING_SERVICE": (_unit, "mastodon-streaming"),
+    "MASTODON_WEB_PORT": (_port, "3000"),
+    "MASTODON_STREAMING_PORT": (_port, "4000"),
+    "SMOKE_TEST_TOKEN_FILE": (_optional(_local_path), ""),
     "SSH_KNOWN_HOSTS": (_optional(_local_path), ""),
     "SSH_ACCEPT_NEW_HOST_KEYS": (_yes_no, "no"),
     "LOG_DIR": (_local_path, "logs"),
@@ -240,7 +246,7 @@ def _cross_checks(v: dict) -> list[str]:
         for key in ("RFC2136_SERVER", "RFC2136_KEY_NAME", "RFC2136_KEY_FILE"):
             if not v.get(key):
                 problems.append(f"{key}: required with DNS_PROVIDER=rfc2136")
-    for key in ("CLOUDFLARE_API_TOKEN_FILE", "RFC2136_KEY_FILE"):
+    for key in ("CLOUDFLARE_API_TOKEN_FILE", "RFC2136_KEY_FILE", "SMOKE_TEST_TOKEN_FILE"):
         problems += _secret_file_problems(key, v.get(key))
     return problems
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import shlex
+import time
 
-from .command import Cmd
+from .command import Cmd, StepFailed, known
 
 
 def sudo_works() -> Cmd:
@@ -68,3 +69,20 @@ def unit_state(unit: str) -> Cmd:
 
 def systemctl(*words: str) -> Cmd:
     return Cmd("systemctl " + " ".join(words))
+
+
+def converge_file(remote, path: str, want: str, have, *, header: str, force: bool, owner: str = "root",
+                  mode: str = "0644", secrets=()) -> bool:
+    """Make `path` hold `want`. A file that differs and was not written by this tool (it lacks
+    `header`) is replaced only with `force`; a replaced file is kept as PATH.mig-TIMESTAMP.
+    Returns whether anything changed. `have` is the current text (None: no file; UNKNOWN: planning)."""
+    if known(have) and have == want:
+        return False
+    if known(have) and have is not None:
+        if not have.startswith(header) and not force:
+            raise StepFailed(f"{path} on {remote.alias} differs from what this tool would write and was not "
+                             "written by it; nothing was changed. Compare the two, then run again with --force "
+                             "(the file is kept as a backup).")
+        remote.run(Cmd(f"cp -p {path} {path}.mig-{time.strftime('%Y%m%d%H%M%S')}"))
+    remote.write_file(path, want, owner=owner, mode=mode, secrets=secrets)
+    return True

@@ -1,11 +1,176 @@
-"""Copying from old to new: nginx site, certificates, .env.production and local media."""
+"""Copying from old to new: nginx site, certificates, .env.production and local media.
+
+Files pass through the operator's connection (secrets on stdin, never logged). Media goes host to
+host with rsync, pulled by new with a key that old allows only a read-only rsync of one directory.
+"""
 from __future__ import annotations
 
-from .command import Session
-from .executor import not_implemented, two_host_task
+from . import mastodon_env, nginx, system, tunnel
+from .command import Cmd, Secret, Session, StepFailed, known
+from .executor import two_host_task
+from .facts import Output, public_key
+
+COPY_HEADER = "# Copied from old by mastodon-migration copy-config."
+LETSENCRYPT = "/etc/letsencrypt"
+MEDIA_KEY = "mastodon-migration-media"
+
+
+def _text(out: Output) -> str | None:
+    return out.stdout if out.ok else None
+
+
+def env_path(s: Session) -> str:
+    return f"{s.settings.mastodon_dir}/.env.production"
+
+
+def read_env(s: Session, remote) -> str | None:
+    """A host's .env.production (full of secrets: never printed or logged)."""
+    cfg = s.settings
+    return remote.fact(Cmd(f"cat {env_path(s)}", user=cfg.mastodon_user, secret_output=True), _text)
+
+
+# --- nginx site and certificates -------------------------------------------------------------------
+
+def copy_site(s: Session, force: bool) -> bool:
+    cfg = s.settings
+    s.step("nginx site", f"new serves {cfg.domain} with old's own site (as before any proxy)",
+           undo="the replaced file on new is kept as <file>.mig-<time>")
+    site = nginx.find_site(s.old, cfg.domain)
+    text = s.old.fact(system.read_file(site), _text, planned=f"<old's {site}>")
+    if known(text) and text.startswith(nginx.MARK_LINE):  # old already proxies: copy the site it replaced
+        text = s.old.fact(system.read_file(nginx.backups(site)[0]), _text)
+    if text is None:
+        raise StepFailed(f"could not read old's site {site}")
+    have = s.new.fact(system.read_file(site), _text)
+    changed = system.converge_file(s.new, site, f"{COPY_HEADER}\n{text}", have, header=COPY_HEADER, force=force)
+    if site.startswith("/etc/nginx/sites-available/"):
+        link = "/etc/nginx/sites-enabled/" + site.rsplit("/", 1)[-1]
+        if s.new.fact(Cmd(f"readlink -f {link}"), lambda out: out.stdout.strip()) != site:
+            s.new.run(Cmd(f"ln -sfn {site} {link}"))
+            changed = True
+    return changed
+
+
+def _cert_files(cfg) -> str:
+    return f"live/{cfg.domain} archive/{cfg.domain} renewal/{cfg.domain}.conf"
+
+
+def _cert_listing(s: Session, remote):
+    """Checksums of the domain's certificate files and the targets of its symlinks ('' when none)."""
+    return remote.fact(Cmd(
+        f"cd {LETSENCRYPT} 2>/dev/null && find {_cert_files(s.settings)} \\( -type f -exec sha256sum {{}} + \\) "
+        f"-o \\( -type l -printf '%l  %p\\n' \\) 2>/dev/null | sort"), lambda out: out.stdout)
+
+
+def copy_certificates(s: Session, force: bool) -> bool:
+    cfg = s.settings
+    s.step("certificates", f"new gets {LETSENCRYPT} for {cfg.domain} (live, archive, renewal; links and modes kept)",
+           undo="a replaced set is kept as /var/lib/mastodon-migration/letsencrypt-<time>.tgz on new")
+    want = _cert_listing(s, s.old)
+    if known(want) and not want.strip():
+        raise StepFailed(f"old has no certificate for {cfg.domain} in {LETSENCRYPT}")
+    have = _cert_listing(s, s.new)
+    if known(have) and have == want:
+        return False
+    if known(have) and have.strip():
+        if not force:
+            raise StepFailed(f"new already has different certificate files for {cfg.domain}; nothing was changed. "
+                             "Run again with --force to replace them (they are kept in a backup).")
+        s.new.run(Cmd(f"mkdir -p /var/lib/mastodon-migration && tar -C {LETSENCRYPT} -czf "
+                      f"/var/lib/mastodon-migration/letsencrypt-$(date +%Y%m%d%H%M%S).tgz {_cert_files(cfg)}"))
+    archive = s.old.fact(Cmd(f"tar -C {LETSENCRYPT} -czf - {_cert_files(cfg)} | base64 -w0", secret_output=True),
+                         _text, planned="<certificate archive from old>")
+    secret = Secret(archive, f"old's certificate files for {cfg.domain} (tar, base64)")
+    s.new.run(Cmd(f"install -d -m 0755 {LETSENCRYPT} && install -d -m 0700 {LETSENCRYPT}/live {LETSENCRYPT}/archive"
+                  f" && base64 -d | tar -C {LETSENCRYPT} -xzpf -", stdin=archive, secrets=(secret,)))
+    if known(want) and _cert_listing(s, s.new) != want:
+        raise StepFailed("the certificate files on new do not match old's after the copy")
+    return True
+
+
+# --- .env.production -------------------------------------------------------------------------------
+
+def copy_env(s: Session, force: bool) -> bool:
+    cfg = s.settings
+    s.step(".env.production", f"new's Mastodon uses old's settings, with the database through the tunnel "
+           f"(DB_HOST=127.0.0.1, DB_PORT={cfg.tunnel_port}) and old trusted as a proxy (TRUSTED_PROXY_IP)",
+           undo="the replaced file on new is kept as .env.production.mig-<time>")
+    old_text = read_env(s, s.old)
+    if old_text is None:
+        raise StepFailed(f"old has no readable {env_path(s)}")
+    have = read_env(s, s.new)
+    want = (mastodon_env.rewrite_for_new(old_text, cfg.tunnel_port, cfg.old_address_from_new)
+            if known(old_text) else "<old's .env.production, rewritten>")
+    secret = Secret(want, f"old's .env.production with DB_HOST=127.0.0.1, DB_PORT={cfg.tunnel_port} and "
+                          f"{cfg.old_address_from_new} added to TRUSTED_PROXY_IP")
+    changed = system.converge_file(s.new, env_path(s), want, have, header=mastodon_env.HEADER, force=force,
+                                   owner=cfg.mastodon_user, mode="0600", secrets=(secret,))
+    if changed and known(old_text):
+        print(mastodon_env.masked_diff(old_text, want, "old:.env.production", "new:.env.production"), flush=True)
+    return changed
+
+
+def copy_configuration(s: Session, force: bool = False) -> bool:
+    """Returns whether .env.production changed (running Mastodon units must then restart)."""
+    certificates_changed = copy_certificates(s, force)
+    site_changed = copy_site(s, force)
+    if certificates_changed or site_changed:
+        s.new.run(Cmd("nginx -t"))
+        s.new.run(system.systemctl("reload", "nginx"))
+    return copy_env(s, force)
+
+
+# --- media -------------------------------------------------------------------------------------------
+
+def _home(s: Session, remote) -> str:
+    return remote.fact(Cmd("echo $HOME", user=s.settings.mastodon_user), lambda out: out.stdout.strip(),
+                       planned=f"/home/{s.settings.mastodon_user}")
+
+
+def ensure_media_access(s: Session) -> str:
+    """new's media key, allowed on old only for a read-only rsync of public/system. Returns new's key path."""
+    cfg = s.settings
+    s.step("media key", "new pulls public/system with a key old restricts to read-only rsync of that directory",
+           undo=f"remove the line ending in {MEDIA_KEY} from old's ~{cfg.mastodon_user}/.ssh/authorized_keys")
+    home = _home(s, s.new)
+    key = f"{home}/.ssh/{MEDIA_KEY}"
+    public = s.new.fact(Cmd(f"cat {key}.pub", user=cfg.mastodon_user), public_key, planned="<new's media key>")
+    if public is None:
+        s.new.run(Cmd(f"mkdir -p -m 700 {home}/.ssh && ssh-keygen -q -t ed25519 -N '' -C {MEDIA_KEY} -f {key}",
+                      user=cfg.mastodon_user))
+        public = s.new.fact(Cmd(f"cat {key}.pub", user=cfg.mastodon_user), public_key)
+    old_home = _home(s, s.old)
+    authorized = f"{old_home}/.ssh/authorized_keys"
+    line = f'restrict,command="/usr/bin/rrsync -ro {cfg.mastodon_dir}/public/system" {public} {MEDIA_KEY}\n'
+    if s.old.fact(Cmd(f"grep -F ' {MEDIA_KEY}' {authorized}", user=cfg.mastodon_user), _text) != line:
+        if s.old.fact(Cmd("test -x /usr/bin/rrsync"), lambda out: out.ok) is False:
+            raise StepFailed("old has no /usr/bin/rrsync (Debian's rsync package ships it); install rsync on old")
+        s.old.run(system.replace_lines(authorized, f" {MEDIA_KEY}", line, user=cfg.mastodon_user))
+    host_key = s.old.fact(system.read_file(tunnel.OLD_HOST_KEY), public_key, planned="<old's ed25519 host key>")
+    known_hosts = f"{home}/.ssh/mastodon-migration.known_hosts"
+    want = tunnel.known_hosts_line(s, host_key)
+    if s.new.fact(system.read_file(known_hosts, user=cfg.mastodon_user), _text) != want:
+        s.new.write_file(known_hosts, want, owner=cfg.mastodon_user, mode="0644")
+    return key
+
+
+def sync_media(s: Session, why: str) -> None:
+    cfg = s.settings
+    s.step("media sync", why)
+    env = read_env(s, s.old)
+    if known(env) and env is not None and not mastodon_env.local_media(mastodon_env.parse(env)):
+        print("  S3_ENABLED=true: media lives in object storage, nothing to copy", flush=True)
+        return
+    key = ensure_media_access(s)
+    home = key.rsplit("/.ssh/", 1)[0]
+    s.new.run(Cmd(f"mkdir -p {cfg.mastodon_dir}/public/system && "
+                  f"rsync -a --info=stats1 -e 'ssh -i {key} -o BatchMode=yes -o StrictHostKeyChecking=yes "
+                  f"-o UserKnownHostsFile={home}/.ssh/mastodon-migration.known_hosts -p {cfg.old_ssh_port_from_new}' "
+                  f"{cfg.mastodon_user}@{cfg.old_address_from_new}:./ {cfg.mastodon_dir}/public/system/",
+                  user=cfg.mastodon_user, stream=True))
 
 
 @two_host_task(help={"force": "overwrite files on new that differ and were not written by this tool"})
 def copy_config(s: Session, force=False):
     """Copy nginx, certificates and .env.production (pointed at the tunnel) from old to new."""
-    raise not_implemented(5)
+    copy_configuration(s, force)

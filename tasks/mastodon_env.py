@@ -1,0 +1,75 @@
+"""Mastodon's .env.production: parsing, the rewrite for new, and a diff that shows no secret (pure)."""
+from __future__ import annotations
+
+import difflib
+import io
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import dotenv_values
+
+HEADER = "# Copied from old by mastodon-migration copy-config: the database is reached through the tunnel."
+# Values of these keys may be shown; every other value is treated as a secret.
+SHOWN = {"LOCAL_DOMAIN", "WEB_DOMAIN", "ALTERNATE_DOMAINS", "RAILS_ENV", "NODE_ENV", "DB_HOST", "DB_PORT", "DB_NAME",
+         "DB_USER", "REDIS_HOST", "REDIS_PORT", "REDIS_DB", "TRUSTED_PROXY_IP", "S3_ENABLED", "SINGLE_USER_MODE",
+         "STREAMING_API_BASE_URL", "PREPARED_STATEMENTS", "DB_POOL", "MAX_THREADS", "WEB_CONCURRENCY", "BIND",
+         "PORT", "STREAMING_CLUSTER_NUM", "ES_ENABLED", "SMTP_SERVER", "SMTP_PORT", "SMTP_FROM_ADDRESS"}
+
+
+def parse(text: str) -> dict[str, str]:
+    return {k: v or "" for k, v in dotenv_values(stream=io.StringIO(text), interpolate=False).items()}
+
+
+def local_media(values: dict[str, str]) -> bool:
+    """Uploads live in public/system unless object storage is on."""
+    return values.get("S3_ENABLED", "false").strip().lower() != "true"
+
+
+def _set(lines: list[str], key: str, value: str) -> list[str]:
+    pattern = re.compile(rf"^\s*(export\s+)?{key}\s*=")
+    if any(pattern.match(x) for x in lines):
+        return [f"{key}={value}" if pattern.match(x) else x for x in lines]
+    return lines + [f"{key}={value}"]
+
+
+def _point_database(lines: list[str], values: dict[str, str], port: int) -> list[str]:
+    """DB_HOST/DB_PORT, and DATABASE_URL when set (it overrides them in Mastodon), to 127.0.0.1:port."""
+    lines = _set(_set(lines, "DB_HOST", "127.0.0.1"), "DB_PORT", str(port))
+    if values.get("DATABASE_URL"):
+        url = urlsplit(values["DATABASE_URL"])
+        userinfo = url.netloc.rpartition("@")[0]
+        netloc = (userinfo + "@" if userinfo else "") + f"127.0.0.1:{port}"
+        lines = _set(lines, "DATABASE_URL", urlunsplit(url._replace(netloc=netloc)))
+    return lines
+
+
+def rewrite_for_new(text: str, tunnel_port: int, old_address_from_new: str) -> str:
+    """old's .env.production as new needs it while old's database is the primary: the database
+    through the tunnel, old (the proxy) trusted for client addresses, Redis left as new's own."""
+    values = parse(text)
+    lines = _point_database([x for x in text.splitlines() if x != HEADER], values, tunnel_port)
+    trusted = [x for x in re.split(r"[\s,]+", values.get("TRUSTED_PROXY_IP", "")) if x]
+    if old_address_from_new not in trusted:
+        lines = _set(lines, "TRUSTED_PROXY_IP", ",".join(trusted + [old_address_from_new]))
+    return "\n".join([HEADER, *lines]) + "\n"
+
+
+def point_at_local_database(text: str, pg_port: int) -> str:
+    """After failover: the database is new's own cluster."""
+    return "\n".join(_point_database(text.splitlines(), parse(text), pg_port)) + "\n"
+
+
+def masked(text: str) -> str:
+    """The file with every value outside SHOWN replaced by <secret>."""
+    out = []
+    for line in text.splitlines():
+        match = re.match(r"^(\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=)(.*)$", line)
+        if match and match.group(2) not in SHOWN and match.group(3).strip():
+            line = match.group(1) + "<secret>"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def masked_diff(before: str, after: str, before_name: str, after_name: str) -> str:
+    return "".join(difflib.unified_diff(masked(before).splitlines(True), masked(after).splitlines(True),
+                                        before_name, after_name))

@@ -1,0 +1,28 @@
+"""redis-cli against the Redis that a host's Mastodon uses (its .env.production), password off argv."""
+from __future__ import annotations
+
+import shlex
+from urllib.parse import unquote, urlsplit
+
+from .command import Cmd, Secret
+
+
+def target(values: dict[str, str] | None) -> tuple[str, str, str, str]:
+    """(host, port, db, password) as Mastodon reads them: REDIS_URL wins over REDIS_HOST/PORT/DB/PASSWORD."""
+    values = values or {}
+    if values.get("REDIS_URL"):
+        url = urlsplit(values["REDIS_URL"])
+        return (url.hostname or "localhost", str(url.port or 6379), url.path.strip("/") or "0",
+                unquote(url.password or ""))
+    return (values.get("REDIS_HOST") or "localhost", values.get("REDIS_PORT") or "6379",
+            values.get("REDIS_DB") or "0", values.get("REDIS_PASSWORD") or "")
+
+
+def cli(values: dict[str, str] | None, args: str, stdin: str | None = None) -> Cmd:
+    """`redis-cli ARGS` (raw output). A password travels as REDISCLI_AUTH inside the script on stdin."""
+    host, port, db, password = target(values)
+    line = f"redis-cli --raw -h {shlex.quote(host)} -p {port} -n {db} {args}"
+    if not password:
+        return Cmd(line, user=None, stdin=stdin)
+    secret = Secret(password, "REDIS_PASSWORD in .env.production")
+    return Cmd(f"export REDISCLI_AUTH={shlex.quote(password)}; {line}", user=None, stdin=stdin, secrets=(secret,))
