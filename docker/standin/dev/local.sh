@@ -72,7 +72,7 @@ run() { (cd "$LIVE" && RAILS_ENV=production "$@"); }
 
 start_one() {  # name command...
   local name="$1"; shift
-  if [ -f "$DEV/$name.pid" ] && kill -0 "$(cat "$DEV/$name.pid")" 2>/dev/null; then return 0; fi
+  if [ -f "$DEV/$name.pid" ] && ps -o stat= -p "$(cat "$DEV/$name.pid")" 2>/dev/null | grep -qv Z; then return 0; fi
   (cd "$LIVE"; nohup env "$@" >>"$DEV/log/$name.log" 2>&1 & echo $! > "$DEV/$name.pid")
 }
 
@@ -96,7 +96,7 @@ case "${1:-}" in
     ;;
   start)
     start_one web RAILS_ENV=production PORT="$WEBPORT" "$PY" "$LIVE/bin/bundle" exec puma -C config/puma.rb
-    start_one sidekiq RAILS_ENV=production "$PY" "$LIVE/bin/bundle" exec sidekiq -c 5
+    start_one sidekiq RAILS_ENV=production "$PY" "$LIVE/bin/bundle" exec sidekiq -c 5 -t "${SIDEKIQ_TIMEOUT:-5}"
     start_one streaming NODE_ENV=production PORT="$STREAMPORT" "$PY" ./streaming
     echo "started: web :$WEBPORT, streaming :$STREAMPORT (logs in $DEV/log)"
     ;;
