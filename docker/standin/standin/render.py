@@ -26,7 +26,7 @@ def html_content(text: str) -> str:
 
 
 def id_partition(i: int) -> str:
-    """Paperclip's :id_partition: `("%09d" % id).scan(/\d{3}/).join("/")`."""
+    """Paperclip's :id_partition: the zero-padded id in groups of three digits."""
     return "/".join(re.findall(r"\d{3}", "%09d" % int(i)))
 
 

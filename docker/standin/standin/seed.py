@@ -38,7 +38,6 @@ import psycopg2
 
 from . import config as config_mod
 from . import feeds, jobs, render, schema
-from .redisconn import client as redis_client
 
 SIZES = {
     "small": dict(accounts=50, statuses=1_000, follows=10, media=20, media_kb=16),
@@ -217,6 +216,8 @@ def seed(cfg, plan: Plan, reset: bool, jobs_per_queue: int, build_feeds: bool) -
         cur.execute("TRUNCATE media_attachments, scheduled_statuses, statuses, oauth_access_tokens, "
                     "oauth_applications, follows, account_stats, users, accounts RESTART IDENTITY CASCADE")
         conn.commit()
+    from .redisconn import client as redis_client
+
     r = redis_client(cfg.redis_url(""), name="seed")
     sr = redis_client(cfg.redis_url("SIDEKIQ_"), name="seed")
     if reset:
