@@ -16,6 +16,10 @@ SHOWN = {"LOCAL_DOMAIN", "WEB_DOMAIN", "ALTERNATE_DOMAINS", "RAILS_ENV", "NODE_E
          "PORT", "STREAMING_CLUSTER_NUM", "ES_ENABLED", "SMTP_SERVER", "SMTP_PORT", "SMTP_FROM_ADDRESS"}
 
 
+# Rails' default trusted proxies (loopback and private ranges), in force while TRUSTED_PROXY_IP is empty.
+RAILS_TRUSTED = ("127.0.0.0/8", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+
+
 def parse(text: str) -> dict[str, str]:
     return {k: v or "" for k, v in dotenv_values(stream=io.StringIO(text), interpolate=False).items()}
 
@@ -48,7 +52,8 @@ def rewrite_for_new(text: str, tunnel_port: int, old_address_from_new: str) -> s
     through the tunnel, old (the proxy) trusted for client addresses, Redis left as new's own."""
     values = parse(text)
     lines = _point_database([x for x in text.splitlines() if x != HEADER], values, tunnel_port)
-    trusted = [x for x in re.split(r"[\s,]+", values.get("TRUSTED_PROXY_IP", "")) if x]
+    # An empty TRUSTED_PROXY_IP means Rails' defaults; a set one replaces them, so keep them explicitly.
+    trusted = [x for x in re.split(r"[\s,]+", values.get("TRUSTED_PROXY_IP", "")) if x] or list(RAILS_TRUSTED)
     if old_address_from_new not in trusted:
         lines = _set(lines, "TRUSTED_PROXY_IP", ",".join(trusted + [old_address_from_new]))
     return "\n".join([HEADER, *lines]) + "\n"

@@ -46,3 +46,9 @@ def test_local_media():
     assert mastodon_env.local_media({"S3_ENABLED": "false"})
     assert mastodon_env.local_media({})
     assert not mastodon_env.local_media({"S3_ENABLED": "true"})
+
+
+def test_an_empty_trusted_proxy_list_keeps_rails_defaults():
+    text = mastodon_env.rewrite_for_new("TRUSTED_PROXY_IP=\n", 5433, "203.0.113.7")
+    trusted = mastodon_env.parse(text)["TRUSTED_PROXY_IP"].split(",")
+    assert trusted[0] == "127.0.0.0/8" and "192.168.0.0/16" in trusted and trusted[-1] == "203.0.113.7"
