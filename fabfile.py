@@ -1,7 +1,7 @@
 """Entry point for `fab`: a flat namespace of every task (names with dashes). See README.md."""
 from invoke import Collection
 
-from tasks import dns, mastodon, nginx, phases, postgres, preflight, runbook, sidekiq, status, transfer, tunnel
+from tasks import dns, mastodon, nginx, phases, postgres, preflight, runbook, status, transfer, tunnel
 
 ns = Collection(
     preflight.preflight,
@@ -14,8 +14,8 @@ ns = Collection(
     mastodon.feeds_build,
     mastodon.restart,
     nginx.render_nginx_proxy,
-    sidekiq.drain,
-    postgres.promote,
+    phases.drain,
+    phases.promote,
     dns.dns,
     status.status,
     runbook.runbook,

@@ -234,3 +234,30 @@ def public_key(out: Output) -> str | None:
     if not out.ok or len(words) < 2 or not words[0].startswith(("ssh-", "ecdsa-")):
         return None
     return f"{words[0]} {words[1]}"
+
+
+def lsn(text: str) -> int:
+    """A WAL position such as '0/5000028' as a number (for comparisons)."""
+    high, _, low = text.strip().partition("/")
+    try:
+        return (int(high, 16) << 32) | int(low, 16)
+    except ValueError:
+        raise Unparseable(f"not an LSN: {text!r}") from None
+
+
+@dataclass(frozen=True)
+class ControlData:
+    state: str  # 'shut down', 'in production', 'in archive recovery', ...
+    checkpoint_lsn: str
+    timeline: int
+
+
+def control_data(out: Output) -> ControlData:
+    """`pg_controldata DATADIR` -> cluster state, latest checkpoint location and its timeline."""
+    fields = dict(line.split(":", 1) for line in out.stdout.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    try:
+        return ControlData(fields["Database cluster state"], fields["Latest checkpoint location"],
+                           int(fields["Latest checkpoint's TimeLineID"]))
+    except (KeyError, ValueError):
+        raise Unparseable(f"no pg_controldata output: {out.why()}") from None

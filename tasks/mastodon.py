@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 
 from . import mastodon_env, redis_cli, system
@@ -38,6 +39,16 @@ def health(cfg: Settings) -> Cmd:
     return Cmd(f"for url in http://127.0.0.1:{cfg.mastodon_web_port}/health "
                f"http://127.0.0.1:{cfg.mastodon_streaming_port}/api/v1/streaming/health; do "
                f"echo $(curl -s -m 5 $url || echo down); done", user=None)
+
+
+def env_path(s: Session) -> str:
+    return f"{s.settings.mastodon_dir}/.env.production"
+
+
+def read_env(s: Session, remote: Remote) -> str | None:
+    """A host's .env.production (full of secrets: never printed or logged); None when missing."""
+    return remote.fact(Cmd(f"cat {env_path(s)}", user=s.settings.mastodon_user, secret_output=True),
+                       lambda out: out.stdout if out.ok else None)
 
 
 # --- steps -----------------------------------------------------------------------------------------
@@ -95,7 +106,7 @@ def start_services(s: Session, remote: Remote, restart: bool) -> None:
     chosen = units(s.settings, ",".join(SERVICES))
     s.step(f"Mastodon runs on {remote.role}", "units enabled and active: " + ", ".join(chosen.values()))
     for name, unit in chosen.items():
-        if remote.fact(Cmd(f"systemctl is-enabled {unit}", user=None), lambda out: out.stdout.strip()) != "enabled":
+        if remote.fact(system.unit_enabled(unit), lambda out: out.stdout.strip()) != "enabled":
             remote.run(system.systemctl("enable", unit))
         if remote.fact(system.unit_state(unit), lambda out: out.stdout.strip()) != "active":
             _systemctl(remote, "start", unit)
@@ -173,6 +184,42 @@ def smoke_test(s: Session, post: bool = False) -> None:
             failed.append(f"a test post answered {code}: {body.strip()[:200]}")
     if failed:
         raise StepFailed("new is not ready for traffic: " + "; ".join(failed))
+
+
+def use_local_database(s: Session) -> bool:
+    """new's Mastodon talks to new's own (promoted) cluster. Returns whether the file changed."""
+    cfg = s.settings
+    s.step("point Mastodon at new's database", f"DB_HOST=127.0.0.1, DB_PORT={cfg.pg_port} in new's .env.production")
+    text = read_env(s, s.new)
+    if text is None:
+        raise StepFailed(f"new has no {env_path(s)}")
+    want = mastodon_env.point_at_local_database(text, cfg.pg_port) if known(text) else "<new's .env.production>"
+    if known(text) and want == text:
+        return False
+    secret = Secret(want, f"new's .env.production with DB_HOST=127.0.0.1, DB_PORT={cfg.pg_port}")
+    s.new.write_file(env_path(s), want, owner=cfg.mastodon_user, mode="0600", secrets=(secret,))
+    return True
+
+
+def probe_write(s: Session) -> None:
+    """The first write new's Mastodon accepts: a post through the public endpoint by the smoke-test
+    account, else a write transaction as Mastodon's database role on new."""
+    cfg = s.settings
+    token = _token(cfg)
+    if token:
+        s.old.wait_for(https_request(cfg, "127.0.0.1", "/api/v1/statuses", token, post={
+            "status": f"mastodon-migration failover probe {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            "visibility": "private"}), _status_and_body, lambda answer: answer[0] == 200,
+            what="a post through old's public endpoint is accepted", timeout=120, interval=0.1,
+            show=lambda answer: f"HTTP {answer[0]}")
+        return
+    values = mastodon_env.parse(read_env(s, s.new) or "") if not s.planning else {}
+    password = Secret(values.get("DB_PASS", ""), "DB_PASS in new's .env.production")
+    s.new.wait_for(Cmd(f"export PGPASSWORD={shlex.quote(password.reveal())}; psql -XAtq -h 127.0.0.1 -p {cfg.pg_port} "
+                       f"-U {values.get('DB_USER', 'mastodon')} -d {values.get('DB_NAME', 'mastodon_production')} "
+                       "-c 'SELECT pg_current_xact_id()'", user=None, secrets=(password,)),
+                   lambda out: out.ok, bool, what="Mastodon's database role can write on new", timeout=60,
+                   interval=0.1, show=lambda ok: "not yet")
 
 
 # --- tasks -----------------------------------------------------------------------------------------

@@ -34,6 +34,15 @@ def find_site(remote: Remote, domain: str) -> str:
     return found[0]
 
 
+def require_proxy(s: Session) -> None:
+    """Stopping old's Mastodon is downtime unless old's nginx already sends everything to new."""
+    site = find_site(s.old, s.settings.domain)
+    text = s.old.fact(system.read_file(site), _text)
+    if known(text) and not (text or "").startswith(MARK_LINE):
+        raise StepFailed("old's nginx does not proxy to new yet (run phase2-proxy first): stopping old's "
+                         "Mastodon now would be downtime. Nothing was changed.")
+
+
 def backups(site: str) -> tuple[str, str]:
     """(the site as it was before the proxy, the version replaced last)."""
     name = site.rsplit("/", 1)[-1]

@@ -1,7 +1,9 @@
 """The migration's phases, each composed from subsystem steps: `fab -H old,new phaseN-...`."""
 from __future__ import annotations
 
-from . import mastodon, nginx, postgres, preflight, transfer, tunnel
+import time
+
+from . import mastodon, nginx, postgres, preflight, sidekiq, system, transfer, tunnel
 from .command import Session, StepFailed
 from .executor import not_implemented, two_host_task
 
@@ -39,9 +41,9 @@ def proxy(s: Session, force: bool = False, smoke_post: bool = False) -> None:
     transfer.sync_media(s, "first pass, while old still takes uploads")
     mastodon.precompile_assets(s, s.new)
     mastodon.start_services(s, s.new, restart=env_changed)
-    mastodon.build_feeds(s, s.new, transfer.read_env(s, s.new))
+    mastodon.build_feeds(s, s.new, mastodon.read_env(s, s.new))
     mastodon.smoke_test(s, post=smoke_post)
-    if mastodon.feeds_present(s, s.new, transfer.read_env(s, s.new)) is False:
+    if mastodon.feeds_present(s, s.new, mastodon.read_env(s, s.new)) is False:
         raise StepFailed("new's Redis holds no home feeds; the proxy was not switched")
     require_replication(s, "the proxy was not switched")
     nginx.enable_proxy(s)
@@ -56,10 +58,51 @@ def phase2_proxy(s: Session, force=False, smoke_post=False):
     proxy(s, force=force, smoke_post=smoke_post)
 
 
-@two_host_task
-def phase3_failover(s: Session):
+def require_old_mastodon_stopped(s: Session) -> None:
+    cfg = s.settings
+    running = [u for u in cfg.mastodon_services
+               if s.old.fact(system.unit_state(u), lambda out: out.stdout.strip()) not in ("inactive", "failed")]
+    if running and not s.planning:
+        raise StepFailed(f"old's {', '.join(running)} still run{'s' if len(running) == 1 else ''}: run drain first. "
+                         "Nothing was changed.")
+
+
+def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300) -> None:
+    """Phase 3 as steps; a re-run after a failure continues from the real state."""
+    nginx.require_proxy(s)
+    sidekiq.drain_old(s, drain_timeout)
+    fenced_at = time.monotonic()
+    promoted = postgres.promote_new(s, catchup_timeout)
+    changed = mastodon.use_local_database(s)
+    if promoted or changed:
+        mastodon.restart_services(s, s.new)
+    s.step("verify", "the first write that new's Mastodon accepts on its own database")
+    mastodon.probe_write(s)
+    if promoted and not s.planning:
+        print(f"==> write-unavailability window: {time.monotonic() - fenced_at:.1f} s (from the fence of old "
+              "to the first write new accepted)", flush=True)
+
+
+@two_host_task(help={"timeout": "seconds to wait for the queues to empty"})
+def drain(s: Session, timeout=300):
+    """Stop old's Mastodon after draining Sidekiq; move schedule/retry/dead jobs to new's Redis."""
+    nginx.require_proxy(s)
+    sidekiq.drain_old(s, float(timeout))
+
+
+@two_host_task(help={"catchup_timeout": "seconds new may take to reach old's last WAL position"})
+def promote(s: Session, catchup_timeout=30):
+    """Fence old's PostgreSQL, prove new has every WAL record, then promote new."""
+    nginx.require_proxy(s)
+    require_old_mastodon_stopped(s)
+    postgres.promote_new(s, float(catchup_timeout))
+
+
+@two_host_task(help={"catchup_timeout": "seconds new may take to reach old's last WAL position",
+                     "drain_timeout": "seconds to wait for old's Sidekiq queues to empty"})
+def phase3_failover(s: Session, catchup_timeout=30, drain_timeout=300):
     """Phase 3: drain old's Sidekiq, fence old, promote new with zero writes lost, restart Mastodon."""
-    raise not_implemented(6)
+    failover(s, float(catchup_timeout), float(drain_timeout))
 
 
 @two_host_task

@@ -10,11 +10,14 @@ import time
 
 from . import checks, system
 from .command import UNKNOWN, Cmd, CommandFailed, Secret, Session, StepFailed, known
-from .executor import not_implemented, two_host_task
-from .facts import Output, Unparseable, human_bytes, line_count, senders, single_value, slot, standby
+from .executor import two_host_task
+from .facts import (ControlData, Output, Unparseable, control_data, human_bytes, line_count, lsn, senders,
+                    single_value, slot, standby)
 from .settings import Settings
 
 PGPASS = "/var/lib/postgresql/.pgpass"
+STATE_DIR = "/var/lib/mastodon-migration"
+PROMOTION_RECORD = f"{STATE_DIR}/promotion.json"
 
 
 def psql(sql: str, port: int, database: str = "postgres", secrets=()) -> Cmd:
@@ -320,7 +323,113 @@ def replication_status(s: Session, json=False):
         raise StepFailed("replication is not healthy (see above)")
 
 
-@two_host_task(help={"max_lag_bytes": "refuse to promote when new is further behind than this"})
-def promote(s: Session, max_lag_bytes=16 * 1024 * 1024):
-    """Fence old's PostgreSQL, prove new has every WAL record, then promote new."""
-    raise not_implemented(6)
+# --- phase 3: fence old, prove new has everything, promote -----------------------------------------
+
+def _hba(s: Session) -> str:
+    return _value(s.old, "SHOW hba_file;", s.settings, planned=f"/etc/postgresql/{s.settings.pg_version}/main/pg_hba.conf")
+
+
+def fence_old(s: Session, hba: str) -> ControlData | None:
+    """Only local postgres and the replication role may connect; client backends end; a checkpoint,
+    then a clean fast shutdown, whose last WAL record the walsender hands to new before it exits.
+    Returns old's control data (None when planning)."""
+    cfg = s.settings
+    s.step("fence old", "no client can write on old any more: pg_hba admits only postgres and replication, "
+           "client backends are ended, and old's cluster shuts down cleanly")
+    s.old.run(system.put_block(hba, "fence", [
+        "local all postgres peer",
+        f"host replication {cfg.replication_role} 127.0.0.1/32 scram-sha-256",
+        "local all all reject", "host all all 0.0.0.0/0 reject", "host all all ::/0 reject"],
+        user="postgres", backup_suffix="mig-before-fence"))
+    s.old.run(psql("SELECT pg_reload_conf();\n"
+                   "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity\n"
+                   "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid();\n"
+                   "CHECKPOINT;", cfg.pg_port))
+    s.old.run(system.systemctl("stop", cluster_unit(cfg)))
+    control = s.old.fact(Cmd(f"{bindir(cfg)}/pg_controldata {cfg.pg_data_dir}", user="postgres"), control_data)
+    return control if known(control) else None
+
+
+def lift_fence(s: Session, hba: str) -> None:
+    """Undo the fence: old's cluster starts again with its own pg_hba.conf and serves through the tunnel."""
+    s.old.run(Cmd(f"sed -i '/^# BEGIN {system.MARK} fence$/,/^# END {system.MARK} fence$/d' {hba}", user="postgres"))
+    s.old.run(system.systemctl("start", cluster_unit(s.settings)))
+
+
+def _caught_up(target: int):
+    def done(st) -> bool:
+        return bool(st and st.receive_lsn and st.replay_lsn
+                    and lsn(st.receive_lsn) > target and lsn(st.replay_lsn) > target)
+    return done
+
+
+def wait_caught_up(s: Session, hba: str, checkpoint: str, timeout: float) -> None:
+    """new must have received and replayed past old's shutdown checkpoint; otherwise old comes back."""
+    target = lsn(checkpoint) if not s.planning else 0
+    try:
+        s.new.wait_for(psql(STANDBY_SQL, s.settings.pg_port), _standby_or_none, _caught_up(target),
+                       what=f"new has received and replayed past old's last checkpoint {checkpoint}",
+                       timeout=timeout, interval=0.1,
+                       show=lambda st: f"receive {st.receive_lsn}, replay {st.replay_lsn}" if st else "no answer")
+    except StepFailed:
+        last = _standby(s)
+        lift_fence(s, hba)
+        raise StepFailed(f"new did not catch up with old within {timeout:.0f} s (old's last checkpoint {checkpoint}; "
+                         f"new received {last.receive_lsn if last else '?'}, replayed "
+                         f"{last.replay_lsn if last else '?'}). The fence was lifted and old's PostgreSQL started "
+                         "again: old serves through the tunnel, new is still its replica, nothing was lost. Check "
+                         "the tunnel (replication-status) and run the failover again.") from None
+
+
+def promote_replica(s: Session, old_control: ControlData | None) -> None:
+    cfg = s.settings
+    s.step("promote new", "new becomes the primary; its replication settings are removed")
+    s.new.run(psql("SELECT pg_promote(true, 60);", cfg.pg_port))
+    s.new.wait_for(psql("SELECT pg_is_in_recovery();", cfg.pg_port), single_value, lambda v: v == "f",
+                   what="new has left recovery", timeout=60, interval=0.2)
+    s.new.run(psql("ALTER SYSTEM RESET primary_conninfo;\nALTER SYSTEM RESET primary_slot_name;\n"
+                   "SELECT pg_reload_conf();\nCHECKPOINT;", cfg.pg_port))
+    timeline = _value(s.new, "SELECT timeline_id FROM pg_control_checkpoint();", cfg, planned="?")
+    position = _value(s.new, "SELECT pg_current_wal_lsn();", cfg, planned="?")
+    record = {"promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "timeline": timeline, "lsn": position,
+              "old_shutdown_checkpoint": old_control.checkpoint_lsn if old_control else "?"}
+    s.new.write_file(PROMOTION_RECORD, json_module.dumps(record, indent=2) + "\n")
+    print(f"  new is the primary on timeline {timeline} at {position}", flush=True)
+
+
+def keep_old_down(s: Session, hba: str) -> None:
+    """Debian starts clusters marked 'auto' at boot: old's is set to manual so it never returns as a primary."""
+    start_conf = hba.rsplit("/", 1)[0] + "/start.conf"
+    if s.old.fact(system.read_file(start_conf), lambda out: out.stdout.strip().splitlines()[-1:]) != ["manual"]:
+        s.old.run(Cmd(f"cp -p {start_conf} {start_conf}.mig-before-fence"))
+        s.old.write_file(start_conf, f"# {system.MARK}: fenced after the failover to new; see cleanup.\nmanual\n",
+                         owner="postgres")
+
+
+def promote_new(s: Session, catchup_timeout: float = 30) -> bool:
+    """Fence, prove, promote. Returns False when new was already promoted (nothing done)."""
+    cfg = s.settings
+    current = _standby(s)
+    if known(current) and current and not current.in_recovery:
+        recorded = s.new.fact(Cmd(f"cat {PROMOTION_RECORD}"), lambda out: out.ok)
+        if recorded:
+            print("  already promoted: new is the primary, nothing to do", flush=True)
+            return False
+        raise StepFailed("new's PostgreSQL is not a replica, and this tool did not promote it: nothing was changed")
+    report = replication_report(s)
+    if report is not None and not report["healthy"]:
+        raise StepFailed("new is not streaming from old with a small lag (see replication-status); nothing was "
+                         "changed")
+    if s.new.fact(Cmd(f"pg_isready -h 127.0.0.1 -p {cfg.tunnel_port}", user="postgres"), lambda out: out.ok) is False:
+        raise StepFailed(f"the tunnel on new (127.0.0.1:{cfg.tunnel_port}) does not reach old's PostgreSQL; "
+                         "nothing was changed")
+    hba = _hba(s)
+    control = fence_old(s, hba)
+    if control is not None and control.state != "shut down":
+        lift_fence(s, hba)
+        raise StepFailed(f"old's cluster did not shut down cleanly (state: {control.state}); the fence was lifted "
+                         "and old started again. Nothing was promoted.")
+    wait_caught_up(s, hba, control.checkpoint_lsn if control else "<old's Latest checkpoint location>", catchup_timeout)
+    promote_replica(s, control)
+    keep_old_down(s, hba)
+    return True

@@ -18,11 +18,16 @@ def target(values: dict[str, str] | None) -> tuple[str, str, str, str]:
             values.get("REDIS_DB") or "0", values.get("REDIS_PASSWORD") or "")
 
 
-def cli(values: dict[str, str] | None, args: str, stdin: str | None = None) -> Cmd:
-    """`redis-cli ARGS` (raw output). A password travels as REDISCLI_AUTH inside the script on stdin."""
+def script(values: dict[str, str] | None, body: str, stdin: str | None = None, secrets=()) -> Cmd:
+    """A shell script in which `r ARGS` runs redis-cli (raw output) against that Redis.
+    A password travels as REDISCLI_AUTH inside the script, on stdin: never on a command line."""
     host, port, db, password = target(values)
-    line = f"redis-cli --raw -h {shlex.quote(host)} -p {port} -n {db} {args}"
-    if not password:
-        return Cmd(line, user=None, stdin=stdin)
-    secret = Secret(password, "REDIS_PASSWORD in .env.production")
-    return Cmd(f"export REDISCLI_AUTH={shlex.quote(password)}; {line}", user=None, stdin=stdin, secrets=(secret,))
+    lines = [f'r() {{ redis-cli --raw -h {shlex.quote(host)} -p {port} -n {db} "$@"; }}', body]
+    if password:
+        lines.insert(0, f"export REDISCLI_AUTH={shlex.quote(password)}")
+        secrets = (*secrets, Secret(password, "REDIS_PASSWORD in .env.production"))
+    return Cmd("\n".join(lines), user=None, stdin=stdin, secrets=secrets)
+
+
+def cli(values: dict[str, str] | None, args: str) -> Cmd:
+    return script(values, f"r {args}")

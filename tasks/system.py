@@ -67,6 +67,11 @@ def unit_state(unit: str) -> Cmd:
     return Cmd(f"systemctl is-active {unit}", user=None)
 
 
+def unit_enabled(unit: str) -> Cmd:
+    """`systemctl is-enabled` prints enabled/disabled/static/masked."""
+    return Cmd(f"systemctl is-enabled {unit}", user=None)
+
+
 def systemctl(*words: str) -> Cmd:
     return Cmd("systemctl " + " ".join(words))
 

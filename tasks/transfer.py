@@ -6,6 +6,7 @@ host with rsync, pulled by new with a key that old allows only a read-only rsync
 from __future__ import annotations
 
 from . import mastodon_env, nginx, system, tunnel
+from .mastodon import env_path, read_env
 from .command import Cmd, Secret, Session, StepFailed, known
 from .executor import two_host_task
 from .facts import Output, public_key
@@ -17,16 +18,6 @@ MEDIA_KEY = "mastodon-migration-media"
 
 def _text(out: Output) -> str | None:
     return out.stdout if out.ok else None
-
-
-def env_path(s: Session) -> str:
-    return f"{s.settings.mastodon_dir}/.env.production"
-
-
-def read_env(s: Session, remote) -> str | None:
-    """A host's .env.production (full of secrets: never printed or logged)."""
-    cfg = s.settings
-    return remote.fact(Cmd(f"cat {env_path(s)}", user=cfg.mastodon_user, secret_output=True), _text)
 
 
 # --- nginx site and certificates -------------------------------------------------------------------
