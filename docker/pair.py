@@ -29,7 +29,7 @@ DOCKER = REPO / "docker"
 BUILD = REPO / "build"
 IMAGE_DIR = DOCKER / "image"
 PROVISION_DIR = DOCKER / "provision"
-STANDIN_DIR = Path(os.environ.get("MASTOMIG_STANDIN") or DOCKER / "standin").resolve()  # override: dev only
+STANDIN_DIR = DOCKER / "standin"
 COMPOSE_FILE = DOCKER / "compose.yaml"
 PROJECT = "mastomig"
 IMAGE_REPO = "mastomig-base"
@@ -404,15 +404,11 @@ def ssh_config_text() -> str:
 
 
 def tokens_contract() -> dict:
-    """How tests derive access tokens: from the stand-in's machine-readable contract, if it has one."""
-    for name in ("contract.json",):
-        p = STANDIN_DIR / name
-        if p.exists():
-            try:
-                return json.loads(p.read_text()).get("tokens", {})
-            except ValueError:
-                pass
-    return {"see": "docker/standin/README.md"}
+    """How tests derive access tokens: the stand-in's machine-readable contract (docker/standin/contract.json)."""
+    try:
+        return json.loads((STANDIN_DIR / "contract.json").read_text()).get("tokens", {})
+    except (OSError, ValueError):
+        return {"see": "docker/standin/README.md"}
 
 
 def pair_json(ca_crt: Path) -> dict:

@@ -138,3 +138,18 @@ def pair():
         if not keep:
             subprocess.run([sys.executable, str(PAIR_PY), "down"], cwd=REPO,
                            stdout=subprocess.DEVNULL)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fresh_pair: asserts the state of the freshly provisioned pair; runs before "
+                                       "the e2e tests that change the pair")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Among the docker tests, those of the fresh pair's state run first, whatever the order of the files that
+    change the pair; other tests keep their places."""
+    slots = [i for i, item in enumerate(items) if item.get_closest_marker("docker")]
+    docker_items = [items[i] for i in slots]
+    docker_items.sort(key=lambda item: 0 if item.get_closest_marker("fresh_pair") else 1)
+    for i, item in zip(slots, docker_items):
+        items[i] = item

@@ -9,7 +9,7 @@ import pytest
 
 from .conftest import REPO
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.fresh_pair]
 
 FAB = Path(sys.executable).with_name("fab")
 

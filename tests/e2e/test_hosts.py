@@ -2,7 +2,7 @@
 
 import pytest
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.fresh_pair]
 
 UNITS = ("mastodon-web", "mastodon-sidekiq", "mastodon-streaming")
 

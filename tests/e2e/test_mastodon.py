@@ -17,7 +17,7 @@ import pytest
 
 from .tokens import follower_pair
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.fresh_pair]
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +74,8 @@ def test_status_roundtrip_timeline_and_streaming(pair, accounts):
 def curl_in_old(pair, url, *args: str) -> tuple[int, dict, str]:
     """curl inside old; returns status, headers (lower-case), body."""
     r = pair.exec("old", "curl", "-sS", "--max-time", "10", "-D", "/dev/stderr", "-o", "/dev/stdout", *args, url)
-    head, _, _ = r.stderr.partition("\r\n\r\n")
-    lines = head.split("\r\n")
+    head, _, _ = r.stderr.replace("\r\n", "\n").partition("\n\n")   # text mode may have turned CRLF into LF
+    lines = head.split("\n")
     status = int(lines[0].split()[1])
     headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
     return status, headers, r.stdout
@@ -147,3 +147,9 @@ def test_rate_limit_shared_behind_an_untrusted_proxy(pair, extra_web):
     _, headers, body = next(r for r in untrusted if r[0] == 429)
     assert json.loads(body) == {"error": "Too many requests"}
     assert headers.get("x-ratelimit-limit") == "5"
+
+
+def test_front_page_served_after_assets_precompile(pair):
+    status, headers, body = pair.request("GET", "/", headers={"Accept": "text/html"})
+    assert status == 200, body[:300]
+    assert pair.exec("old", "test", "-d", "/home/mastodon/live/public/packs").returncode == 0

@@ -27,7 +27,7 @@ def follower_pair(pair) -> tuple[Account, Account]:
     Seeding rule: user i follows the next F accounts, so user0001 follows user0002; neither number is a
     multiple of 10 (those are the inactive users).
     """
-    contract = pair.info.get("tokens") or {}
-    follower = contract.get("follower", "user0001")
-    author = contract.get("followed", "user0002")
+    example = (pair.info.get("tokens") or {}).get("example") or {}
+    follower = example.get("follower", "user0001")
+    author = example.get("poster", "user0002")
     return Account(author, token(pair, author)), Account(follower, token(pair, follower))
