@@ -113,6 +113,27 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(_domain(x.strip()) for x in text.split(",") if x.strip())
 
 
+def _ttl(text: str) -> int:
+    if not text.isdigit() or not 30 <= int(text) <= 86400:
+        raise ValueError("a TTL in seconds from 30 to 86400")
+    return int(text)
+
+
+def _servers(text: str) -> tuple[str, ...]:
+    """Comma-separated IP[:port] (IPv6 as [addr]:port) of authoritative servers."""
+    servers = []
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        match = re.fullmatch(r"\[([0-9a-fA-F:]+)\](?::(\d+))?|([0-9.]+)(?::(\d+))?", item)
+        if not match:
+            raise ValueError("IP[:port] of authoritative servers, comma separated, e.g. 192.0.2.53,[2001:db8::53]:53")
+        address, port = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+        _ip(address)
+        if port:
+            _port(port)
+        servers.append(item)
+    return tuple(servers)
+
+
 def _url(text: str) -> str:
     if not re.fullmatch(r"https?://\S+", text):
         raise ValueError("an http(s) URL")
@@ -164,8 +185,13 @@ class Settings:
     ssh_known_hosts: Path | None
     ssh_accept_new_host_keys: bool
     log_dir: Path
+    old_address6: str | None
+    new_address6: str | None
     dns_provider: str
+    dns_zone: str | None
     dns_names: tuple[str, ...]
+    dns_ttl: int
+    dns_verify_servers: tuple[str, ...]
     cloudflare_api_token_file: Path | None
     cloudflare_base_url: str | None
     rfc2136_server: str | None
@@ -218,8 +244,13 @@ SCHEMA = {
     "SSH_KNOWN_HOSTS": (_optional(_local_path), ""),
     "SSH_ACCEPT_NEW_HOST_KEYS": (_yes_no, "no"),
     "LOG_DIR": (_local_path, "logs"),
+    "OLD_ADDRESS6": (_optional(_ip), ""),
+    "NEW_ADDRESS6": (_optional(_ip), ""),
     "DNS_PROVIDER": (_provider, "manual"),
+    "DNS_ZONE": (_optional(_domain), ""),
     "DNS_NAMES": (_names, ""),
+    "DNS_TTL": (_ttl, "60"),
+    "DNS_VERIFY_SERVERS": (_servers, ""),
     "CLOUDFLARE_API_TOKEN_FILE": (_optional(_local_path), ""),
     "CLOUDFLARE_BASE_URL": (_optional(_url), ""),
     "RFC2136_SERVER": (_optional(_ip), ""),
@@ -242,6 +273,8 @@ def _cross_checks(v: dict) -> list[str]:
             v.get("CLOUDFLARE_API_TOKEN_FILE") or os.environ.get("CLOUDFLARE_API_TOKEN")):
         problems.append("CLOUDFLARE_API_TOKEN_FILE: required with DNS_PROVIDER=cloudflare "
                         "(or set the environment variable CLOUDFLARE_API_TOKEN)")
+    if bool(v.get("OLD_ADDRESS6")) != bool(v.get("NEW_ADDRESS6")):
+        problems.append("OLD_ADDRESS6 and NEW_ADDRESS6: set both (AAAA records move too) or neither")
     if v.get("DNS_PROVIDER") == "rfc2136":
         for key in ("RFC2136_SERVER", "RFC2136_KEY_NAME", "RFC2136_KEY_FILE"):
             if not v.get(key):
@@ -283,6 +316,7 @@ def parse(raw: dict[str, str | None], path: Path) -> Settings:
                             + "\n".join(f"  - {p}" for p in problems)
                             + "\nSee env/example.env for every key with an example.")
     values["DNS_NAMES"] = values["DNS_NAMES"] or (values["DOMAIN"],)
+    values["DNS_ZONE"] = values["DNS_ZONE"] or values["DOMAIN"]
     return Settings(path=path, **{k.lower(): v for k, v in values.items()})
 
 
