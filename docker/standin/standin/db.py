@@ -108,6 +108,14 @@ class Session:
                 return [dict(r) for r in cur.fetchall()]
         return self._run(q)
 
+    def rows(self, sql: str, params=None) -> list[tuple]:
+        """Plain tuples (cheaper than dicts for large results)."""
+        def q(conn):
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall()
+        return self._run(q)
+
     def one(self, sql: str, params=None) -> dict | None:
         rows = self.all(sql, params)
         return rows[0] if rows else None

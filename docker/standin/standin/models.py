@@ -116,6 +116,16 @@ def following_with_last_status(sess: Session, account_id: int) -> list[dict]:
     )
 
 
+def followed_statuses(sess: Session, account_id: int, limit: int) -> list[tuple]:
+    """(account_id, status_id) of the newest `limit` public/unlisted/private statuses of each followed account."""
+    return sess.rows(
+        "SELECT s.account_id, s.id FROM follows f CROSS JOIN LATERAL ("
+        "  SELECT account_id, id FROM statuses WHERE account_id = f.target_account_id AND deleted_at IS NULL"
+        "  AND visibility IN (0, 1, 2) ORDER BY id DESC LIMIT %s) s WHERE f.account_id = %s",
+        (limit, account_id),
+    )
+
+
 def active_user_account_ids(sess: Session) -> list[int]:
     """Account.joins(:user).merge(User.active): confirmed, signed in within 7 days, not disabled/suspended."""
     rows = sess.all(

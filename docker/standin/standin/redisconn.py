@@ -9,13 +9,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 
-def client(url: str, socket_timeout: float | None = 10.0, name: str | None = None) -> redis.Redis:
+def client(url: str, socket_timeout: float | None = 10.0, name: str | None = None,
+           connect_timeout: float = 5.0) -> redis.Redis:
     # One transparent retry on a connection error (a stale pooled connection after a Redis restart), like
     # redis-rb's reconnect_attempts; a Redis that is really down still raises.
     return redis.Redis.from_url(
         url,
         decode_responses=True,
-        socket_connect_timeout=5,
+        socket_connect_timeout=connect_timeout,
         socket_timeout=socket_timeout,
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[redis.exceptions.ConnectionError],

@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import random
+import shutil
 import struct
 import sys
 import time
@@ -216,6 +217,7 @@ def seed(cfg, plan: Plan, reset: bool, jobs_per_queue: int, build_feeds: bool) -
         cur.execute("TRUNCATE media_attachments, scheduled_statuses, statuses, oauth_access_tokens, "
                     "oauth_applications, follows, account_stats, users, accounts RESTART IDENTITY CASCADE")
         conn.commit()
+        shutil.rmtree(cfg.root / "public" / "system" / "media_attachments", ignore_errors=True)
     from .redisconn import client as redis_client
 
     r = redis_client(cfg.redis_url(""), name="seed")

@@ -26,7 +26,6 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 from . import config as config_mod
 from . import feeds, jobs, log, models, rate_limit, remote_ip, render, services
 from .db import Database, utcnow
-from .redisconn import client as redis_client
 
 STATUS_TEXT = {200: "OK", 202: "Accepted", 206: "Partial Content", 301: "Moved Permanently", 308: "Permanent Redirect",
                400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -90,6 +89,11 @@ class Request:
         self.started = time.monotonic()
 
     def header(self, name: str) -> str | None:
+        """A header; repeated lines are joined with ", " (as Rack does for X-Forwarded-For)."""
+        get_all = getattr(self.headers, "get_all", None)
+        if get_all is not None:
+            vals = get_all(name)
+            return ", ".join(str(v) for v in vals) if vals else None
         v = self.headers.get(name)
         return v if v is None else str(v)
 
@@ -230,10 +234,14 @@ class App:
         self.proxies = cfg.trusted_proxies()
         self.force_ssl = cfg.production
         self.serve_static = cfg.truthy("RAILS_SERVE_STATIC_FILES")
+        from .redisconn import client as redis_client
+
         self.db = Database(cfg.db_params())
         self.redis = redis_client(cfg.redis_url(""), name="web")
         self.sidekiq_redis = redis_client(cfg.redis_url("SIDEKIQ_"), name="web-sidekiq")
-        self.cache_redis = redis_client(cfg.redis_url("CACHE_"), name="web-cache")
+        # Rails' RedisCacheStore: 1 s timeouts, errors swallowed (rate limiting fails open)
+        self.cache_redis = redis_client(cfg.redis_url("CACHE_"), socket_timeout=1.0, name="web-cache",
+                                        connect_timeout=1.0)
         self.limiter = rate_limit.RateLimiter(rate_limit.RedisStore(self.cache_redis),
                                               rate_limit.configured_throttles(cfg.present))
         self.log = log_fn
@@ -406,13 +414,13 @@ class App:
             req._auth = models.token_owner(self.db.session(), token) if token else None
         return req._auth
 
-    def require_user(self, req: Request, scope: str) -> dict:
-        """doorkeeper_authorize! + require_user! + AccessTokenTrackingConcern."""
+    def require_user(self, req: Request, *accepted: str) -> dict:
+        """doorkeeper_authorize!(*scopes) + require_user! + AccessTokenTrackingConcern."""
         a = self.auth(req)
         if a is None:
             raise HttpError(401, "The access token is invalid")
-        scopes = (a.get("scopes") or "").split()
-        if scope not in scopes and not any(s.startswith(scope + ":") for s in scopes):
+        scopes = set((a.get("scopes") or "").split())
+        if not scopes & set(accepted):
             raise HttpError(403, "This action is outside the authorized scopes")
         if a.get("disabled") or a.get("suspended_at"):
             raise HttpError(403, "Your login is currently disabled")
@@ -433,10 +441,14 @@ class App:
                 (utcnow(), ip if _is_ip(ip) else None, a["token_id"]))
 
     def viewer(self, req: Request) -> int | None:
-        a = self.auth(req) if req.bearer_token() else None
-        if a is not None:
-            self._track_token(req, a)
-        return a["account_id"] if a else None
+        """authorize_if_got_token!: anonymous is fine, an invalid token is not."""
+        if not req.bearer_token():
+            return None
+        a = self.auth(req)
+        if a is None:
+            raise HttpError(401, "The access token is invalid")
+        self._track_token(req, a)
+        return a["account_id"]
 
     # -- controllers -----------------------------------------------------------------------------------
     def health(self, req: Request) -> Response:
@@ -494,7 +506,7 @@ class App:
         })
 
     def verify_credentials(self, req: Request) -> Response:
-        a = self.require_user(req, "read")
+        a = self.require_user(req, "read", "read:accounts")
         acc = models.find_account(self.db.session(), a["account_id"])
         out = render.account_json(acc, self.domain)
         out["source"] = {"privacy": "public", "sensitive": False, "language": None, "note": "", "fields": [],
@@ -520,7 +532,7 @@ class App:
         return json_response(render.account_json(acc, self.domain))
 
     def relationships(self, req: Request) -> Response:
-        a = self.require_user(req, "read")
+        a = self.require_user(req, "read", "read:follows")
         ids = req.params.get("id") or []
         ids = [ids] if isinstance(ids, str) else ids
         sess = self.db.session()
@@ -541,8 +553,7 @@ class App:
         return resp
 
     def follow(self, req: Request, target: str) -> Response:
-        a = self.require_user(req, "follow") if "follow" in (self.auth(req) or {}).get("scopes", "") \
-            else self.require_user(req, "write")
+        a = self.require_user(req, "follow", "write", "write:follows")
         sess = self.db.session()
         acc = models.find_account(sess, target)
         if not acc or acc["id"] == a["account_id"]:
@@ -551,8 +562,7 @@ class App:
         return json_response(services.relationship(sess, a["account_id"], acc["id"]))
 
     def unfollow(self, req: Request, target: str) -> Response:
-        a = self.require_user(req, "follow") if "follow" in (self.auth(req) or {}).get("scopes", "") \
-            else self.require_user(req, "write")
+        a = self.require_user(req, "follow", "write", "write:follows")
         sess = self.db.session()
         acc = models.find_account(sess, target)
         if not acc:
@@ -561,7 +571,7 @@ class App:
         return json_response(services.relationship(sess, a["account_id"], acc["id"]))
 
     def create_status(self, req: Request) -> Response:
-        a = self.require_user(req, "write")
+        a = self.require_user(req, "write", "write:statuses")
         sess = self.db.session()
         account = models.find_account(sess, a["account_id"])
         try:
@@ -589,7 +599,7 @@ class App:
         return json_response(render.status_json(s, acc, media, self.domain, viewer))
 
     def home_timeline(self, req: Request) -> Response:
-        a = self.require_user(req, "read")
+        a = self.require_user(req, "read", "read:statuses")
         sess = self.db.session()
         limit = _limit(req)
         ids = feeds.home_ids(self.redis, a["account_id"], limit, req.params.get("max_id"),
@@ -608,7 +618,7 @@ class App:
         return self._create_media(req, v2=False)
 
     def _create_media(self, req: Request, v2: bool) -> Response:
-        a = self.require_user(req, "write")
+        a = self.require_user(req, "write", "write:media")
         if self.cfg.s3_enabled:
             raise RuntimeError("S3_ENABLED=true: the stand-in stores media only under public/system")
         f = req.files.get("file")
@@ -622,7 +632,7 @@ class App:
         return json_response(render.media_json(m, self.domain), 200)
 
     def show_media(self, req: Request, media_id: str) -> Response:
-        a = self.require_user(req, "read")
+        a = self.require_user(req, "read", "read:statuses")
         rows = models.media_for_ids(self.db.session(), a["account_id"], [media_id])
         if not rows:
             raise HttpError(404, "Record not found")
