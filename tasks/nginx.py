@@ -110,8 +110,11 @@ def probe_through_old(s: Session) -> None:
     cfg = s.settings
     s.step("verify the proxy", "a request through old's public endpoint reaches new")
     probe = secrets.token_hex(8)
-    s.old.run(Cmd(f"curl -fsS -o /dev/null --resolve {cfg.domain}:443:127.0.0.1 "
-                  f"https://{cfg.domain}/health?mig-probe={probe}", user=None))
+    answered = s.old.fact(Cmd(f"curl -fsS -m 10 --resolve {cfg.domain}:443:127.0.0.1 "
+                              f"https://{cfg.domain}/health?mig-probe={probe}", user=None), lambda out: out.ok)
+    if answered is False:
+        raise StepFailed(f"https://{cfg.domain}/health through old's nginx did not answer; "
+                         "undo with: fab -H old render-nginx-proxy --undo")
     s.new.wait_for(Cmd(f"grep -c mig-probe={probe} /var/log/nginx/access.log"), lambda out: out.stdout.strip(),
                    lambda n: n not in ("", "0"), what="new's access log shows the probe", timeout=10)
 

@@ -1,0 +1,151 @@
+"""Phase 2 on the pair: new serves every request through old's nginx, switched under live traffic.
+
+Runs after test_phase1 (new streams from old). The tests build on each other, in file order.
+"""
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+
+import pytest
+
+from .conftest import REPO
+from .test_fabric import fab
+from .test_phase1 import actions, wait_until
+from .tokens import follower_pair
+from .traffic import Traffic, missing_ids
+
+pytestmark = pytest.mark.docker
+
+MEDIA = "/home/mastodon/live/public/system"
+
+
+@pytest.fixture(scope="module")
+def accounts(pair):
+    if fab("-H", "old,new", "replication-status").returncode != 0:
+        assert fab("-H", "old,new", "phase1-replicate", timeout=600).returncode == 0
+    return follower_pair(pair)
+
+
+def media_checksums(pair, host):
+    out = pair.sh(host, f"cd {MEDIA} && find . -type f -exec sha256sum {{}} + | sort -k2", check=True).stdout
+    return dict(reversed(line.split()) for line in out.splitlines())
+
+
+def access_log_lines(pair, host):
+    return int(pair.sh(host, "wc -l < /var/log/nginx/access.log", check=True).stdout)
+
+
+def test_a_broken_template_is_rejected_and_old_keeps_serving(pair, accounts, tmp_path):
+    broken = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", broken)
+    (broken / "nginx-proxy.conf.j2").write_text("server { listen 443 ssl; this_is_not_a_directive on; }\n")
+    before = pair.exec("old", "cat", "/etc/nginx/sites-available/social.test", check=True).stdout
+    result = fab("-H", "old", "render-nginx-proxy", env={"MIGRATION_TEMPLATE_DIR": str(broken)})
+    assert result.returncode != 0
+    assert 'unknown directive "this_is_not_a_directive"' in result.stderr, result.stderr
+    assert "keeps serving as before" in result.stderr
+    assert pair.exec("old", "cat", "/etc/nginx/sites-available/social.test", check=True).stdout == before
+    author, _ = accounts
+    assert pair.request("GET", "/api/v1/timelines/home", token=author.token)[0] == 200
+
+
+def test_phase2_switches_under_live_traffic_with_zero_failures(pair, accounts):
+    author, _ = accounts
+    new_requests_before = access_log_lines(pair, "new")
+    traffic = Traffic(pair, author.token).start()
+    time.sleep(3)
+    result = fab("-H", "old,new", "phase2-proxy", timeout=900)
+    time.sleep(3)
+    traffic.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert traffic.failures == [], traffic.summary()
+    assert len(traffic.acknowledged) > 50
+    assert missing_ids(pair, "old", traffic.acknowledged) == []
+    assert access_log_lines(pair, "new") > new_requests_before + 20
+
+
+def test_requests_through_old_are_served_by_new(pair, accounts):
+    author, _ = accounts
+    marker = uuid.uuid4().hex
+    status, _, _ = pair.request("GET", f"/api/v1/timelines/home?probe={marker}", token=author.token)
+    assert status == 200
+    assert marker in pair.exec("new", "cat", "/var/log/nginx/access.log", check=True).stdout
+    assert marker not in pair.exec("old", "sh", "-c", "journalctl -u mastodon-web --no-pager | tail -200").stdout
+
+
+def test_new_logs_the_real_client_address(pair, accounts):
+    author, _ = accounts
+    marker = uuid.uuid4().hex
+    pair.request("GET", f"/api/v1/timelines/home?who={marker}", token=author.token)
+    line = [x for x in pair.sh("new", "journalctl -u mastodon-web --no-pager | tail -300").stdout.splitlines()
+            if marker in x]
+    assert line, "new's web did not log the request"
+    assert pair.info["hosts"]["old"]["address"] not in line[-1]
+
+
+def test_a_websocket_through_old_receives_a_status_posted_through_old(pair, accounts):
+    from websockets.sync.client import connect
+
+    author, follower = accounts
+    port = pair.https_port("old")
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    uri = f"wss://{pair.domain}:{port}/api/v1/streaming?stream=user&access_token={follower.token}"
+    with connect(uri, sock=raw, ssl=pair.ssl_context(), server_hostname=pair.domain, proxy=None,
+                 open_timeout=10, compression=None) as ws:
+        posted = pair.json("POST", "/api/v1/statuses", token=author.token,
+                           body={"status": f"through the proxy {uuid.uuid4()}", "visibility": "public"})
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            message = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if message.get("event") == "update" and str(json.loads(message["payload"])["id"]) == str(posted["id"]):
+                return
+    pytest.fail("the status did not arrive on the WebSocket opened through old")
+
+
+def test_media_is_on_new_with_identical_checksums(pair, accounts):
+    old = media_checksums(pair, "old")
+    assert old, "the seeded pair has media on old"
+    new = media_checksums(pair, "new")
+    assert {path: new.get(path) for path in old} == old
+
+
+def test_an_upload_through_old_lands_on_new(pair, accounts):
+    author, _ = accounts
+    boundary = uuid.uuid4().hex
+    png = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                        "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()
+    conn_status, _, answer = pair.request("POST", "/api/v2/media", token=author.token, raw_body=body,
+                                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert conn_status in (200, 202), answer
+    url = json.loads(answer)["url"]
+    path = MEDIA + url.split("/system", 1)[1]
+    assert pair.exec("new", "test", "-f", path).returncode == 0
+    assert pair.exec("old", "test", "-f", path).returncode != 0
+    assert hashlib.sha256(png).hexdigest() in pair.exec("new", "sha256sum", path, check=True).stdout
+
+
+def test_undo_brings_old_back_with_zero_failures_and_the_phase_runs_again(pair, accounts):
+    author, _ = accounts
+    traffic = Traffic(pair, author.token).start()
+    time.sleep(2)
+    undo = fab("-H", "old", "render-nginx-proxy", "--undo")
+    time.sleep(3)
+    redo = fab("-H", "old,new", "phase2-proxy", timeout=600)
+    time.sleep(2)
+    traffic.stop()
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert redo.returncode == 0, redo.stdout + redo.stderr
+    assert traffic.failures == [], traffic.summary()
+
+
+def test_a_second_run_changes_nothing_and_fails_nothing(pair, accounts):
+    result = fab("-H", "old,new", "phase2-proxy", timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    changed = [line for line in actions(result.stdout) if "rsync" not in line]
+    assert changed == [], changed
