@@ -31,9 +31,46 @@ REDISPORT = int(os.environ.get("REDISPORT", "56379"))
 DOMAIN = "social.test"
 sys.path.insert(0, str(LIVE))
 
+import psycopg2  # noqa: E402
 import redis  # noqa: E402
 
 R = redis.Redis(port=REDISPORT, decode_responses=True)
+
+
+def pg():
+    os.environ.setdefault("RAILS_ENV", "production")
+    from standin import config
+    conn = psycopg2.connect(**config.load("production", LIVE).db_params())
+    conn.autocommit = True
+    return conn
+
+
+def sql(*statements):
+    """Each statement in its own autocommit transaction (not `with conn:`, which opens one); last result."""
+    c = pg()
+    try:
+        cur = c.cursor()
+        row = None
+        for st in statements:
+            cur.execute(st)
+            row = cur.fetchone() if cur.description else None
+        return row
+    finally:
+        c.close()
+
+
+def _width():
+    try:
+        return max(4, len(str(sql("SELECT count(*) FROM accounts")[0])))
+    except Exception:
+        return 4
+
+
+WIDTH = _width()
+
+
+def U(n: int) -> str:
+    return f"user{n:0{WIDTH}d}"
 
 
 def token(user: str) -> str:
@@ -133,15 +170,15 @@ def check_host_and_ssl():
 
 
 def check_post_read_home():
-    me = jget("/api/v1/accounts/verify_credentials", tok=token("user0001"))
+    me = jget("/api/v1/accounts/verify_credentials", tok=token(U(1)))
     text = f"smoke {uuid.uuid4()}"
-    s = post("user0002", text)
+    s = post(U(2), text)
     assert isinstance(s["id"], str) and s["content"] == f"<p>{text}</p>"
     got = jget(f"/api/v1/statuses/{s['id']}")
     assert got["id"] == s["id"]
     t0 = time.time()
-    wait_for(lambda: any(x["id"] == s["id"] for x in jget("/api/v1/timelines/home", tok=token("user0001"))))
-    own = jget("/api/v1/timelines/home", tok=token("user0002"))
+    wait_for(lambda: any(x["id"] == s["id"] for x in jget("/api/v1/timelines/home", tok=token(U(1)))))
+    own = jget("/api/v1/timelines/home", tok=token(U(2)))
     assert any(x["id"] == s["id"] for x in own)
     assert R.zscore(f"feed:home:{me['id']}", s["id"]) == float(s["id"])
     return f"fan-out {time.time() - t0:.2f} s"
@@ -149,8 +186,8 @@ def check_post_read_home():
 
 def check_idempotency():
     key = str(uuid.uuid4())
-    a = post("user0003", "idem", headers={"Idempotency-Key": key})
-    b = post("user0003", "idem", headers={"Idempotency-Key": key})
+    a = post(U(3), "idem", headers={"Idempotency-Key": key})
+    b = post(U(3), "idem", headers={"Idempotency-Key": key})
     assert a["id"] == b["id"]
 
 
@@ -158,11 +195,11 @@ def check_streaming():
     import websockets
 
     async def run():
-        url = f"ws://127.0.0.1:{STREAM}/api/v1/streaming?stream=user&access_token={token('user0001')}"
+        url = f"ws://127.0.0.1:{STREAM}/api/v1/streaming?stream=user&access_token={token(U(1))}"
         async with websockets.connect(url) as ws:
             await asyncio.sleep(0.3)
             text = f"live {uuid.uuid4()}"
-            s = await asyncio.get_running_loop().run_in_executor(None, post, "user0002", text)
+            s = await asyncio.get_running_loop().run_in_executor(None, post, U(2), text)
             while True:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 15))
                 if frame["event"] == "update" and json.loads(frame["payload"])["id"] == s["id"]:
@@ -173,9 +210,9 @@ def check_streaming():
 
     async def proto():
         url = f"ws://127.0.0.1:{STREAM}/api/v1/streaming?stream=user"
-        async with websockets.connect(url, subprotocols=[token("user0001")]) as ws:
-            assert ws.subprotocol == token("user0001")
-        async with websockets.connect(url, extra_headers={"Authorization": f"Bearer {token('user0001')}"}):
+        async with websockets.connect(url, subprotocols=[token(U(1))]) as ws:
+            assert ws.subprotocol == token(U(1))
+        async with websockets.connect(url, extra_headers={"Authorization": f"Bearer {token(U(1))}"}):
             pass
         try:
             async with websockets.connect(url + "&access_token=nope"):
@@ -183,7 +220,7 @@ def check_streaming():
         except websockets.exceptions.InvalidStatusCode as e:
             assert e.status_code == 401
     asyncio.run(proto())
-    uid = jget("/api/v1/accounts/verify_credentials", tok=token("user0001"))["id"]
+    uid = jget("/api/v1/accounts/verify_credentials", tok=token(U(1)))["id"]
     assert R.ttl(f"subscribed:timeline:{uid}") > 1000
 
 
@@ -195,14 +232,14 @@ def check_media():
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
             f"Content-Type: image/png\r\n\r\n").encode() + png + \
            f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"description\"\r\n\r\nsmoke\r\n--{boundary}--\r\n".encode()
-    st, h, b = request("POST", "/api/v2/media", tok=token("user0004"), raw=body,
+    st, h, b = request("POST", "/api/v2/media", tok=token(U(4)), raw=body,
                        ctype=f"multipart/form-data; boundary={boundary}")
     assert st == 200, (st, b[:300])
     m = json.loads(b)
     assert m["url"].startswith(f"https://{DOMAIN}/system/media_attachments/files/")
     path = LIVE / "public" / m["url"].split(f"https://{DOMAIN}/", 1)[1]
     assert path.read_bytes() == png, path
-    st, h, b = request("POST", "/api/v1/statuses", tok=token("user0004"), body={"status": "pic", "media_ids": [m["id"]]})
+    st, h, b = request("POST", "/api/v1/statuses", tok=token(U(4)), body={"status": "pic", "media_ids": [m["id"]]})
     assert st == 200 and json.loads(b)["media_attachments"][0]["id"] == m["id"], (st, b[:300])
 
 
@@ -252,7 +289,7 @@ def check_reload_under_load():
         while not done.is_set():
             t0 = time.time()
             try:
-                st, _, b = request("POST", "/api/v1/statuses", tok=token(f"user000{i}"),
+                st, _, b = request("POST", "/api/v1/statuses", tok=token(U(i)),
                                    body={"status": f"reload {i} {t0}"}, timeout=30)
                 if st != 200:
                     errors.append(st)
@@ -295,15 +332,15 @@ def check_assets():
 
 def check_tootctl():
     env = {**os.environ, "RAILS_ENV": "production"}
-    uid = jget("/api/v1/accounts/verify_credentials", tok=token("user0005"))["id"]
+    uid = jget("/api/v1/accounts/verify_credentials", tok=token(U(5)))["id"]
     R.delete(f"feed:home:{uid}")
     R.set(f"account:{uid}:regeneration", "1")
-    st, _, _ = request("GET", "/api/v1/timelines/home", tok=token("user0005"))
+    st, _, _ = request("GET", "/api/v1/timelines/home", tok=token(U(5)))
     assert st == 206, st
     p = subprocess.run(["bin/tootctl", "feeds", "build", "--dry-run"], cwd=LIVE, env=env, capture_output=True,
                        text=True)
     assert p.returncode == 0 and "(DRY RUN)" in p.stdout, p
-    p = subprocess.run(["bin/tootctl", "feeds", "build", "user0005"], cwd=LIVE, env=env, capture_output=True, text=True)
+    p = subprocess.run(["bin/tootctl", "feeds", "build", U(5)], cwd=LIVE, env=env, capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.strip() == "OK", p
     assert R.zcard(f"feed:home:{uid}") > 0 and not R.exists(f"account:{uid}:regeneration")
     p = subprocess.run(["bin/tootctl", "feeds", "build", "--all", "-c", "3"], cwd=LIVE, env=env, capture_output=True,
@@ -389,19 +426,74 @@ def check_retry_and_dead():
 def check_scheduled_status():
     from datetime import datetime, timedelta, timezone
     at = (datetime.now(timezone.utc) + timedelta(minutes=10)).isoformat()
-    st, h, b = request("POST", "/api/v1/statuses", tok=token("user0006"), body={"status": "later", "scheduled_at": at})
+    st, h, b = request("POST", "/api/v1/statuses", tok=token(U(6)), body={"status": "later", "scheduled_at": at})
     assert st == 200, (st, b)
     ss = json.loads(b)
     entry = [x for x in R.zrange("schedule", 0, -1, withscores=True) if json.loads(x[0])["args"] == [int(ss["id"])]]
     assert entry and abs(entry[0][1] - datetime.fromisoformat(at).timestamp()) < 2
     R.zadd("schedule", {entry[0][0]: time.time() - 1})   # make it due
     wait_for(lambda: any(s["content"] == "<p>later</p>" for s in jget(
-        "/api/v1/timelines/home", tok=token("user0006"), timeout=5)), timeout=30)
+        "/api/v1/timelines/home", tok=token(U(6)), timeout=5)), timeout=30)
+
+
+def check_reload_rereads_env():
+    """A reload picks up a changed .env.production (here: a wrong DB_PORT, then the right one)."""
+    env = (LIVE / ".env.production").read_text()
+    good = [ln for ln in env.splitlines() if ln.startswith("DB_PORT=")][0].split("=", 1)[1]
+    set_env(DB_PORT="1")
+    try:
+        reload_web()
+        assert request("GET", "/health")[0] == 200                       # no database needed
+        st, _, b = request("GET", "/api/v1/instance")
+        assert st == 500 and json.loads(b) == {"error": "Internal Server Error"}, (st, b)
+    finally:
+        set_env(DB_PORT=good)
+        reload_web()
+    assert request("GET", "/api/v1/instance")[0] == 200
+
+
+def check_connections_killed():
+    """Killed PostgreSQL backends and Redis clients: every process reconnects by itself."""
+    import websockets
+    jget("/api/v1/timelines/home", tok=token(U(1)))
+    killed_pg = sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'mastodon' "
+                    "AND pid <> pg_backend_pid()")[0]
+
+    async def run():
+        url = f"ws://127.0.0.1:{STREAM}/api/v1/streaming?stream=user&access_token={token(U(1))}"
+        async with websockets.connect(url) as ws:
+            await asyncio.sleep(0.3)
+            killed = R.client_kill_filter(_type="pubsub") + R.client_kill_filter(_type="normal", skipme=True)
+            await asyncio.sleep(1.5)       # the subscriber reconnects and resubscribes
+            s = await asyncio.get_running_loop().run_in_executor(None, post, U(2), "after kill")
+            while True:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                if frame["event"] == "update" and json.loads(frame["payload"])["id"] == s["id"]:
+                    return killed
+    killed_redis = asyncio.run(run())
+    return f"{killed_pg} PostgreSQL backends and {killed_redis} Redis clients killed; post, fan-out, stream OK"
+
+
+def check_read_only_database():
+    """default_transaction_read_only on: posts fail with 500, reads of a used token still work."""
+    jget("/api/v1/timelines/home", tok=token(U(7)))       # token used: no tracking write for 24 h
+    terminate = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'mastodon' "
+                 "AND pid <> pg_backend_pid()")
+    sql("ALTER DATABASE mastodon_production SET default_transaction_read_only = on", terminate)
+    try:
+        st, _, b = request("POST", "/api/v1/statuses", tok=token(U(7)), body={"status": "ro"})
+        assert st == 500, (st, b)
+        assert request("GET", "/api/v1/timelines/home", tok=token(U(7)))[0] == 200
+    finally:   # the setting is advisory: any session may switch it off for itself
+        sql("SET default_transaction_read_only = off",
+            "ALTER DATABASE mastodon_production RESET default_transaction_read_only", terminate)
+    post(U(7), "rw again")
 
 
 CHECKS = [check_health, check_host_and_ssl, check_post_read_home, check_idempotency, check_streaming, check_media,
           check_sidekiq_layout, check_retry_and_dead, check_scheduled_status, check_tootctl, check_assets,
-          check_rate_limit_and_proxy, check_reload_under_load, check_sidekiq_signals]
+          check_rate_limit_and_proxy, check_reload_under_load, check_reload_rereads_env, check_connections_killed,
+          check_read_only_database, check_sidekiq_signals]
 
 
 def main(names):
