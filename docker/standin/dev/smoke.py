@@ -426,13 +426,14 @@ def check_retry_and_dead():
 def check_scheduled_status():
     from datetime import datetime, timedelta, timezone
     at = (datetime.now(timezone.utc) + timedelta(minutes=10)).isoformat()
-    st, h, b = request("POST", "/api/v1/statuses", tok=token(U(6)), body={"status": "later", "scheduled_at": at})
+    text = f"later {uuid.uuid4()}"
+    st, h, b = request("POST", "/api/v1/statuses", tok=token(U(6)), body={"status": text, "scheduled_at": at})
     assert st == 200, (st, b)
     ss = json.loads(b)
     entry = [x for x in R.zrange("schedule", 0, -1, withscores=True) if json.loads(x[0])["args"] == [int(ss["id"])]]
     assert entry and abs(entry[0][1] - datetime.fromisoformat(at).timestamp()) < 2
     R.zadd("schedule", {entry[0][0]: time.time() - 1})   # make it due
-    wait_for(lambda: any(s["content"] == "<p>later</p>" for s in jget(
+    wait_for(lambda: any(s["content"] == f"<p>{text}</p>" for s in jget(
         "/api/v1/timelines/home", tok=token(U(6)), timeout=5)), timeout=30)
 
 
