@@ -47,3 +47,17 @@ def test_openssh_client_reaches_both_hosts_with_strict_host_keys(pair):
 def test_fabric_preflight_passes(pair):
     r = fab("-H", "old,new", "preflight")
     assert r.returncode == 0, f"fab preflight failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+
+
+def test_fabric_put_uses_sftp_on_both_hosts(pair, tmp_path):
+    from fabric import Config, Connection
+
+    src = tmp_path / "probe.txt"
+    src.write_text("sftp works\n")
+    cfg = Config(runtime_ssh_path=str(REPO / "docker" / "ssh_config"))
+    for host in ("old", "new"):
+        with Connection(host, config=cfg) as c:
+            c.put(str(src), "/tmp/mastomig-sftp-probe.txt")
+        got = pair.exec(host, "cat", "/tmp/mastomig-sftp-probe.txt", check=True).stdout
+        assert got == "sftp works\n"
+        pair.exec(host, "rm", "-f", "/tmp/mastomig-sftp-probe.txt")
