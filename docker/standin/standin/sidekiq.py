@@ -94,6 +94,8 @@ class Launcher:
         self.processed = 0
         self.failed = 0
         self.pending_signals: list[str] = []
+        self.cleared = False
+        self.beat_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
         self.ctx = workers.Context(self.cfg, self.db, self.base_r, self.r, self.stopping.is_set)
 
@@ -162,6 +164,8 @@ class Launcher:
                 time.sleep(0.05)
         if self._busy():
             self._hard_shutdown()
+        with self.beat_lock:      # no heartbeat may re-add the identity after this
+            self.cleared = True
         self._flush_stats()
         try:
             p = self.r.pipeline(transaction=False)
@@ -297,6 +301,11 @@ class Launcher:
                 self.failed += fails
 
     def beat(self) -> None:
+        with self.beat_lock:
+            if not self.cleared:
+                self._beat()
+
+    def _beat(self) -> None:
         self._flush_stats()
         with self.lock:
             curstate = {tid: json.dumps(v, separators=(",", ":")) for tid, v in self.work_state.items()}
@@ -341,6 +350,7 @@ class Launcher:
     def _poller_loop(self) -> None:
         if self._sleep_unless_done(INITIAL_WAIT + random.random() * 5):
             return
+        self._cleanup_process_set()
         while not self.done.is_set():
             try:
                 jobs.enqueue_due(self.r)
@@ -348,6 +358,22 @@ class Launcher:
                 log.sidekiq(f"scheduled poller: {e}", "ERROR")
             if self._sleep_unless_done(POLL_AVERAGE * random.random() + POLL_AVERAGE / 2):
                 return
+
+    def _cleanup_process_set(self) -> None:
+        """Sidekiq::ProcessSet.cleanup (run once after the poller's initial wait): drop identities whose
+        heartbeat hash has expired, i.e. processes that died without clearing their entry."""
+        try:
+            members = list(self.r.smembers("processes"))
+            if not members:
+                return
+            p = self.r.pipeline(transaction=False)
+            for m in members:
+                p.hget(m, "info")
+            dead = [m for m, info in zip(members, p.execute()) if info is None]
+            if dead:
+                self.r.srem("processes", *dead)
+        except Exception as e:
+            log.sidekiq(f"process set cleanup: {e}", "ERROR")
 
     def _recurring_loop(self) -> None:
         while not self.done.is_set():

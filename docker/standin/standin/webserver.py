@@ -149,6 +149,7 @@ class Server:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGUSR2, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)     # Puma without stdout_redirect: HUP behaves like INT
         log.puma("* Preloading application")
         self._boot()
         if self.sock is None:
