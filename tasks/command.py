@@ -9,11 +9,11 @@ so a step planned offline always shows the action it would take.
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 import shlex
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,9 +282,7 @@ class Remote:
     def _execute(self, cmd: Cmd) -> Output:
         started = time.monotonic()
         try:
-            result = self._connected().run(
-                cmd.line(interactive=False), warn=True, hide=not cmd.stream, pty=False,
-                in_stream=io.StringIO(cmd.input()) if cmd.input() is not None else False)
+            out = _exec(self._connected(), cmd, self.mode.echo)
         except BadHostKeyException as error:
             raise HostUnreachable(
                 f"{self.alias}: the host key CHANGED (now {error.key.fingerprint}); refusing to connect. If the "
@@ -297,7 +295,6 @@ class Remote:
                 f"`ssh {self.alias}` and verify the key, or set SSH_ACCEPT_NEW_HOST_KEYS=yes") from None
         except (OSError, EOFError) as error:
             raise HostUnreachable(f"{self.alias}: ssh failed: {error}") from None
-        out = Output(result.exited, result.stdout, result.stderr)
         self.mode.log.write(host=self.alias, role=self.role, command=cmd.shown(),
                             exit=out.exited, seconds=round(time.monotonic() - started, 3),
                             stdout=f"<secret output, {len(out.stdout)} characters>" if cmd.secret_output
@@ -305,13 +302,54 @@ class Remote:
         return out
 
     def _connected(self):
-        if not self._connection.is_connected and self._known_hosts:
-            self._known_hosts_file = self._known_hosts(self._connection)
-        return self._connection
+        """The paramiko client of this host's connection, opened (with host-key checking) on first use."""
+        if not self._connection.is_connected:
+            if self._known_hosts:
+                self._known_hosts_file = self._known_hosts(self._connection)
+            self._connection.open()
+            self._connection.transport.set_keepalive(15)
+        return self._connection.client
 
     def close(self) -> None:
         if self._connection is not None and self._connection.is_connected:
             self._connection.close()
+
+
+def _exec(client, cmd: Cmd, echo) -> Output:
+    """Run one command on an ssh channel: stdin is fed alongside (a command that exits without reading
+    it is no error), output is collected (and echoed live for `stream`), the exit status returned."""
+    channel = client.get_transport().open_session()
+    channel.exec_command(cmd.line(interactive=False))
+    data = cmd.input()
+    feeder = threading.Thread(target=_feed, args=(channel, (data or "").encode()), daemon=True)
+    feeder.start()
+    stdout, stderr = bytearray(), bytearray()
+    while not channel.exit_status_ready() or channel.recv_ready() or channel.recv_stderr_ready():
+        progressed = False
+        for ready, receive, buffer in ((channel.recv_ready, channel.recv, stdout),
+                                       (channel.recv_stderr_ready, channel.recv_stderr, stderr)):
+            if ready():
+                chunk = receive(65536)
+                buffer += chunk
+                progressed = True
+                if cmd.stream:
+                    echo.write(chunk.decode(errors="replace"))
+                    echo.flush()
+        if not progressed:
+            time.sleep(0.005)
+    exited = channel.recv_exit_status()
+    feeder.join(timeout=5)
+    channel.close()
+    return Output(exited, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+
+def _feed(channel, data: bytes) -> None:
+    try:
+        if data:
+            channel.sendall(data)
+        channel.shutdown_write()
+    except OSError:
+        pass  # the command ended before reading all of its input; its exit status says how it went
 
 
 def note(remote_or_mode, text: str) -> None:
