@@ -182,8 +182,10 @@ class Streaming:
         try:
             row = await loop.run_in_executor(None, lambda: models.token_owner(self.db.session(), token))
         except Exception as e:
+            # Mastodon: `err.status ?? 401` on the WebSocket upgrade, `err.status || 500` for HTTP (SSE)
             log.line(f"streaming: database error during authentication: {type(e).__name__}: {e}")
-            return None, from_protocol, web.json_response({"error": "Internal Server Error"}, status=503)
+            status = 401 if request.headers.get("Upgrade", "").lower() == "websocket" else 500
+            return None, from_protocol, web.json_response({"error": "Internal Server Error"}, status=status)
         if row is None:
             return None, from_protocol, web.json_response({"error": "Invalid access token"}, status=401)
         scopes = set((row.get("scopes") or "").split())
