@@ -20,6 +20,12 @@ def line(msg: str, stream=None) -> None:
             pass
 
 
+def rails(msg: str) -> None:
+    """Ruby's Logger::Formatter, as Mastodon's production logger prints: `I, [time #pid]  INFO -- : msg`."""
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1_000_000) % 1_000_000:06d}"
+    line(f"I, [{ts} #{os.getpid()}]  INFO -- : {msg}")
+
+
 def puma(msg: str) -> None:
     line(f"[{os.getpid()}] {msg}")
 

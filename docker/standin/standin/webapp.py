@@ -226,7 +226,7 @@ def host_permitted(raw: str | None, permitted: list[str]) -> bool:
 
 
 class App:
-    def __init__(self, cfg: config_mod.Config, log_fn: Callable[[str], None] = log.line):
+    def __init__(self, cfg: config_mod.Config, log_fn: Callable[[str], None] = log.rails):
         self.cfg = cfg
         self.root = cfg.root
         self.domain = cfg.local_domain
