@@ -19,12 +19,11 @@ import traceback
 import uuid
 from email.parser import BytesParser
 from email.policy import HTTP as HTTP_POLICY
-from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from . import config as config_mod
-from . import feeds, jobs, log, models, rate_limit, remote_ip, render, services
+from . import feeds, log, models, rate_limit, remote_ip, render, services
 from .db import Database, utcnow
 
 STATUS_TEXT = {200: "OK", 202: "Accepted", 206: "Partial Content", 301: "Moved Permanently", 308: "Permanent Redirect",
