@@ -219,8 +219,8 @@ def run_basebackup(s: Session, force: bool = False, max_rate: str = "") -> None:
         drop_slot(s)
     unit = cluster_unit(cfg)
     s.new.run(system.systemctl("stop", unit))
-    stamp = time.strftime("%Y%m%d%H%M%S")
-    s.new.run(Cmd(f"test ! -e {cfg.pg_data_dir} || mv {cfg.pg_data_dir} {cfg.pg_data_dir}.mig-{stamp}"))
+    aside = f"{cfg.pg_data_dir}.mig-{time.strftime('%Y%m%d%H%M%S')}"
+    s.new.run(Cmd(f"test ! -e {cfg.pg_data_dir} || mv {cfg.pg_data_dir} {aside}"))
     s.new.run(Cmd(f"install -d -o postgres -g postgres -m 0700 {cfg.pg_data_dir}"))
     rate = f" --max-rate={max_rate}" if max_rate else ""
     backup = Cmd(f"{bindir(cfg)}/pg_basebackup -h 127.0.0.1 -p {cfg.tunnel_port} -U {cfg.replication_role} "
@@ -231,9 +231,13 @@ def run_basebackup(s: Session, force: bool = False, max_rate: str = "") -> None:
         s.new.run(Cmd(f"{bindir(cfg)}/pg_verifybackup {cfg.pg_data_dir}", user="postgres"))
     except CommandFailed as error:
         drop_slot(s, ours_in_use=True)
-        s.new.run(Cmd(f"find {cfg.pg_data_dir} -mindepth 1 -delete"))
-        raise StepFailed(f"the base backup failed ({error}). The slot on old was dropped and new's data "
-                         "directory is empty again; old was not changed. Fix the cause and run basebackup again."
+        s.new.run(Cmd(f"rm -rf {cfg.pg_data_dir} && {{ test ! -e {aside} || mv {aside} {cfg.pg_data_dir}; }} "
+                      f"&& {{ test -e {cfg.pg_data_dir} || install -d -o postgres -g postgres -m 0700 "
+                      f"{cfg.pg_data_dir}; }}"))
+        if s.new.fact(Cmd(f"test -f {cfg.pg_data_dir}/PG_VERSION"), lambda out: out.ok):
+            s.new.run(system.systemctl("start", unit))
+        raise StepFailed(f"the base backup failed ({error.out.why()}). The slot on old was dropped and new's data "
+                         "directory is back as it was; old was not changed. Fix the cause and run basebackup again."
                          ) from None
     s.new.run(system.systemctl("start", unit))
     _wait_streaming(s)
