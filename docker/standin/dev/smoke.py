@@ -413,7 +413,7 @@ def check_retry_and_dead():
     found = wait_for(lambda: [x for x in R.zrange("retry", 0, -1, withscores=True) if json.loads(x[0])["jid"] == j["jid"]])
     payload, score = found[0]
     job = json.loads(payload)
-    assert job["retry_count"] == 0 and job["error_class"] == "RuntimeError" and 15 <= score - time.time() <= 26
+    assert job["retry_count"] == 0 and job["error_class"] == "RuntimeError" and 13 <= score - time.time() <= 25, job
     R.zrem("retry", payload)
     R.zadd("retry", {payload: time.time() - 1})       # due now: the poller moves it back, it fails again → dead
     wait_for(lambda: any(json.loads(x)["jid"] == j["jid"] for x in R.zrange("dead", 0, -1)), timeout=30)
