@@ -167,7 +167,7 @@ class Config:
                     params[key] = self.present(name)
         params["sslmode"] = self.present("DB_SSLMODE") or "prefer"
         params["connect_timeout"] = "15"
-        params["application_name"] = os.path.basename(os.environ.get("STANDIN_PROCESS", "standin"))
+        # no application_name: Rails and Node's pg leave it empty, so nothing may rely on it
         url = self.present("DATABASE_URL")
         if url:
             from psycopg2.extensions import parse_dsn
