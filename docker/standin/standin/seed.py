@@ -220,8 +220,8 @@ def seed(cfg, plan: Plan, reset: bool, jobs_per_queue: int, build_feeds: bool) -
         shutil.rmtree(cfg.root / "public" / "system" / "media_attachments", ignore_errors=True)
     from .redisconn import client as redis_client
 
-    r = redis_client(cfg.redis_url(""), name="seed")
-    sr = redis_client(cfg.redis_url("SIDEKIQ_"), name="seed")
+    r = redis_client(cfg.redis_url(""))
+    sr = redis_client(cfg.redis_url("SIDEKIQ_"), name=f"Sidekiq-client-PID-{os.getpid()}")
     if reset:
         for client, pattern in ((r, "feed:*"), (r, "account:*:regeneration"), (sr, "queue:*")):
             keys = list(client.scan_iter(pattern, count=1000))

@@ -82,8 +82,9 @@ class Launcher:
         self.tag = args.tag or os.path.basename(os.getcwd())
         self.started_at = time.time()
         self.redis_url = self.cfg.redis_url("SIDEKIQ_")
-        self.r = redis_client(self.redis_url, socket_timeout=FETCH_TIMEOUT + 8, name="sidekiq")
-        self.base_r = redis_client(self.cfg.redis_url(""), name="sidekiq-feeds")
+        self.r = redis_client(self.redis_url, socket_timeout=FETCH_TIMEOUT + 8,
+                              name=f"Sidekiq-server-PID-{os.getpid()}")
+        self.base_r = redis_client(self.cfg.redis_url(""))
         self.db = Database(self.cfg.db_params())
         self.done = threading.Event()         # quiet or stopping: no more fetching
         self.stopping = threading.Event()

@@ -44,7 +44,7 @@ class Subscriber:
         self.listeners: dict[str, set] = {}
         self.commands: "queue.Queue[tuple[str, str]]" = queue.Queue()
         self.lock = threading.Lock()
-        self.presence_r = redis_client(url, name="streaming")
+        self.presence_r = redis_client(url)
         self.presence_due: dict[str, float] = {}
         self.stop = threading.Event()
         threading.Thread(target=self._run, name="redis-subscriber", daemon=True).start()
@@ -73,7 +73,7 @@ class Subscriber:
     def _run(self) -> None:
         backoff = 0.5
         while not self.stop.is_set():
-            r = redis_client(self.url, socket_timeout=None, name="streaming-subscriber")
+            r = redis_client(self.url, socket_timeout=None)
             ps = r.pubsub(ignore_subscribe_messages=True)
             try:
                 # drop queued commands first: the current set of channels is authoritative after a (re)connect

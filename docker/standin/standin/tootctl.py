@@ -122,7 +122,7 @@ def feeds_build(args) -> int:
         say("Cannot run with this concurrency setting, must be at least 1", RED)
         return 1
     db = Database(cfg.db_params())
-    r = redis_client(cfg.redis_url(""), name="tootctl")
+    r = redis_client(cfg.redis_url(""))
     try:
         sess = db.session()
         if args.all or not args.username:
@@ -165,7 +165,7 @@ def feeds_build(args) -> int:
 
 def feeds_clear(args) -> int:
     cfg = config_mod.load()
-    r = redis_client(cfg.redis_url(""), name="tootctl")
+    r = redis_client(cfg.redis_url(""))
     keys = list(r.scan_iter("feed:*", count=1000))
     for i in range(0, len(keys), 1000):
         r.delete(*keys[i:i + 1000])

@@ -13,6 +13,7 @@ Each request is logged in lograge's key=value format with the computed client ad
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import traceback
@@ -236,10 +237,10 @@ class App:
         from .redisconn import client as redis_client
 
         self.db = Database(cfg.db_params())
-        self.redis = redis_client(cfg.redis_url(""), name="web")
-        self.sidekiq_redis = redis_client(cfg.redis_url("SIDEKIQ_"), name="web-sidekiq")
+        self.redis = redis_client(cfg.redis_url(""))
+        self.sidekiq_redis = redis_client(cfg.redis_url("SIDEKIQ_"), name=f"Sidekiq-client-PID-{os.getpid()}")
         # Rails' RedisCacheStore: 1 s timeouts, errors swallowed (rate limiting fails open)
-        self.cache_redis = redis_client(cfg.redis_url("CACHE_"), socket_timeout=1.0, name="web-cache",
+        self.cache_redis = redis_client(cfg.redis_url("CACHE_"), socket_timeout=1.0,
                                         connect_timeout=1.0)
         self.limiter = rate_limit.RateLimiter(rate_limit.RedisStore(self.cache_redis),
                                               rate_limit.configured_throttles(cfg.present))
