@@ -47,6 +47,8 @@ KEY = SSH_DIR / "id_ed25519"
 SSH_CONFIG = DOCKER / "ssh_config"
 KNOWN_HOSTS = DOCKER / "known_hosts"
 DEMO_ENV = REPO / "env" / "demo.env"
+SMOKE_TOKEN = BUILD / "smoke.token"
+SMOKE_ACCOUNT = "user0001"  # follows user0002 (the stand-in's seeding rule), so its home timeline is not empty
 PAIR_JSON = BUILD / "pair.json"
 MARKER = "/var/lib/mastomig/provisioned"
 
@@ -69,6 +71,7 @@ MASTODON_WEB_SERVICE=mastodon-web
 MASTODON_SIDEKIQ_SERVICE=mastodon-sidekiq
 MASTODON_STREAMING_SERVICE=mastodon-streaming
 DNS_PROVIDER=manual
+SMOKE_TEST_TOKEN_FILE={smoke_token}
 """
 
 
@@ -99,9 +102,9 @@ def write_if_changed(path: Path, text: str, mode: int | None = None) -> bool:
     if path.exists() and path.read_text() == text:
         return False
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    if mode is not None:
-        tmp.chmod(mode)
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode or 0o644), "w") as f:
+        f.write(text)  # created with its final mode: a secret is never readable by others, not even briefly
     tmp.replace(path)
     return True
 
@@ -483,7 +486,12 @@ def up() -> int:
     for name, h in HOSTS.items():
         known += [f"[127.0.0.1]:{h['ssh']} {k}" for k in host_keys(name)]
     cfg = ssh_config_text()
-    for path, text in ((KNOWN_HOSTS, "\n".join(known) + "\n"), (SSH_CONFIG, cfg), (DEMO_ENV, DEMO_ENV_TEXT),
+    token = dexec("old", "runuser", "-u", "mastodon", "--", "/home/mastodon/live/bin/standin", "token",
+                  SMOKE_ACCOUNT).stdout.decode().strip()
+    if write_if_changed(SMOKE_TOKEN, token + "\n", mode=0o600):
+        changed.append(str(SMOKE_TOKEN.relative_to(REPO)))
+    for path, text in ((KNOWN_HOSTS, "\n".join(known) + "\n"), (SSH_CONFIG, cfg),
+                       (DEMO_ENV, DEMO_ENV_TEXT.format(smoke_token=SMOKE_TOKEN)),
                        (PAIR_JSON, json.dumps(pair_json(ca_crt), indent=2) + "\n")):
         if write_if_changed(path, text):
             changed.append(str(path.relative_to(REPO)))

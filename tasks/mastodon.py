@@ -21,8 +21,11 @@ def code_revision(cfg: Settings) -> Cmd:
 
 
 def in_app(cfg: Settings, command: str, stream: bool = False) -> Cmd:
-    """A Mastodon command as the mastodon user in its checkout, in production mode."""
-    return Cmd(f"cd {cfg.mastodon_dir} && RAILS_ENV=production {command}", user=cfg.mastodon_user, stream=stream)
+    """A Mastodon command as the mastodon user in its checkout, in production mode. rbenv's shims
+    (where Mastodon's install guide puts ruby and bundle, and where its units look) come first on PATH:
+    a non-interactive shell does not run `rbenv init` from .bashrc."""
+    return Cmd(f'cd {cfg.mastodon_dir} && PATH="$HOME/.rbenv/shims:$HOME/.rbenv/bin:$PATH" RAILS_ENV=production '
+               f"{command}", user=cfg.mastodon_user, stream=stream)
 
 
 def units(cfg: Settings, services: str) -> dict[str, str]:
@@ -118,7 +121,7 @@ def start_services(s: Session, remote: Remote, restart: bool) -> None:
 def feeds_present(s: Session, remote: Remote, env_text) -> bool | None:
     """Whether the host's Redis holds home feeds (None when planning)."""
     values = mastodon_env.parse(env_text) if known(env_text) and env_text else None
-    found = remote.fact(redis_cli.cli(values, "--scan --pattern 'feed:home:*' --count 1000 | head -n 1"),
+    found = remote.fact(redis_cli.cli(values, "--scan --pattern 'feed:home:*' | head -n 1"),
                         lambda out: bool(out.stdout.strip()))
     return found if known(found) else None
 

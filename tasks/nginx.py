@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import secrets
+import time
 
 from . import system
 from .command import Cmd, CommandFailed, Remote, Session, StepFailed, known
@@ -26,7 +27,7 @@ def _text(out: Output) -> str | None:
 def find_site(remote: Remote, domain: str) -> str:
     """The one enabled nginx file that serves the domain (its real path)."""
     found = remote.fact(Cmd(
-        f'grep -rlE "server_name[^;]*[[:space:]]{domain}([[:space:];]|$)" /etc/nginx/sites-enabled /etc/nginx/conf.d '
+        f'grep -RlE "server_name[^;]*[[:space:]]{domain}([[:space:];]|$)" /etc/nginx/sites-enabled /etc/nginx/conf.d '
         f'2>/dev/null | xargs -r readlink -f | sort -u'), _lines, planned=[f"/etc/nginx/sites-available/{domain}"])
     if len(found) != 1:
         where = ", ".join(found) if found else "no file"
@@ -105,18 +106,25 @@ def disable_proxy(s: Session) -> None:
     install_validated(s.old, site, None, source=before)
 
 
-def probe_through_old(s: Session) -> None:
-    """A request to old's public endpoint must be answered by new (it shows in new's access log)."""
+def probe_through_old(s: Session, timeout: float = 20) -> None:
+    """A request to old's public endpoint must be answered by new (it shows in new's access log).
+    A reload lets old workers finish with the previous configuration, so the probe is repeated."""
     cfg = s.settings
     s.step("verify the proxy", "a request through old's public endpoint reaches new")
-    probe = secrets.token_hex(8)
-    answered = s.old.fact(Cmd(f"curl -fsS -m 10 --resolve {cfg.domain}:443:127.0.0.1 "
-                              f"https://{cfg.domain}/health?mig-probe={probe}", user=None), lambda out: out.ok)
-    if answered is False:
-        raise StepFailed(f"https://{cfg.domain}/health through old's nginx did not answer; "
-                         "undo with: fab -H old render-nginx-proxy --undo")
-    s.new.wait_for(Cmd(f"grep -c mig-probe={probe} /var/log/nginx/access.log"), lambda out: out.stdout.strip(),
-                   lambda n: n not in ("", "0"), what="new's access log shows the probe", timeout=10)
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = secrets.token_hex(8)
+        answered = s.old.fact(Cmd(f"curl -fsS -m 10 --resolve {cfg.domain}:443:127.0.0.1 "
+                                  f"https://{cfg.domain}/health?mig-probe={probe}", user=None), lambda out: out.ok)
+        seen = s.new.fact(Cmd(f"grep -c mig-probe={probe} /var/log/nginx/access.log"),
+                          lambda out: out.stdout.strip() not in ("", "0"))
+        if s.planning or (answered and seen):
+            return
+        if time.monotonic() > deadline:
+            raise StepFailed(f"https://{cfg.domain}/health through old's nginx was "
+                             + ("answered, but not by new" if answered else "not answered")
+                             + f" within {timeout:.0f} s; undo with: fab -H old render-nginx-proxy --undo")
+        time.sleep(0.5)
 
 
 @one_host_task("old", help={"undo": "put the previous site back and reload",

@@ -87,12 +87,13 @@ class Pair:
         return self.ssl_context().wrap_socket(raw, server_hostname=self.domain)
 
     def request(self, method: str, path: str, *, host: str = "old", token: str | None = None,
-                body: dict | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:
+                body: dict | None = None, headers: dict | None = None,
+                raw_body: bytes | None = None) -> tuple[int, dict, bytes]:
         conn = _PinnedHTTPSConnection(self, host)
         hdrs = {"Host": self.domain, "Accept": "application/json", "Connection": "close"}
         if token:
             hdrs["Authorization"] = f"Bearer {token}"
-        data = None
+        data = raw_body
         if body is not None:
             data = json.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
@@ -119,6 +120,16 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self):
         self.sock = self._pair.connect_tls(self._host, timeout=self.timeout)
+
+
+FAB = Path(sys.executable).with_name("fab")
+
+
+def fab(*args: str, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The operator's command line against the pair: fab -S docker/ssh_config ... with env/demo.env."""
+    environment = dict(os.environ, MIGRATION_ENV="env/demo.env", **(env or {}))
+    return subprocess.run([str(FAB), "-S", "docker/ssh_config", *args], cwd=REPO, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

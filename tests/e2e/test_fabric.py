@@ -7,17 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, fab
 
 pytestmark = [pytest.mark.docker, pytest.mark.fresh_pair]
 
-FAB = Path(sys.executable).with_name("fab")
-
-
-def fab(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MIGRATION_ENV="env/demo.env")
-    return subprocess.run([str(FAB), "-S", "docker/ssh_config", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_generated_operator_files(pair):

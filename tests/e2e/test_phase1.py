@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-from .conftest import REPO
-from .test_fabric import fab
+from .conftest import REPO, fab
 
 pytestmark = pytest.mark.docker
 
@@ -39,8 +38,14 @@ def streaming(pair):
 
 
 def actions(output: str) -> list[str]:
-    """Lines that show a state-changing command (checks are not echoed)."""
-    return [line for line in output.splitlines() if re.match(r"  (old|new)\$ ", line)]
+    """The state-changing commands a run echoed (checks are not echoed), each with its script lines."""
+    found = []
+    for line in output.splitlines():
+        if re.match(r"  (old|new)\$ ", line):
+            found.append(line)
+        elif found and line.startswith("    "):
+            found[-1] += "\n" + line
+    return found
 
 
 def test_tunnel_refuses_a_port_held_by_another_process(pair):

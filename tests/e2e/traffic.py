@@ -33,7 +33,7 @@ class Traffic:
     """Runs until stop(); `requests` holds every attempt, `acknowledged` the ids of accepted writes."""
 
     pair: object
-    token: str
+    tokens: list[str]
     writes_per_second: float = 20
     reads_per_second: float = 5
     route: callable = None
@@ -45,13 +45,13 @@ class Traffic:
     def _port(self) -> int:
         return self.route() if self.route else self.pair.https_port("old")
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes, str]:
+    def _call(self, method: str, path: str, token: str, body: dict | None = None) -> tuple[int, bytes, str]:
         raw = socket.create_connection(("127.0.0.1", self._port()), timeout=15)
         try:
             sock = self.pair.ssl_context().wrap_socket(raw, server_hostname=self.pair.domain)
             conn = http.client.HTTPConnection(self.pair.domain, timeout=15)
             conn.sock = sock
-            headers = {"Host": self.pair.domain, "Authorization": f"Bearer {self.token}", "Connection": "close"}
+            headers = {"Host": self.pair.domain, "Authorization": f"Bearer {token}", "Connection": "close"}
             data = None
             if body is not None:
                 data = json.dumps(body).encode()
@@ -67,17 +67,18 @@ class Traffic:
         next_at = time.monotonic()
         while not self._stop.is_set():
             number += 1
+            token = self.tokens[number % len(self.tokens)]
             started = time.monotonic()
             request = Request(kind, started, started, 0)
             try:
                 if kind == "write":
-                    status, body, _ = self._call("POST", "/api/v1/statuses",
+                    status, body, _ = self._call("POST", "/api/v1/statuses", token,
                                                  {"status": f"live traffic {number} {time.time_ns()}",
                                                   "visibility": "public"})
                     if 200 <= status < 300:
                         request.status_id = str(json.loads(body)["id"])
                 else:
-                    status, body, _ = self._call("GET", "/api/v1/timelines/home?limit=5")
+                    status, body, _ = self._call("GET", "/api/v1/timelines/home?limit=5", token)
                 request.status = status
                 if not request.ok:
                     request.error = body[:200].decode(errors="replace")
