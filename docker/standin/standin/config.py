@@ -175,6 +175,28 @@ class Config:
             params.update({k: v for k, v in parse_dsn(url).items() if v not in (None, "")})
         return params
 
+    @property
+    def prepared_statements(self) -> bool:
+        """database.yml: `prepared_statements: ENV['PREPARED_STATEMENTS'] || 'true'`."""
+        return (self.present("PREPARED_STATEMENTS") or "true").strip().lower() != "false"
+
+    def replica_params(self) -> dict | None:
+        """Mastodon 4.3's read replica: enabled when REPLICA_DB_NAME or REPLICA_DATABASE_URL is set; each
+        REPLICA_DB_* falls back to the DB_* value. None when not enabled."""
+        if not (self.present("REPLICA_DB_NAME") or self.present("REPLICA_DATABASE_URL")):
+            return None
+        params = self.db_params()
+        for key, name in (("host", "HOST"), ("port", "PORT"), ("dbname", "NAME"), ("user", "USER"),
+                          ("password", "PASS")):
+            if self.present(f"REPLICA_DB_{name}"):
+                params[key] = self.present(f"REPLICA_DB_{name}")
+        url = self.present("REPLICA_DATABASE_URL")
+        if url:
+            from psycopg2.extensions import parse_dsn
+
+            params.update({k: v for k, v in parse_dsn(url).items() if v not in (None, "")})
+        return params
+
     def db_label(self) -> str:
         p = self.db_params()
         return f"{p.get('user', '')}@{p.get('host', 'socket')}:{p.get('port', '5432')}/{p['dbname']}"

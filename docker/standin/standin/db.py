@@ -25,12 +25,39 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def to_positional(sql: str) -> tuple[str, int]:
+    """psycopg2's %s placeholders → PostgreSQL's $1, $2, ... (for PREPARE)."""
+    n = 0
+    out = []
+    i = 0
+    while i < len(sql):
+        if sql.startswith("%s", i):
+            n += 1
+            out.append(f"${n}")
+            i += 2
+        elif sql.startswith("%%", i):
+            out.append("%")
+            i += 2
+        else:
+            out.append(sql[i])
+            i += 1
+    return "".join(out), n
+
+
 class Database:
-    def __init__(self, params: dict):
+    """Connections of one process. `prepared_statements` mirrors ActiveRecord's default (PREPARED_STATEMENTS,
+    true unless "false"): queries are PREPAREd once per connection and EXECUTEd afterwards, so, like Rails, the app
+    breaks behind PgBouncer in transaction mode ("prepared statement "a1" does not exist") unless
+    PREPARED_STATEMENTS=false."""
+
+    def __init__(self, params: dict, prepared_statements: bool = False):
         self.params = dict(params)
+        self.prepared_statements = prepared_statements
         self._local = threading.local()
         self._all: list = []
         self._lock = threading.Lock()
+        self._statements: dict[int, dict[str, str]] = {}
+        self._counter = 0
 
     def connect(self):
         conn = psycopg2.connect(**self.params)
@@ -48,8 +75,25 @@ class Database:
     def _set_thread_conn(self, conn):
         self._local.conn = conn
 
+    def execute(self, conn, cur, sql: str, params=None) -> None:
+        if not self.prepared_statements or params is None:
+            cur.execute(sql, params)
+            return
+        cache = self._statements.setdefault(id(conn), {})
+        name = cache.get(sql)
+        text, n = to_positional(sql)
+        if name is None:
+            with self._lock:
+                self._counter += 1
+                name = f"a{self._counter}"
+            cur.execute(f"PREPARE {name} AS {text}")
+            cache[sql] = name
+        cur.execute(f"EXECUTE {name} ({', '.join(['%s'] * n)})" if n else f"EXECUTE {name}", params if n else None)
+
     def drop_thread_conn(self):
         c = self._thread_conn()
+        if c is not None:
+            self._statements.pop(id(c), None)
         self._local.conn = None
         if c is not None:
             try:
@@ -60,6 +104,7 @@ class Database:
     def close_all(self):
         with self._lock:
             conns, self._all = self._all, []
+            self._statements.clear()
         for c in conns:
             try:
                 c.close()
@@ -104,7 +149,7 @@ class Session:
     def all(self, sql: str, params=None) -> list[dict]:
         def q(conn):
             with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-                cur.execute(sql, params)
+                self.db.execute(conn, cur, sql, params)
                 return [dict(r) for r in cur.fetchall()]
         return self._run(q)
 
@@ -112,7 +157,7 @@ class Session:
         """Plain tuples (cheaper than dicts for large results)."""
         def q(conn):
             with conn.cursor() as cur:
-                cur.execute(sql, params)
+                self.db.execute(conn, cur, sql, params)
                 return cur.fetchall()
         return self._run(q)
 
@@ -123,7 +168,7 @@ class Session:
     def scalar(self, sql: str, params=None):
         def q(conn):
             with conn.cursor() as cur:
-                cur.execute(sql, params)
+                self.db.execute(conn, cur, sql, params)
                 row = cur.fetchone()
                 return row[0] if row else None
         return self._run(q)
@@ -131,7 +176,7 @@ class Session:
     def execute(self, sql: str, params=None) -> int:
         def q(conn):
             with conn.cursor() as cur:
-                cur.execute(sql, params)
+                self.db.execute(conn, cur, sql, params)
                 return cur.rowcount
         return self._run(q)
 

@@ -85,7 +85,7 @@ class Launcher:
         self.r = redis_client(self.redis_url, socket_timeout=FETCH_TIMEOUT + 8,
                               name=f"Sidekiq-server-PID-{os.getpid()}")
         self.base_r = redis_client(self.cfg.redis_url(""))
-        self.db = Database(self.cfg.db_params())
+        self.db = Database(self.cfg.db_params(), self.cfg.prepared_statements)
         self.done = threading.Event()         # quiet or stopping: no more fetching
         self.stopping = threading.Event()
         self.wake = threading.Event()

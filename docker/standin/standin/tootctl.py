@@ -121,7 +121,7 @@ def feeds_build(args) -> int:
     if args.concurrency < 1:
         say("Cannot run with this concurrency setting, must be at least 1", RED)
         return 1
-    db = Database(cfg.db_params())
+    db = Database(cfg.db_params(), cfg.prepared_statements)
     r = redis_client(cfg.redis_url(""))
     try:
         sess = db.session()

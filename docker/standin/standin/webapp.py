@@ -236,7 +236,11 @@ class App:
         self.serve_static = cfg.truthy("RAILS_SERVE_STATIC_FILES")
         from .redisconn import client as redis_client
 
-        self.db = Database(cfg.db_params())
+        self.db = Database(cfg.db_params(), cfg.prepared_statements)
+        replica = cfg.replica_params()
+        # with_read_replica: timelines read from REPLICA_DB_* when Mastodon 4.3 would (REPLICA_DB_NAME or
+        # REPLICA_DATABASE_URL set); everything else, and all writes, use the primary
+        self.replica_db = Database(replica, cfg.prepared_statements) if replica else self.db
         self.redis = redis_client(cfg.redis_url(""))
         self.sidekiq_redis = redis_client(cfg.redis_url("SIDEKIQ_"), name=f"Sidekiq-client-PID-{os.getpid()}")
         # Rails' RedisCacheStore: 1 s timeouts, errors swallowed (rate limiting fails open)
@@ -272,6 +276,7 @@ class App:
 
     def close(self):
         self.db.close_all()
+        self.replica_db.close_all()
         for r in (self.redis, self.sidekiq_redis, self.cache_redis):
             try:
                 r.close()
@@ -540,7 +545,7 @@ class App:
 
     def account_statuses(self, req: Request, account_id: str) -> Response:
         viewer = self.viewer(req)
-        sess = self.db.session()
+        sess = self.replica_db.session()
         acc = models.find_account(sess, account_id)
         if not acc:
             raise HttpError(404, "Record not found")
@@ -600,7 +605,7 @@ class App:
 
     def home_timeline(self, req: Request) -> Response:
         a = self.require_user(req, "read", "read:statuses")
-        sess = self.db.session()
+        sess = self.replica_db.session()
         limit = _limit(req)
         ids = feeds.home_ids(self.redis, a["account_id"], limit, req.params.get("max_id"),
                              req.params.get("since_id"), req.params.get("min_id"))

@@ -79,3 +79,27 @@ def test_permitted_hosts_and_version(tmp_path, monkeypatch):
     (tmp_path / ".env.production").write_text("LOCAL_DOMAIN=Social.Test\nALTERNATE_DOMAINS=a.test, b.test\n")
     assert config.load("production", tmp_path).permitted_hosts() == ["social.test", "a.test", "b.test"]
     assert config.mastodon_version() == "4.3.8"
+
+
+def test_prepared_statements_and_replica(tmp_path, monkeypatch):
+    import os
+    for k in list(os.environ):
+        if k.startswith(("REPLICA_", "DB_", "DATABASE_URL", "PREPARED")):
+            monkeypatch.delenv(k, raising=False)
+    (tmp_path / ".env.production").write_text("DB_HOST=primary\nDB_PASS=pw\n")
+    cfg = config.load("production", tmp_path)
+    assert cfg.prepared_statements is True and cfg.replica_params() is None
+    (tmp_path / ".env.production").write_text("DB_HOST=primary\nDB_PASS=pw\nPREPARED_STATEMENTS=false\n"
+                                              "REPLICA_DB_HOST=standby\n")
+    cfg = config.load("production", tmp_path)
+    assert cfg.prepared_statements is False
+    assert cfg.replica_params() is None            # 4.3: REPLICA_DB_HOST alone does not enable the replica
+    monkeypatch.setenv("REPLICA_DB_NAME", "mastodon_production")
+    p = config.load("production", tmp_path).replica_params()
+    assert (p["host"], p["dbname"], p["password"]) == ("standby", "mastodon_production", "pw")
+
+
+def test_to_positional():
+    from standin.db import to_positional
+    assert to_positional("SELECT * FROM t WHERE a = %s AND b = ANY(%s) AND c LIKE 'x%%'") == (
+        "SELECT * FROM t WHERE a = $1 AND b = ANY($2) AND c LIKE 'x%'", 2)
