@@ -1,0 +1,44 @@
+"""Manual DNS: the operator changes the record at the registrar; we read and wait at the
+authoritative servers (DNS_VERIFY_SERVERS), which answer only once the change is published."""
+from __future__ import annotations
+
+import sys
+
+from . import dns_answers
+from .command import StepFailed
+from .dns_records import REQUESTED, Record, Swap
+from .settings import Settings
+
+WAIT_TIMEOUT = 3600.0  # time for a person to make the change and for the registrar to publish it
+
+
+class ManualProvider:
+    label = "manual (at your registrar)"
+
+    def __init__(self, cfg: Settings, out=None):
+        self.cfg = cfg
+        self.out = out or sys.stdout
+
+    def authoritative_servers(self) -> tuple[str, ...]:
+        if not self.cfg.dns_verify_servers:
+            zone = self.cfg.dns_zone
+            raise StepFailed(f"DNS_PROVIDER=manual reads and waits at the authoritative servers of {zone}: "
+                             f"set DNS_VERIFY_SERVERS to their addresses (dig NS {zone}, then the "
+                             "addresses of those names)")
+        return self.cfg.dns_verify_servers
+
+    def read(self, name: str, rtype: str) -> Record | None:
+        return dns_answers.read(self.authoritative_servers()[0], name, rtype)
+
+    def swap(self, change: Swap) -> str:
+        """Ask for the change; the caller waits until the authoritative servers answer it."""
+        print(f"  ACTION NEEDED: {self.describe(change)}", file=self.out, flush=True)
+        return REQUESTED
+
+    def describe(self, change: Swap) -> str:
+        where = f"at your DNS host, in zone {self.cfg.dns_zone}"
+        if change.content == change.expected.content:
+            return (f"{where}, set the TTL of the {change.rtype} record {change.name} ({change.content}) "
+                    f"to {change.ttl} s")
+        return (f"{where}, change the {change.rtype} record {change.name} from {change.expected.content} to "
+                f"{change.content} (TTL {change.ttl} s); change nothing else")
