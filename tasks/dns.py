@@ -1,8 +1,292 @@
-"""DNS: move the domain's records from old's address to new's (Cloudflare, RFC 2136 or manual)."""
+"""DNS: move the domain's records from old's address to new's (Cloudflare, RFC 2136 or manual).
+
+Order: `dns --lower-ttl` well ahead; the cutover (`dns`) once the original TTL has run out since then;
+`dns --verify`; later `dns --restore-ttl`. Until `retire_after()`, old keeps proxying to new, so a
+client that still holds old's address is served. What must survive between runs (original TTLs, when
+they were lowered, when records switched) is kept in a JSON file next to the run log (dns_state).
+"""
 from __future__ import annotations
 
-from .command import Session
-from .executor import not_implemented, two_host_task
+from datetime import datetime, timedelta
+from typing import Callable
+
+from . import dns_answers, mastodon
+from .command import Session, StepFailed, note
+from .dns_answers import Expected
+from .dns_cloudflare import CloudflareProvider
+from .dns_manual import WAIT_TIMEOUT, ManualProvider
+from .dns_records import REQUESTED, Provider, Record, Swap, Target, same, targets
+from .dns_rfc2136 import Rfc2136Provider
+from .dns_state import DnsState, RecordState, now
+from .executor import two_host_task
+
+VERIFY_TIMEOUT = 300.0
+RETIRE_MARGIN = timedelta(hours=1)  # resolvers that stretch TTLs, peers' pooled connections to old
+
+
+def provider_for(s: Session) -> Provider:
+    cfg = s.settings
+    if cfg.dns_provider == "cloudflare":
+        return CloudflareProvider(cfg)
+    if cfg.dns_provider == "rfc2136":
+        return Rfc2136Provider(cfg)
+    return ManualProvider(cfg, out=getattr(s.mode, "echo", None))
+
+
+def _say(s: Session, text: str) -> None:
+    if s.planning:
+        note(s.mode, text)
+    else:
+        print(f"  {text}", file=s.mode.echo, flush=True)
+
+
+def _plan_swap(s: Session, provider: Provider, change: Swap) -> None:
+    """--dry: the change and how it would be made; nothing is read or contacted."""
+    note(s.mode, f"{change.name} {change.rtype}: if it holds {change.expected.content}, make it {change.content} "
+                 f"with TTL {change.ttl}")
+    how = provider.describe(change)
+    if "\n" in how:
+        print(how, flush=True)  # a script: printed as it is, to be copied
+    else:
+        note(s.mode, how)
+
+
+def _mismatch(target: Target, record: Record | None) -> str:
+    """Why this record cannot be switched from old to new ("" when it holds either address)."""
+    if record is None:
+        return f"no {target.rtype} record exists (create it, or remove the name from DNS_NAMES)"
+    if same(record.content, target.old) or same(record.content, target.new):
+        return ""
+    return f"holds {record.content}: neither old's {target.old} nor new's {target.new}"
+
+
+def _read_all(provider: Provider, wanted: list[Target], refusal: str) -> list[tuple[Target, Record]]:
+    """Every record, checked before any is changed: one that holds neither address stops everything."""
+    current = [(t, provider.read(t.name, t.rtype)) for t in wanted]
+    problems = [f"{t.key}: {why}" for t, record in current if (why := _mismatch(t, record))]
+    if problems:
+        raise StepFailed(f"{refusal}:\n" + "\n".join(f"  - {p}" for p in problems)
+                         + "\nFix these records at the provider (or the addresses in the settings), "
+                           "then run dns --plan.")
+    return current
+
+
+def _not_ready(s: Session, entry: RecordState | None, record: Record, moment: datetime) -> str:
+    """Why switching this record now would leave resolvers caching old's address for longer than
+    DNS_TTL ("" when it would not)."""
+    if record.proxied:
+        return ""  # clients resolve Cloudflare's addresses; the edge follows the change within seconds
+    if entry and entry.lowered_at:
+        ready = entry.lowered_at + timedelta(seconds=entry.original_ttl)
+        return "" if moment >= ready else (
+            f"its original TTL ({entry.original_ttl} s) runs until {ready:%Y-%m-%d %H:%M:%S} UTC "
+            f"({(ready - moment).total_seconds():.0f} s from now), counted from the lowering at "
+            f"{entry.lowered_at:%H:%M:%S}")
+    if record.ttl > s.settings.dns_ttl:
+        return f"its TTL is {record.ttl} s and was not lowered: run dns --lower-ttl first"
+    return ""
+
+
+def _apply(s: Session, provider: Provider, changes: list[tuple[Target, Swap]],
+           remember: Callable[[RecordState, Swap], None], *, with_ttl: bool, timeout: float) -> None:
+    """Swap each record, saying and logging each outcome. `remember` notes a swap in the state file as
+    soon as it is done; a swap the operator makes (manual) is done once the authoritative servers answer it."""
+    state, requested = DnsState.load(s.settings), []
+    for target, change in changes:
+        outcome = provider.swap(change)
+        _say(s, f"{target.key}: {change.expected.show()} -> {change.content}, TTL {change.ttl}: {outcome}")
+        s.mode.log.write(dns=target.key, provider=provider.label, before=change.expected.content,
+                         after=change.content, ttl=change.ttl, outcome=outcome)
+        if outcome == REQUESTED:
+            requested.append((target, change))
+        else:
+            remember(state.entry(target.key), change)
+            state.save()
+    if requested:
+        expected = [Expected(c.name, c.rtype, c.content, c.ttl if with_ttl else None) for _, c in requested]
+        dns_answers.await_answers(provider.authoritative_servers(), expected, timeout=timeout, out=s.mode.echo)
+        for target, change in requested:
+            remember(state.entry(target.key), change)
+        state.save()
+
+
+def _lowered(entry: RecordState, change: Swap) -> None:
+    entry.original_ttl, entry.lowered_at = change.expected.ttl, now()
+
+
+def _switched(entry: RecordState, change: Swap) -> None:
+    entry.switched_at, entry.ttl_at_switch = now(), 0 if change.expected.proxied else change.expected.ttl
+
+
+def _restored(entry: RecordState, change: Swap) -> None:
+    entry.lowered_at = None  # a cutover after this needs a new lowering, and its wait
+
+
+def show_plan(s: Session) -> None:
+    """Current and target value of every configured record, and whether the cutover may run yet."""
+    cfg, provider = s.settings, provider_for(s)
+    s.step("DNS plan", f"{provider.label}, zone {cfg.dns_zone}: each record now and after the cutover")
+    if s.planning:
+        for t in targets(cfg):
+            note(s.mode, f"{t.key}: now {t.old} (expected; --dry reads nothing) -> target {t.new}")
+        return
+    state, moment = DnsState.load(cfg), now()
+    for t in targets(cfg):
+        record = provider.read(t.name, t.rtype)
+        if record is None or _mismatch(t, record):
+            verdict = f"CANNOT SWITCH: {_mismatch(t, record)}"
+        elif same(record.content, t.new):
+            verdict = "unchanged (already at the target)"
+        else:
+            why = _not_ready(s, state.records.get(t.key), record, moment)
+            verdict = f"switch (not yet: {why})" if why else "switch (allowed now)"
+        _say(s, f"{t.key}: now {record.show() if record else 'missing'} -> target {t.new}: {verdict}")
+
+
+def lower_ttls(s: Session, timeout: float = WAIT_TIMEOUT) -> None:
+    """Set DNS_TTL on every DNS-only record; remember each original TTL and when it was lowered."""
+    cfg, provider = s.settings, provider_for(s)
+    state = DnsState.load(cfg)
+    s.step("lower the DNS TTL", f"to {cfg.dns_ttl} s, so that after the cutover resolvers let go of old's address "
+                                f"within {cfg.dns_ttl} s; original TTLs are kept in {state.path}")
+    if s.planning:
+        for t in targets(cfg):
+            _plan_swap(s, provider, Swap(t.name, t.rtype, Record(t.old, 0), t.old, cfg.dns_ttl))
+        return
+    changes = []
+    for t, record in _read_all(provider, targets(cfg), "TTLs not lowered, NOTHING was changed"):
+        if record.proxied:
+            _say(s, f"{t.key}: proxied: clients see Cloudflare's addresses, there is no TTL to lower")
+        elif record.ttl <= cfg.dns_ttl:
+            _say(s, f"{t.key}: TTL {record.ttl} s: unchanged")
+            state.records.setdefault(t.key, RecordState(original_ttl=record.ttl))
+        else:
+            changes.append((t, Swap(t.name, t.rtype, record, record.content, cfg.dns_ttl)))
+    state.save()
+    _apply(s, provider, changes, _lowered, with_ttl=True, timeout=timeout)
+
+
+def cutover(s: Session, force: bool = False, timeout: float = WAIT_TIMEOUT) -> None:
+    """Switch every record from old's address to new's by compare-and-swap, once the original TTL
+    has run out since the lowering (or at once with `force`)."""
+    cfg, provider = s.settings, provider_for(s)
+    s.step("DNS cutover", f"{', '.join(cfg.dns_names)} from old ({cfg.old_address}) to new ({cfg.new_address}); "
+                          "old keeps proxying for clients that still resolve to it")
+    if s.planning:
+        for t in targets(cfg):
+            _plan_swap(s, provider, Swap(t.name, t.rtype, Record(t.old, cfg.dns_ttl), t.new, cfg.dns_ttl))
+        note(s.mode, "refused while an original TTL has not run out since dns --lower-ttl (unless --force); "
+                     "all records are read first, and one holding neither address stops the cutover unchanged")
+        return
+    state, moment = DnsState.load(cfg), now()
+    changes = []
+    for t, record in _read_all(provider, targets(cfg), "cutover refused, NOTHING was changed"):
+        if same(record.content, t.new):
+            _say(s, f"{t.key}: unchanged (already {t.new})")
+            entry = state.entry(t.key)
+            if entry.switched_at is None:  # switched outside this tool: count from now, to be safe
+                entry.switched_at, entry.ttl_at_switch = moment, record.ttl
+        else:
+            changes.append((t, Swap(t.name, t.rtype, record, t.new, record.ttl)))
+    waits = [f"{t.key}: {why}" for t, c in changes
+             if (why := _not_ready(s, state.records.get(t.key), c.expected, moment))]
+    if waits and not force:
+        raise StepFailed("cutover refused, NOTHING was changed: resolvers may still hold old's address with the "
+                         "long TTL:\n" + "\n".join(f"  - {w}" for w in waits) + "\nRun it again then, or add --force "
+                         "(old keeps proxying, and must do so until the time dns prints afterwards).")
+    for wait in waits:
+        _say(s, f"--force: switching although {wait}")
+    state.save()
+    _apply(s, provider, changes, _switched, with_ttl=False, timeout=timeout)
+
+
+def verify_records(s: Session, timeout: float = VERIFY_TIMEOUT) -> None:
+    """Every authoritative server answers new's address (AA bit); proxied records: the API read-back
+    and new's origin over HTTPS."""
+    cfg, provider = s.settings, provider_for(s)
+    s.step("verify DNS", "at the source: each authoritative server directly, no resolver or cache")
+    if s.planning:  # Cloudflare's own name servers are known only by asking its API
+        asks_api = cfg.dns_provider == "cloudflare" and not cfg.dns_verify_servers
+        servers = ("each of the zone's name servers",) if asks_api else provider.authoritative_servers()
+        for t in targets(cfg):
+            for server in servers:
+                address, port = dns_answers.address_and_port(server)
+                note(s.mode, f"check: dig +norecurse @{address} -p {port} {t.name} {t.rtype}  "
+                             f"# flag aa, answer {t.new}")
+        return
+    current = _read_all(provider, targets(cfg), "cannot verify")
+    behind = [f"{t.key} holds {r.content}" for t, r in current if not same(r.content, t.new)]
+    if behind:
+        raise StepFailed(f"{provider.label}: {', '.join(behind)}, not new's address yet: run the cutover (fab -H "
+                         f"{cfg.old_ssh},{cfg.new_ssh} dns) first")
+    proxied = [t for t, r in current if r.proxied]
+    for t in proxied:
+        _say(s, f"{t.key}: proxied; Cloudflare's API shows {t.new} (its edge follows within seconds)")
+    if proxied:
+        _check_origin(s)
+    dns_only = [Expected(t.name, t.rtype, t.new) for t, r in current if not r.proxied]
+    if dns_only:
+        dns_answers.await_answers(provider.authoritative_servers(), dns_only, timeout=timeout, out=s.mode.echo)
+
+
+def _check_origin(s: Session) -> None:
+    """Cloudflare's edge now fetches from new: new must answer HTTPS for the domain (asked from old)."""
+    cfg = s.settings
+    status = s.old.fact(mastodon.https_request(cfg, cfg.new_address, "/health"),
+                        lambda out: out.stdout.rpartition("\n")[2].strip())
+    if status != "200":
+        raise StepFailed(f"new's origin https://{cfg.domain}/health at {cfg.new_address} answered "
+                         f"{status or 'nothing'} (asked from old): Cloudflare's edge cannot reach new")
+    _say(s, f"new's origin answers https://{cfg.domain}/health at {cfg.new_address}")
+
+
+def restore_ttls(s: Session, timeout: float = WAIT_TIMEOUT) -> None:
+    """Put back the TTL each record had before dns --lower-ttl."""
+    cfg, provider = s.settings, provider_for(s)
+    state = DnsState.load(cfg)
+    s.step("restore the DNS TTL", f"the TTLs from before the migration, as kept in {state.path}")
+    remembered = [(t, state.records[t.key]) for t in targets(cfg)
+                  if t.key in state.records and state.records[t.key].original_ttl]
+    if not remembered:
+        _say(s, f"nothing to restore: {state.path} holds no original TTL (dns --lower-ttl records them)")
+        return
+    if s.planning:
+        for t, entry in remembered:
+            content = t.new if entry.switched_at else t.old
+            _plan_swap(s, provider, Swap(t.name, t.rtype, Record(content, 0), content, entry.original_ttl))
+        return
+    current = dict(_read_all(provider, [t for t, _ in remembered], "TTLs not restored, NOTHING was changed"))
+    changes = []
+    for t, entry in remembered:
+        record = current[t]
+        if record.proxied or record.ttl == entry.original_ttl:
+            _say(s, f"{t.key}: TTL {record.ttl}: unchanged")
+        else:
+            changes.append((t, Swap(t.name, t.rtype, record, record.content, entry.original_ttl)))
+    _apply(s, provider, changes, _restored, with_ttl=True, timeout=timeout)
+
+
+def retire_after(s: Session) -> datetime | None:
+    """When old's proxy may go: the last moment a resolver may still hold old's address, plus a margin.
+    None until every record was switched."""
+    state, ends = DnsState.load(s.settings), []
+    for t in targets(s.settings):
+        entry = state.records.get(t.key)
+        if entry is None or entry.switched_at is None:
+            return None
+        end = entry.switched_at + timedelta(seconds=entry.ttl_at_switch or 0)
+        if entry.lowered_at:  # answers given before the lowering carried the original TTL
+            end = max(end, entry.lowered_at + timedelta(seconds=entry.original_ttl))
+        ends.append(end)
+    return max(ends) + RETIRE_MARGIN
+
+
+def show_retire_time(s: Session) -> None:
+    """The reminder after a cutover: old's proxy serves resolvers that still hold its address until then."""
+    when = None if s.planning else retire_after(s)
+    _say(s, "old keeps proxying until every resolver has dropped its address: run cleanup after "
+            + (f"{when:%Y-%m-%d %H:%M:%S} UTC" if when else
+               f"the switch + the TTL resolvers were given + {RETIRE_MARGIN} (shown by the real cutover)"))
 
 
 @two_host_task(help={"plan": "show current and target values only",
@@ -12,4 +296,19 @@ from .executor import not_implemented, two_host_task
                      "force": "switch before the old TTL has expired"})
 def dns(s: Session, plan=False, lower_ttl=False, verify=False, restore_ttl=False, force=False):
     """Switch the domain's DNS records from old to new (compare-and-swap), or plan/verify it."""
-    raise not_implemented(7)
+    chosen = [flag for flag, on in (("--plan", plan), ("--lower-ttl", lower_ttl), ("--verify", verify),
+                                    ("--restore-ttl", restore_ttl)) if on]
+    if len(chosen) > 1 or (chosen and force):
+        raise StepFailed(f"choose one of --plan, --lower-ttl, --verify, --restore-ttl, or none for the cutover "
+                         f"(the only one that takes --force); got {' '.join(chosen + ['--force'] * force)}")
+    if plan:
+        show_plan(s)
+    elif lower_ttl:
+        lower_ttls(s)
+    elif verify:
+        verify_records(s)
+    elif restore_ttl:
+        restore_ttls(s)
+    else:
+        cutover(s, force=force)
+        show_retire_time(s)
