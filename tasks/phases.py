@@ -70,8 +70,10 @@ def require_old_mastodon_stopped(s: Session) -> None:
 def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300) -> None:
     """Phase 3 as steps; a re-run after a failure continues from the real state."""
     nginx.require_proxy(s)
+    if postgres.promoted_record(s) is None:  # not yet failed over: the replica must be fit to take over
+        require_replication(s, "phase 3 needs new's replica streaming with a small lag")
     sidekiq.drain_old(s, drain_timeout)
-    fenced_at = time.monotonic()
+    fenced_at = time.time()
     promoted = postgres.promote_new(s, catchup_timeout)
     changed = mastodon.use_local_database(s)
     if promoted or changed:
@@ -79,8 +81,9 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
     s.step("verify", "the first write that new's Mastodon accepts on its own database")
     mastodon.probe_write(s)
     if promoted and not s.planning:
-        print(f"==> write-unavailability window: {time.monotonic() - fenced_at:.1f} s (from the fence of old "
-              "to the first write new accepted)", flush=True)
+        accepted_at = time.time()
+        print(f"==> write-unavailability window: {accepted_at - fenced_at:.1f} s, from the fence of old "
+              f"(epoch {fenced_at:.3f}) to the first write new accepted (epoch {accepted_at:.3f})", flush=True)
 
 
 @two_host_task(help={"timeout": "seconds to wait for the queues to empty"})

@@ -410,13 +410,18 @@ def keep_old_down(s: Session, hba: str) -> None:
                          owner="postgres")
 
 
+def promoted_record(s: Session) -> dict | None:
+    """What this tool recorded when it promoted new (None: not promoted by it, or planning)."""
+    record = s.new.fact(Cmd(f"cat {PROMOTION_RECORD}"), lambda out: json_module.loads(out.stdout) if out.ok else None)
+    return record if known(record) else None
+
+
 def promote_new(s: Session, catchup_timeout: float = 30) -> bool:
     """Fence, prove, promote. Returns False when new was already promoted (nothing done)."""
     cfg = s.settings
     current = _standby(s)
     if known(current) and current and not current.in_recovery:
-        recorded = s.new.fact(Cmd(f"cat {PROMOTION_RECORD}"), lambda out: out.ok)
-        if recorded:
+        if promoted_record(s):
             print("  already promoted: new is the primary, nothing to do", flush=True)
             return False
         raise StepFailed("new's PostgreSQL is not a replica, and this tool did not promote it: nothing was changed")

@@ -8,6 +8,8 @@ from .mastodon import read_env
 from .command import Remote, Secret, Session, StepFailed, known
 from .sidekiq_jobs import BEAT_SECONDS, DURABLE_SETS, SidekiqState, jid, merge, parse_list, parse_state, parse_zset
 
+MOVED = f"mastodon-migration:moved:{time.strftime('%Y%m%dT%H%M%S')}"  # where old's moved keys are set aside
+
 # Prints `queue NAME LENGTH` per queue and `process IDENTITY BUSY QUIET` per live process.
 STATE_SCRIPT = """for q in $(r SMEMBERS queues); do echo "queue $q $(r LLEN "queue:$q")"; done
 for p in $(r SMEMBERS processes); do
@@ -105,6 +107,11 @@ def move_jobs(s: Session) -> None:
                          f"({', '.join(missing)}); old's Redis still holds them all. Run drain again.")
     print("  moved: " + ", ".join(f"{k} +{v} (already there: {plan.already[k]})" for k, v in plan.added.items()),
           flush=True)
+    keys = [key for key, entries in old_sets.items() if entries] + [f"queue:{name}" for name, jobs in
+                                                                    old_queues.items() if jobs]
+    if keys:  # set aside on old (not deleted): a later run must not hand new jobs it has already done
+        s.old.run(redis_cli.script(old_values, f"for k in {' '.join(keys)}; do\n"
+                                   f'  if [ "$(r EXISTS "$k")" = 1 ]; then r RENAME "$k" "{MOVED}:$k"; fi\ndone'))
 
 
 def drain_old(s: Session, timeout: float = 300) -> None:

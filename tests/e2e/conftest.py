@@ -127,7 +127,7 @@ FAB = Path(sys.executable).with_name("fab")
 
 def fab(*args: str, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
     """The operator's command line against the pair: fab -S docker/ssh_config ... with env/demo.env."""
-    environment = dict(os.environ, MIGRATION_ENV="env/demo.env", **(env or {}))
+    environment = {**os.environ, "MIGRATION_ENV": "env/demo.env", **(env or {})}
     return subprocess.run([str(FAB), "-S", "docker/ssh_config", *args], cwd=REPO, env=environment,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -20,6 +20,8 @@ class Request:
     started: float
     ended: float
     status: int  # 0: no HTTP answer (connection refused, reset, timeout)
+    wall_started: float = 0.0  # epoch seconds, to compare with times the tool prints
+    wall_ended: float = 0.0
     error: str = ""
     status_id: str = ""
 
@@ -69,7 +71,7 @@ class Traffic:
             number += 1
             token = self.tokens[number % len(self.tokens)]
             started = time.monotonic()
-            request = Request(kind, started, started, 0)
+            request = Request(kind, started, started, 0, wall_started=time.time())
             try:
                 if kind == "write":
                     status, body, _ = self._call("POST", "/api/v1/statuses", token,
@@ -84,7 +86,7 @@ class Traffic:
                     request.error = body[:200].decode(errors="replace")
             except (OSError, http.client.HTTPException, ValueError) as error:
                 request.error = f"{type(error).__name__}: {error}"
-            request.ended = time.monotonic()
+            request.ended, request.wall_ended = time.monotonic(), time.time()
             with self._lock:
                 self.requests.append(request)
             next_at += interval
