@@ -69,7 +69,7 @@ def test_one_host_task_refuses_the_wrong_role():
 
 
 IMPLEMENTED = {"preflight", "tunnel", "basebackup", "replication-status", "phase1-replicate", "copy-config",
-               "precompile", "feeds-build", "restart", "phase2-proxy", "drain", "promote", "phase3-failover",
+               "precompile", "feeds-build", "restart", "phase2-proxy", "drain", "promote", "phase3-failover", "dns",
                "render-nginx-proxy"}
 
 
