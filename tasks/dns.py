@@ -205,9 +205,8 @@ def verify_records(s: Session, timeout: float = VERIFY_TIMEOUT) -> None:
     and new's origin over HTTPS."""
     cfg, provider = s.settings, provider_for(s)
     s.step("verify DNS", "at the source: each authoritative server directly, no resolver or cache")
-    if s.planning:  # Cloudflare's own name servers are known only by asking its API
-        asks_api = cfg.dns_provider == "cloudflare" and not cfg.dns_verify_servers
-        servers = ("each of the zone's name servers",) if asks_api else provider.authoritative_servers()
+    if s.planning:
+        servers = _planned_servers(s, provider)
         for t in targets(cfg):
             for server in servers:
                 address, port = dns_answers.address_and_port(server)
@@ -227,6 +226,17 @@ def verify_records(s: Session, timeout: float = VERIFY_TIMEOUT) -> None:
     dns_only = [Expected(t.name, t.rtype, t.new) for t, r in current if not r.proxied]
     if dns_only:
         dns_answers.await_answers(provider.authoritative_servers(), dns_only, timeout=timeout, out=s.mode.echo)
+
+
+def _planned_servers(s: Session, provider: Provider) -> tuple[str, ...]:
+    """The servers --verify will ask, as far as they are known without contacting anything."""
+    if s.settings.dns_provider == "cloudflare" and not s.settings.dns_verify_servers:
+        return ("each of the zone's name servers",)  # known only by asking Cloudflare's API
+    try:
+        return provider.authoritative_servers()
+    except StepFailed as missing:  # a plan still shows the rest; the real run stops here
+        note(s.mode, f"NOTE: {missing}")
+        return ()
 
 
 def _check_origin(s: Session) -> None:
@@ -286,7 +296,8 @@ def show_retire_time(s: Session) -> None:
     when = None if s.planning else retire_after(s)
     _say(s, "old keeps proxying until every resolver has dropped its address: run cleanup after "
             + (f"{when:%Y-%m-%d %H:%M:%S} UTC" if when else
-               f"the switch + the TTL resolvers were given + {RETIRE_MARGIN} (shown by the real cutover)"))
+               f"the switch + the TTL resolvers were given + {RETIRE_MARGIN.seconds // 60} min "
+               "(shown by the real cutover)"))
 
 
 @two_host_task(help={"plan": "show current and target values only",

@@ -45,8 +45,12 @@ class CloudflareProvider:
     @cached_property
     def _client(self):
         from cloudflare import Cloudflare  # imported on first use: fab starts faster without it
-        return Cloudflare(api_token=self._token.reveal(), base_url=self.base_url, max_retries=MAX_RETRIES,
-                          timeout=TIMEOUT)
+        client = Cloudflare(api_token=self._token.reveal(), base_url=self.base_url, max_retries=MAX_RETRIES,
+                            timeout=TIMEOUT)
+        # The token is the only credential: the SDK would prefer a global API key from the environment
+        # (CLOUDFLARE_EMAIL, CLOUDFLARE_API_KEY) over it.
+        client.api_email = client.api_key = client.user_service_key = None
+        return client
 
     @cached_property
     def _zone(self):
@@ -87,10 +91,12 @@ class CloudflareProvider:
         return tuple(dict.fromkeys(addresses))
 
     def describe(self, change: Swap) -> str:
+        ttl_only = change.content == change.expected.content
         body = (f'{{"name": "{change.name}", "type": "{change.rtype}", "content": "{change.content}", '
-                f'"ttl": {change.ttl} (1 if proxied), "proxied": <as read>}}')
+                f'"ttl": {change.ttl}{"" if ttl_only else " (1 if proxied)"}, "proxied": <as read>}}')
         return (f"GET {self.base_url}/zones?name={self.cfg.dns_zone}, GET .../dns_records?type={change.rtype}"
-                f"&name.exact={change.name}; only if it holds {change.expected.content}: "
+                f"&name.exact={change.name}; only if it holds {change.expected.content}"
+                f"{' and is not proxied (its TTL is automatic)' if ttl_only else ''}: "
                 f"PATCH {self.base_url}/zones/<zone id>/dns_records/<record id> {body}")
 
     def _call(self, request):

@@ -38,7 +38,8 @@ class ManualProvider:
     def describe(self, change: Swap) -> str:
         where = f"at your DNS host, in zone {self.cfg.dns_zone}"
         if change.content == change.expected.content:
-            return (f"{where}, set the TTL of the {change.rtype} record {change.name} ({change.content}) "
-                    f"to {change.ttl} s")
-        return (f"{where}, change the {change.rtype} record {change.name} from {change.expected.content} to "
-                f"{change.content} (TTL {change.ttl} s); change nothing else")
+            what = f"set the TTL of the {change.rtype} record {change.name} ({change.content}) to {change.ttl} s"
+        else:
+            what = (f"change the {change.rtype} record {change.name} from {change.expected.content} to "
+                    f"{change.content} (TTL {change.ttl} s); change nothing else")
+        return f"{where}, {what}. dns waits until the authoritative servers (DNS_VERIFY_SERVERS) answer it."

@@ -65,6 +65,14 @@ def test_cutover_patches_and_carries_proxied_through(cfg, api, caplog):
     assert len(api.calls("PATCH")) == 2  # the re-run: unchanged, nothing sent
 
 
+def test_the_token_is_the_only_credential_sent(cfg, api, monkeypatch):
+    monkeypatch.setenv("CLOUDFLARE_EMAIL", "admin@example.social")
+    monkeypatch.setenv("CLOUDFLARE_API_KEY", "global-key-with-every-permission")
+    dns.show_plan(live(cfg)[0])
+    assert {r["headers"].get("authorization") for r in api.requests} == {f"Bearer {TOKEN}"}
+    assert not any("x-auth-key" in r["headers"] or "x-auth-email" in r["headers"] for r in api.requests)
+
+
 def test_a_record_holding_neither_address_stops_everything(cfg, api):
     api.record("www.example.social", "A")["content"] = "192.0.2.99"
     with pytest.raises(StepFailed, match="www.example.social A: holds 192.0.2.99: neither"):

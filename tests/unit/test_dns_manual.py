@@ -29,7 +29,8 @@ def test_the_cutover_says_what_to_change_and_waits_until_it_is_published(cfg, bi
     dns.cutover(session, force=True, timeout=10)
     lines = echo.getvalue().splitlines()
     assert ("  ACTION NEEDED: at your DNS host, in zone example.social, change the A record example.social from "
-            "198.51.100.10 to 203.0.113.20 (TTL 3600 s); change nothing else") in lines
+            "198.51.100.10 to 203.0.113.20 (TTL 3600 s); change nothing else. dns waits until the authoritative "
+            "servers (DNS_VERIFY_SERVERS) answer it.") in lines
     assert f"  waiting for 1 answer(s): {bind.server} example.social A: 198.51.100.10 (TTL 3600)" in lines
     assert f"  every authoritative server ({bind.server}) answers example.social A 203.0.113.20" in lines
     assert dns.retire_after(session) is not None  # switched once the servers answered
