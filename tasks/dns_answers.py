@@ -11,7 +11,6 @@ import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
-import dns.rdatatype
 
 from .command import StepFailed
 from .dns_records import Record, same
@@ -54,7 +53,8 @@ def ask(server: str, name: str, rtype: str) -> Answer:
         return Answer()
     if response.rcode() != dns.rcode.NOERROR:
         return Answer(problem=f"answered {dns.rcode.to_text(response.rcode())}")
-    rrset = next((r for r in response.answer if r.rdtype == dns.rdatatype.from_text(rtype)), None)
+    asked = query.question[0]  # not the records of a CNAME's target, which come in the same answer
+    rrset = next((r for r in response.answer if r.name == asked.name and r.rdtype == asked.rdtype), None)
     if rrset is None:
         return Answer()
     return Answer(Record(", ".join(sorted(r.to_text() for r in rrset)), rrset.ttl))

@@ -148,3 +148,10 @@ def test_the_dry_run_prints_nsupdate_scripts_that_do_the_same(tmp_path, bind):
         assert answer(bind).content == OLD  # --dry changed nothing
         subprocess.run(["bash"], input=result.stdout, text=True, check=True)  # comments, then the scripts
         assert answer(bind) == dns.Record(NEW, 60)
+
+
+def test_answers_count_only_from_an_authoritative_server(bind):
+    assert dns_answers.ask(bind.server, "example.org", "A").problem == \
+        "not authoritative (no AA bit): not a server of this zone"
+    bind.update(lambda u: u.replace("alias.example.social.", 300, "CNAME", "example.social."))
+    assert dns_answers.ask(bind.server, "alias.example.social", "A") == dns_answers.Answer()  # not the target's A
