@@ -25,7 +25,8 @@ down: $(BIN)/fab
 	$(BIN)/python docker/pair.py down
 
 demo: $(BIN)/fab
-	$(BIN)/python -c 'print("make demo: the simulated pair is not built yet (issue 3)")'
+	bash docker/setup-engine.sh
+	$(BIN)/python docker/demo.py
 
 clean: down
 	rm -rf $(VENV) build logs

@@ -118,7 +118,7 @@ def heredoc(text: str, delimiter: str = "EOF") -> tuple[str, str]:
     """A here-document delimiter that does not occur in `text`, and the body ending in a newline."""
     while delimiter in text.splitlines():
         delimiter += "_"
-    return delimiter, text if text.endswith("\n") else text + "\n"
+    return delimiter, text if text.endswith("\n") or not text else text + "\n"
 
 
 def quote(text: str) -> str:
@@ -386,6 +386,11 @@ class Session:
         else:
             print(f"==> {title}", file=self.mode.echo, flush=True)
             self.mode.log.write(step=title)
+
+    def planned(self) -> "Session":
+        """The same hosts in Plan mode: what a run would do, printed, with nothing contacted."""
+        mode = Plan()
+        return Session(mode, self.settings, {role: Remote(role, r.alias, mode) for role, r in self.hosts.items()})
 
     def close(self) -> None:
         for remote in self.hosts.values():

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import time
 
-from . import mastodon, nginx, postgres, preflight, sidekiq, system, transfer, tunnel
+from . import dns, mastodon, nginx, postgres, preflight, sidekiq, system, transfer, tunnel
 from .command import Session, StepFailed
-from .executor import not_implemented, two_host_task
+from .executor import two_host_task
 
 
 def replicate(s: Session, max_rate: str = "") -> None:
@@ -108,13 +108,41 @@ def phase3_failover(s: Session, catchup_timeout=30, drain_timeout=300):
     failover(s, float(catchup_timeout), float(drain_timeout))
 
 
-@two_host_task
-def phase4_dns(s: Session):
+def move_dns(s: Session, force: bool = False) -> None:
+    """Phase 4 as steps: DNS moves only once new is the primary, and old keeps proxying meanwhile."""
+    if postgres.promoted_record(s) is None and not s.planning:
+        raise StepFailed("new is not promoted yet: run phase3-failover first. Nothing was changed.")
+    dns.show_plan(s)
+    dns.cutover(s, force=force)
+    dns.verify_records(s)
+    dns.show_retire_time(s)
+
+
+@two_host_task(help={"force": "switch before the original TTL has run out since dns --lower-ttl"})
+def phase4_dns(s: Session, force=False):
     """Phase 4: move DNS to new, verify at the authoritative servers, say when old may retire."""
-    raise not_implemented(7)
+    move_dns(s, force=force)
 
 
-@two_host_task(help={"apply": "act; without it only the plan is shown"})
-def cleanup(s: Session, apply=False):
-    """After DNS has settled: remove the tunnel, keys, pg_hba blocks, role and slot."""
-    raise not_implemented(7)
+def clean_up(s: Session, stop_old_nginx: bool = False) -> None:
+    """What the migration left on both hosts, removed; each step checks first, so a re-run is a no-op."""
+    if postgres.promoted_record(s) is None and not s.planning:
+        raise StepFailed("new is not promoted: cleanup would cut old off while it is still the primary. "
+                         "Nothing was changed.")
+    tunnel.remove_tunnel(s)
+    transfer.remove_media_access(s)
+    postgres.remove_replication_leftovers(s)
+    if stop_old_nginx:
+        s.step("stop old's nginx", "DNS has moved and every resolver has let go of old's address")
+        if s.old.fact(system.unit_state("nginx"), lambda out: out.stdout.strip()) != "inactive":
+            s.old.run(system.systemctl("disable", "--now", "nginx"))
+
+
+@two_host_task(help={"apply": "act; without it only the plan is shown",
+                     "stop_old_nginx": "also stop old's nginx (the proxy); by default it stays"})
+def cleanup(s: Session, apply=False, stop_old_nginx=False):
+    """After DNS has settled: remove the tunnel, keys, pg_hba blocks, role and slot (plan, or --apply)."""
+    if not apply and not s.planning:
+        print("cleanup plan (nothing is changed without --apply):", flush=True)
+        s = s.planned()
+    clean_up(s, stop_old_nginx=stop_old_nginx)

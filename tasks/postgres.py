@@ -442,3 +442,34 @@ def promote_new(s: Session, catchup_timeout: float = 30) -> bool:
     promote_replica(s, control)
     keep_old_down(s, hba)
     return True
+
+
+def remove_replication_leftovers(s: Session) -> None:
+    """The replication role, slot, WAL cap and pg_hba blocks on old (started fenced for this, then stopped
+    again: it stays down, start.conf manual), and the role's password on new."""
+    cfg = s.settings
+    s.step("remove replication leftovers", f"role {cfg.replication_role} and slot {cfg.replication_slot} on old, "
+           "their pg_hba blocks, and the password in new's .pgpass")
+    system.remove_marked_lines(s.new, PGPASS, f"127.0.0.1:{cfg.tunnel_port}:*:{cfg.replication_role}:", user="postgres")
+    hba = _hba_file_on_disk(s)
+    marked = s.old.fact(Cmd(f"grep -c '^# BEGIN {system.MARK}' {hba}", user="postgres"),
+                        lambda out: out.stdout.strip() not in ("", "0"))
+    if marked is False:
+        return
+    unit = cluster_unit(cfg)
+    was_running = s.old.fact(system.unit_state(unit), lambda out: out.stdout.strip()) == "active"
+    if not was_running:
+        s.old.run(system.systemctl("start", unit))  # still fenced: only local postgres may connect
+    s.old.run(psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots\n"
+                   f"WHERE slot_name = '{cfg.replication_slot}' AND NOT active;\n"
+                   f"DROP ROLE IF EXISTS {cfg.replication_role};\n"
+                   "ALTER SYSTEM RESET max_slot_wal_keep_size;\nSELECT pg_reload_conf();", cfg.pg_port))
+    if not was_running:
+        s.old.run(system.systemctl("stop", unit))
+    s.old.run(Cmd(f"sed -i '/^# BEGIN {system.MARK} /,/^# END {system.MARK} /d' {hba}", user="postgres"))
+
+
+def _hba_file_on_disk(s: Session) -> str:
+    """old's pg_hba.conf, found while its cluster may be down (Debian keeps it beside start.conf)."""
+    cfg = s.settings
+    return f"/etc/postgresql/{cfg.pg_version}/{cfg.pg_data_dir.rsplit('/', 1)[-1]}/pg_hba.conf"

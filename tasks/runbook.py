@@ -1,11 +1,234 @@
-"""runbook: the whole migration as copy-paste Markdown, from the same steps the phases run."""
+"""runbook: the whole migration as copy-paste Markdown, from the same steps the phases run.
+
+Each phase's step function runs in Plan mode against a Session whose events are collected instead of
+printed: the runbook shows exactly the commands and checks that phase runs, so the two cannot drift.
+`runbook_commands` and `drift` let a test hold a real run's log against the runbook.
+"""
 from __future__ import annotations
 
-from .command import Session
-from .executor import not_implemented, two_host_task
+import contextlib
+import inspect
+import io
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from invoke.exceptions import Exit
+
+from . import phases
+from .command import Event, Plan, Remote, Session, ssh_line
+from .executor import two_host_task
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class Phase:
+    number: int
+    name: str
+    task: str  # the fab task that runs it
+    steps: str  # the name of its step function in phases.py
+    preconditions: str
+
+    def command(self, cfg: Settings) -> str:
+        return f"fab -H {cfg.old_ssh},{cfg.new_ssh} {self.task}"
+
+    def step_function(self) -> Callable[[Session], None] | None:
+        """The function that runs the phase's steps; None while the phase is not built yet."""
+        found = getattr(phases, self.steps, None)
+        return found if inspect.isfunction(found) else None
+
+    def purpose(self) -> str:
+        """What `fab --help TASK` says: the task's docstring."""
+        doc = inspect.getdoc(getattr(phases, self.task.replace("-", "_"))) or ""
+        return re.sub(r"^Phase \d+: ", "", doc)
+
+
+PHASES = (
+    Phase(1, "replicate", "phase1-replicate", "replicate",
+          "ssh and passwordless sudo on both hosts; the same PostgreSQL major version on both; new's data "
+          "directory empty (a fresh install) and room for old's databases; the tunnel port free on new."),
+    Phase(2, "proxy", "phase2-proxy", "proxy",
+          "phase 1 done: new streams from old with a lag under MAX_LAG_BYTES (checked first)."),
+    Phase(3, "failover", "phase3-failover", "failover",
+          "phase 2 done: old's nginx proxies everything to new (checked first, else stopping old's Mastodon "
+          "would be downtime); new's replica streams with a small lag."),
+    Phase(4, "dns", "phase4-dns", "dns_cutover",
+          "phase 3 done: new is the primary. `dns --lower-ttl` ran at least the original TTL ago."),
+)
+
+
+def phase_by_number(number: int) -> Phase:
+    for phase in PHASES:
+        if phase.number == number:
+            return phase
+    raise Exit(f"--phase takes 1 to {len(PHASES)}; got {number}", code=2)
+
+
+# --- planning: a phase's events, as its real run would show them --------------------------------
+
+class _PrintsAsNotes(io.TextIOBase):
+    """What step code prints while planning, kept in place among the events as notes."""
+
+    def __init__(self, events: list[Event]):
+        self.events, self.pending = events, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        return len(text)
+
+    def flush_note(self) -> None:
+        if self.pending.strip():
+            self.events.append(Event("note", title=self.pending.strip("\n")))
+        self.pending = ""
+
+
+def plan(cfg: Settings, phase: Phase) -> list[Event]:
+    """The events of one phase planned offline (empty when the phase is not built yet)."""
+    steps = phase.step_function()
+    if steps is None:
+        return []
+    events: list[Event] = []
+    printed = _PrintsAsNotes(events)
+
+    def collect(event: Event) -> None:
+        printed.flush_note()
+        events.append(event)
+
+    mode = Plan(collect)
+    session = Session(mode, cfg, {role: Remote(role, alias, mode) for role, alias in cfg.roles.items()})
+    with contextlib.redirect_stdout(printed):
+        steps(session)
+    printed.flush_note()
+    return events
+
+
+def runbook_commands(phase: int, cfg: Settings) -> list[str]:
+    """Every command the phase runs (actions and checks), in plan order, as the run log records them."""
+    return [event.cmd.shown() for event in plan(cfg, phase_by_number(phase)) if event.cmd is not None]
+
+
+# --- drift: a real run's commands against the runbook --------------------------------------------
+
+# Parts of a planned command that a real run fills in differently: values read on the hosts (shown as
+# <...> in plans), and times and random probe names made up when the command is built.
+_WILDCARDS = re.compile(r"<[A-Za-z][^<>\n]*>"  # <new's tunnel public key>, <secret: ...>
+                        r"|\d{8}T?\d{6}"  # backup suffixes: mig-20261125201032, moved:20261125T201032
+                        r"|\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[+-]\d{4})?"  # times in posts and records
+                        r"|(?<=mig-probe=)[0-9a-f]+")
+
+
+def _pattern(planned: str) -> re.Pattern:
+    return re.compile(r"[\s\S]+?".join(re.escape(part) for part in _WILDCARDS.split(planned)))
+
+
+def drift(planned: list[str], executed: list[str]) -> list[str]:
+    """The executed commands the runbook does not show at that point: each must match a planned command
+    at or after the previous match (checks that wait repeat the same planned command)."""
+    patterns = [_pattern(text) for text in planned]
+    missing, position = [], 0
+    for command in executed:
+        found = next((i for i in range(position, len(patterns)) if patterns[i].fullmatch(command)), None)
+        if found is None:
+            missing.append(command)
+        else:
+            position = found
+    return missing
+
+
+# --- Markdown ------------------------------------------------------------------------------------
+
+def _text(text: str) -> str:
+    """Prose for Markdown: characters that would start markup (or vanish as an HTML tag) are escaped."""
+    return re.sub(r"([\\`*<>\[\]])", r"\\\1", text)
+
+
+def _sentence(text: str) -> str:
+    text = _text(text[:1].upper() + text[1:])
+    return text if text.endswith((".", ":", "!", "?")) else text + "."
+
+
+def _fence(lines: list[str], language: str = "sh") -> str:
+    return f"```{language}\n" + "\n".join(lines) + "\n```"
+
+
+def _shown(event: Event) -> str:
+    """The copy-pasteable command; masked again as a whole, so no part can carry a secret."""
+    return event.cmd.mask(ssh_line(event.alias, event.cmd))
+
+
+def _undo(text: str) -> str:
+    if not text:
+        return "Undo: not documented for this step."
+    if text.startswith(("ssh ", "fab ")):
+        return "Undo:\n\n" + _fence([text])
+    return "Undo: " + _text(text)
+
+
+def _blocks(events: list[Event]) -> list[str]:
+    """Consecutive checks form one "Check:" block, consecutive actions one shell block; notes are prose."""
+    out, group, kind = [], [], None
+
+    def close():
+        if group:
+            out.append(("Check:" if kind == "check" else "Run:") + "\n\n" + _fence(group))
+        group.clear()
+
+    for event in events:
+        if event.kind != kind:
+            close()
+            kind = event.kind
+        if event.kind == "note":
+            multiline = "\n" in event.title
+            out.append(_fence(event.title.splitlines(), "text") if multiline else _sentence(event.title))
+        else:
+            group.append(_shown(event))
+    close()
+    return out
+
+
+def _steps(number: int, events: list[Event]) -> list[str]:
+    out, index = [], 0
+    starts = [i for i, event in enumerate(events) if event.kind == "step"] + [len(events)]
+    before = events[:starts[0]]
+    if before:
+        out += ["Before its first step the phase checks:", *_blocks(before)]
+    for start, end in zip(starts, starts[1:]):
+        step, index = events[start], index + 1
+        out.append(f"### {number}.{index} {_text(step.title)}")
+        if step.why:
+            out.append(_sentence(step.why))
+        body = events[start + 1:end]
+        out += _blocks(body)
+        changes = any(event.kind == "run" for event in body)
+        out.append(_undo(step.undo) if changes or step.undo else "Read-only: nothing to undo.")
+    return out
+
+
+def render_phase(cfg: Settings, phase: Phase) -> str:
+    out = [f"## Phase {phase.number}: {phase.name}", f"`{phase.command(cfg)}`"]
+    if phase.step_function() is None:
+        out.append("Not built yet: this phase has no steps to show.")
+        return "\n\n".join(out)
+    out += [f"Purpose: {_sentence(phase.purpose())}", f"Preconditions: {_text(phase.preconditions)}"]
+    out += _steps(phase.number, plan(cfg, phase))
+    return "\n\n".join(out)
+
+
+def render(cfg: Settings, only: int = 0) -> str:
+    chosen = [phase_by_number(only)] if only else list(PHASES)
+    intro = (f"# Runbook: moving {cfg.domain} from {cfg.old_ssh} to {cfg.new_ssh}\n\n"
+             f"Rendered by `fab -H {cfg.old_ssh},{cfg.new_ssh} runbook` from the steps the phases run, with the "
+             f"settings in `{cfg.path}`. Run a phase with its `fab` command, or by hand with the commands below: "
+             "they are the ones the phase runs, as `ssh HOST -- '...'` with any input as a here-document.\n\n"
+             "- A check only reads. The phase looks at its answer to decide whether the action after it is still "
+             "needed, so an action that is already done is skipped and a phase can be run again.\n"
+             "- `<secret: WHERE>` stands for a secret kept in WHERE; secrets never appear here. Other values in "
+             "angle brackets are read on the hosts when the phase runs (a key, a file's contents).\n"
+             "- Backup names carry the time they are made; the time shown is when this runbook was rendered.")
+    return "\n\n".join([intro, *(render_phase(cfg, phase) for phase in chosen)]) + "\n"
 
 
 @two_host_task(help={"phase": "render only this phase (1-4)"})
 def runbook(s: Session, phase=0):
     """Render the migration as a Markdown runbook (connects to nothing): fab -H old,new runbook > RUNBOOK.md"""
-    raise not_implemented(8)
+    print(render(s.settings, int(phase)), end="", flush=True)

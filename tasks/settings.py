@@ -31,6 +31,13 @@ def _domain(text: str) -> str:
     return ".".join(labels)
 
 
+def _key_name(text: str) -> str:
+    """A TSIG key name: one or more DNS labels (tsig-keygen's default is a single label)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?", text):
+        raise ValueError("a TSIG key name such as migration-key")
+    return text
+
+
 def _ssh_alias(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9._@:-]+", text):
         raise ValueError("an ssh host alias such as old (no spaces)")
@@ -255,7 +262,7 @@ SCHEMA = {
     "CLOUDFLARE_BASE_URL": (_optional(_url), ""),
     "RFC2136_SERVER": (_optional(_ip), ""),
     "RFC2136_PORT": (_port, "53"),
-    "RFC2136_KEY_NAME": (_optional(_domain), ""),
+    "RFC2136_KEY_NAME": (_optional(_key_name), ""),
     "RFC2136_KEY_FILE": (_optional(_local_path), ""),
     "RFC2136_KEY_ALGORITHM": (_tsig_algorithm, "hmac-sha256"),
 }

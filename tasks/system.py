@@ -91,3 +91,19 @@ def converge_file(remote, path: str, want: str, have, *, header: str, force: boo
         remote.run(Cmd(f"cp -p {path} {path}.mig-{time.strftime('%Y%m%d%H%M%S')}"))
     remote.write_file(path, want, owner=owner, mode=mode, secrets=secrets)
     return True
+
+
+def remove_files(remote, *paths: str) -> None:
+    """Remove the files that exist (checked first, so a re-run does nothing)."""
+    listed = " ".join(shlex.quote(p) for p in paths)
+    present = remote.fact(Cmd(f"ls -d {listed} 2>/dev/null"), lambda out: out.stdout.split())
+    if not known(present) or present:
+        remote.run(Cmd(f"rm -f {' '.join(shlex.quote(p) for p in (present if known(present) else paths))}"))
+
+
+def remove_marked_lines(remote, path: str, marker: str, user: str) -> None:
+    """Drop the lines holding `marker` from a shared file (authorized_keys, .pgpass), if there are any."""
+    found = remote.fact(Cmd(f"grep -cF {shlex.quote(marker)} {shlex.quote(path)}", user=user),
+                        lambda out: out.stdout.strip() not in ("", "0"))
+    if found is not False:
+        remote.run(replace_lines(path, marker, "", user=user))

@@ -145,6 +145,16 @@ def ensure_media_access(s: Session) -> str:
     return key
 
 
+def remove_media_access(s: Session) -> None:
+    cfg = s.settings
+    s.step("end media sync", "new's media key and old's permission for it go")
+    home = _home(s, s.new)
+    system.remove_files(s.new, f"{home}/.ssh/{MEDIA_KEY}", f"{home}/.ssh/{MEDIA_KEY}.pub",
+                        f"{home}/.ssh/mastodon-migration.known_hosts")
+    system.remove_marked_lines(s.old, f"{_home(s, s.old)}/.ssh/authorized_keys", f" {MEDIA_KEY}",
+                               user=cfg.mastodon_user)
+
+
 def sync_media(s: Session, why: str) -> None:
     cfg = s.settings
     s.step("media sync", why)

@@ -108,6 +108,17 @@ def ensure_tunnel(s: Session) -> None:
     ensure_unit(s)
 
 
+def remove_tunnel(s: Session) -> None:
+    s.step("remove the tunnel", "new no longer needs old's PostgreSQL: the unit, its key and pinned host key go, "
+           "and old forgets the key")
+    if s.new.fact(Cmd(f"test -e {UNIT_FILE}"), lambda out: out.ok) is not False:
+        s.new.run(system.systemctl("disable", "--now", UNIT))
+        s.new.run(Cmd(f"rm -f {UNIT_FILE}"))
+        s.new.run(system.systemctl("daemon-reload"))
+    system.remove_files(s.new, KEY, f"{KEY}.pub", KNOWN_HOSTS)
+    system.remove_marked_lines(s.old, AUTHORIZED_KEYS, f" {UNIT}", user="postgres")
+
+
 @two_host_task
 def tunnel(s: Session):
     """Install a persistent, locked-down ssh tunnel on new to old's PostgreSQL (systemd unit)."""

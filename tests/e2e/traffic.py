@@ -24,6 +24,7 @@ class Request:
     wall_ended: float = 0.0
     error: str = ""
     status_id: str = ""
+    token: str = ""  # whose request it was
 
     @property
     def ok(self) -> bool:
@@ -71,7 +72,7 @@ class Traffic:
             number += 1
             token = self.tokens[number % len(self.tokens)]
             started = time.monotonic()
-            request = Request(kind, started, started, 0, wall_started=time.time())
+            request = Request(kind, started, started, 0, wall_started=time.time(), token=token)
             try:
                 if kind == "write":
                     status, body, _ = self._call("POST", "/api/v1/statuses", token,

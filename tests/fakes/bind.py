@@ -41,7 +41,8 @@ def free_port() -> int:
 
 
 class Bind:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, zone: str = ZONE, zone_text: str | None = None):
+        self.zone, self.zone_text = zone, zone_text or ZONE_FILE.read_text()
         self.dir = workdir
         self.port = free_port()
         self.server = f"127.0.0.1:{self.port}"
@@ -55,7 +56,7 @@ class Bind:
         for path, text in ((self.key_file, key), (self.raw_key_file, key.split('secret "')[1].split('"')[0] + "\n")):
             path.write_text(text)
             path.chmod(0o600)
-        shutil.copy(ZONE_FILE, self.dir / "zone.db")
+        (self.dir / "zone.db").write_text(self.zone_text)
         (self.dir / "named.conf").write_text(f"""
 options {{
     directory "{self.dir}"; pid-file "{self.dir}/named.pid"; session-keyfile "{self.dir}/session.key";
@@ -64,7 +65,7 @@ options {{
 }};
 controls {{ }};
 include "{self.key_file}";
-zone "{ZONE}" {{ type primary; file "{self.dir}/zone.db"; update-policy {{ grant {KEY_NAME} zonesub ANY; }}; }};
+zone "{self.zone}" {{ type primary; file "{self.dir}/zone.db"; update-policy {{ grant {KEY_NAME} zonesub ANY; }}; }};
 """)
         log = (self.dir / "named.log").open("w")
         self.process = subprocess.Popen([NAMED, "-g", "-n", "1", "-c", str(self.dir / "named.conf")],
@@ -79,7 +80,8 @@ zone "{ZONE}" {{ type primary; file "{self.dir}/zone.db"; update-policy {{ grant
     def _answers(self) -> bool:
         """Over TCP: refused at once until named listens (a UDP question would wait for its timeout)."""
         try:
-            return dns.query.tcp(dns.message.make_query(ZONE, "SOA"), "127.0.0.1", port=self.port, timeout=1).answer
+            return dns.query.tcp(dns.message.make_query(self.zone, "SOA"), "127.0.0.1", port=self.port,
+                                 timeout=1).answer
         except OSError:
             return False
 
@@ -104,7 +106,7 @@ zone "{ZONE}" {{ type primary; file "{self.dir}/zone.db"; update-policy {{ grant
 
     def update(self, change) -> None:
         secret = self.raw_key_file.read_text().strip()
-        update = dns.update.UpdateMessage(ZONE, keyring=dns.tsigkeyring.from_text({KEY_NAME: (ALGORITHM, secret)}),
+        update = dns.update.UpdateMessage(self.zone, keyring=dns.tsigkeyring.from_text({KEY_NAME: (ALGORITHM, secret)}),
                                           keyalgorithm=ALGORITHM)
         change(update)
         assert dns.query.tcp(update, "127.0.0.1", port=self.port, timeout=5).rcode() == 0

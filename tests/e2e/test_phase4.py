@@ -1,0 +1,129 @@
+"""Phase 4 on the pair, then cleanup: DNS moves from old to new while a live client re-resolves the
+domain each second through the provider and follows it, with zero failed requests; then cleanup
+leaves no tunnel, key, pg_hba block or slot behind.
+
+Runs after test_phase3 (new promoted). DNS is a real BIND on 127.0.0.1 (RFC 2136), then the fake
+Cloudflare API on 127.0.0.1 (proxied record: verified by read-back and new's origin).
+"""
+import time
+
+import dns.message
+import dns.query
+import pytest
+
+from tests.fakes.bind import Bind
+from tests.fakes.cloudflare_api import FakeCloudflare
+
+from .conftest import REPO, fab
+from .tokens import active_accounts
+from .traffic import Traffic, missing_ids
+
+pytestmark = pytest.mark.docker
+
+OLD, NEW = "172.30.99.11", "172.30.99.12"
+ZONE = """$TTL 2
+@       IN SOA  ns1 hostmaster 1 3600 600 86400 2
+@       IN NS   ns1
+ns1     IN A    127.0.0.1
+@       IN A    172.30.99.11
+"""
+
+
+@pytest.fixture(scope="module")
+def tokens(pair):
+    if "already promoted" not in fab("-H", "old,new", "phase3-failover", timeout=900).stdout:
+        for phase in ("phase1-replicate", "phase2-proxy", "phase3-failover"):
+            assert fab("-H", "old,new", phase, timeout=900).returncode == 0, phase
+    return [account.token for account in active_accounts(pair)]
+
+
+def settings_file(tmp_path, **keys):
+    path = tmp_path / "dns.env"
+    extra = {"LOG_DIR": str(tmp_path / "logs"), **keys}
+    path.write_text((REPO / "env" / "demo.env").read_text() + "".join(f"{k}={v}\n" for k, v in extra.items()))
+    return path
+
+
+def port_for(pair, address):
+    return pair.https_port({OLD: "old", NEW: "new"}[address])
+
+
+def run_across(pair, tokens, route, *args, env):
+    traffic = Traffic(pair, tokens, writes_per_second=10, reads_per_second=5, route=route).start()
+    time.sleep(3)
+    result = fab("-H", "old,new", *args, env=env, timeout=300)
+    time.sleep(4)
+    traffic.stop()
+    return result, traffic
+
+
+def test_rfc2136_cutover_moves_the_live_client_with_zero_failures(pair, tokens, tmp_path):
+    bind = Bind(tmp_path / "bind", zone="social.test", zone_text=ZONE)
+    (tmp_path / "bind").mkdir()
+    bind.start()
+    try:
+        env = {"MIGRATION_ENV": str(settings_file(
+            tmp_path, DNS_PROVIDER="rfc2136", RFC2136_SERVER="127.0.0.1", RFC2136_PORT=bind.port,
+            RFC2136_KEY_NAME="migration.key", RFC2136_KEY_FILE=bind.key_file, DNS_VERIFY_SERVERS=bind.server))}
+        seen = set()
+
+        def route():  # the client's resolver: the authoritative answer, asked each second
+            if not hasattr(route, "at") or time.monotonic() - route.at > 1:
+                answer = dns.query.udp(dns.message.make_query("social.test", "A"), "127.0.0.1", port=bind.port,
+                                       timeout=2)
+                route.address, route.at = answer.answer[0][0].address, time.monotonic()
+                seen.add(route.address)
+            return port_for(pair, route.address)
+
+        result, traffic = run_across(pair, tokens, route, "phase4-dns", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert seen == {OLD, NEW}, seen
+        assert traffic.failures == [], traffic.summary()
+        assert missing_ids(pair, "new", traffic.acknowledged) == []
+        assert "run cleanup after" in result.stdout
+        again = fab("-H", "old,new", "dns", env=env)
+        assert again.returncode == 0 and "unchanged" in again.stdout
+    finally:
+        bind.stop()
+
+
+def test_cloudflare_cutover_keeps_the_record_proxied(pair, tokens, tmp_path):
+    token = tmp_path / "cf.token"
+    token.write_text("e2e-cloudflare-token-value\n")
+    token.chmod(0o600)
+    with FakeCloudflare("e2e-cloudflare-token-value", zone="social.test") as cloudflare:
+        cloudflare.add_record("social.test", "A", OLD, ttl=1, proxied=True)
+        env = {"MIGRATION_ENV": str(settings_file(
+            tmp_path, DNS_PROVIDER="cloudflare", CLOUDFLARE_API_TOKEN_FILE=token,
+            CLOUDFLARE_BASE_URL=cloudflare.base_url))}
+
+        def route():  # the edge follows the record's content: the client lands where it points
+            return port_for(pair, cloudflare.record("social.test", "A")["content"])
+
+        result, traffic = run_across(pair, tokens, route, "phase4-dns", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert traffic.failures == [], traffic.summary()
+        record = cloudflare.record("social.test", "A")
+        assert record["content"] == NEW and record["proxied"] is True
+        assert [call["method"] for call in cloudflare.calls() if call["method"] not in ("GET",)] == ["PATCH"]
+        assert "e2e-cloudflare-token-value" not in result.stdout + result.stderr
+
+
+def test_cleanup_shows_a_plan_then_leaves_nothing_behind(pair, tokens):
+    plan = fab("-H", "old,new", "cleanup")
+    assert plan.returncode == 0 and "nothing is changed without --apply" in plan.stdout
+    assert pair.exec("new", "systemctl", "is-active", "mastodon-migration-tunnel").stdout.strip() == "active"
+    applied = fab("-H", "old,new", "cleanup", "--apply", timeout=300)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert pair.exec("new", "test", "-e", "/etc/systemd/system/mastodon-migration-tunnel.service").returncode != 0
+    assert "mastodon-migration" not in pair.exec("old", "cat", "/var/lib/postgresql/.ssh/authorized_keys").stdout
+    assert "mastodon-migration" not in pair.exec("old", "cat", "/home/mastodon/.ssh/authorized_keys").stdout
+    assert "mastodon-migration" not in pair.exec("old", "cat", "/etc/postgresql/15/main/pg_hba.conf").stdout
+    assert "mig_replicator" not in pair.exec("new", "cat", "/var/lib/postgresql/.pgpass").stdout
+    assert pair.exec("old", "ls", "-A", "/var/lib/postgresql/15/main/pg_replslot").stdout.strip() == ""
+    assert pair.exec("new", "ls", "/var/lib/postgresql/.ssh/").stdout.count("mastodon-migration") == 0
+    again = fab("-H", "old,new", "cleanup", "--apply", timeout=300)
+    assert again.returncode == 0 and "$ " not in again.stdout
+    # the instance still works on new
+    status, _, _ = pair.request("GET", "/api/v1/timelines/home", host="new", token=tokens[0])
+    assert status == 200
