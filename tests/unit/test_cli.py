@@ -68,7 +68,7 @@ def test_one_host_task_refuses_the_wrong_role():
     assert result.returncode == 2 and "feeds-build runs on new (new)" in result.stderr
 
 
-IMPLEMENTED = {"phase4-dns", "cleanup", "preflight", "tunnel", "basebackup", "replication-status", "phase1-replicate", "copy-config",
+IMPLEMENTED = {"runbook", "phase4-dns", "cleanup", "preflight", "tunnel", "basebackup", "replication-status", "phase1-replicate", "copy-config",
                "precompile", "feeds-build", "restart", "phase2-proxy", "drain", "promote", "phase3-failover", "dns",
                "render-nginx-proxy"}
 
