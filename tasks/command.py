@@ -106,7 +106,8 @@ class Cmd:
 
     def mask(self, text: str) -> str:
         for secret in self.secrets:
-            text = text.replace(secret.reveal(), str(secret))
+            if secret.reveal():  # an empty value would "match" between every two characters
+                text = text.replace(secret.reveal(), str(secret))
         return text
 
     def shown(self) -> str:
