@@ -28,9 +28,10 @@ class Phase:
     task: str  # the fab task that runs it
     steps: str  # the name of its step function in phases.py
     preconditions: str
+    flags: str = ""  # what the task needs to act
 
     def command(self, cfg: Settings) -> str:
-        return f"fab -H {cfg.old_ssh},{cfg.new_ssh} {self.task}"
+        return f"fab -H {cfg.old_ssh},{cfg.new_ssh} {self.task}" + (f" {self.flags}" if self.flags else "")
 
     def step_function(self) -> Callable[[Session], None] | None:
         """The function that runs the phase's steps; None while the phase is not built yet."""
@@ -52,8 +53,11 @@ PHASES = (
     Phase(3, "failover", "phase3-failover", "failover",
           "phase 2 done: old's nginx proxies everything to new (checked first, else stopping old's Mastodon "
           "would be downtime); new's replica streams with a small lag."),
-    Phase(4, "dns", "phase4-dns", "dns_cutover",
-          "phase 3 done: new is the primary. `dns --lower-ttl` ran at least the original TTL ago."),
+    Phase(4, "dns", "phase4-dns", "move_dns",
+          "phase 3 done: new is the primary. `dns --lower-ttl` ran at least the original TTL ago (the "
+          "cutover refuses otherwise, unless --force)."),
+    Phase(5, "cleanup", "cleanup", "clean_up",
+          "phase 4 done, and the time it printed has passed: no resolver still holds old's address.", "--apply"),
 )
 
 
@@ -102,12 +106,38 @@ def plan(cfg: Settings, phase: Phase) -> list[Event]:
     return events
 
 
+@dataclass
+class PlannedStep:
+    heading: Event  # kind "step"; an untitled one holds the checks made before the first step
+    events: list[Event]
+
+    @property
+    def commands(self) -> list[str]:
+        """Its commands (actions and checks) as the run log records them."""
+        return [event.cmd.shown() for event in self.events if event.cmd is not None]
+
+
+def planned_steps(cfg: Settings, phase: Phase) -> list[PlannedStep]:
+    steps = [PlannedStep(Event("step"), [])]
+    for event in plan(cfg, phase):
+        if event.kind == "step":
+            steps.append(PlannedStep(event, []))
+        else:
+            steps[-1].events.append(event)
+    return steps
+
+
+def runbook_steps(phase: int, cfg: Settings) -> list[tuple[str, list[str]]]:
+    """Each step's title and its commands, in plan order ("" first: checks before the first step)."""
+    return [(step.heading.title, step.commands) for step in planned_steps(cfg, phase_by_number(phase))]
+
+
 def runbook_commands(phase: int, cfg: Settings) -> list[str]:
     """Every command the phase runs (actions and checks), in plan order, as the run log records them."""
-    return [event.cmd.shown() for event in plan(cfg, phase_by_number(phase)) if event.cmd is not None]
+    return [command for _, commands in runbook_steps(phase, cfg) for command in commands]
 
 
-# --- drift: a real run's commands against the runbook --------------------------------------------
+# --- drift: a real run's log against the runbook -------------------------------------------------
 
 # Parts of a planned command that a real run fills in differently: values read on the hosts (shown as
 # <...> in plans), and times and random probe names made up when the command is built.
@@ -121,18 +151,23 @@ def _pattern(planned: str) -> re.Pattern:
     return re.compile(r"[\s\S]+?".join(re.escape(part) for part in _WILDCARDS.split(planned)))
 
 
-def drift(planned: list[str], executed: list[str]) -> list[str]:
-    """The executed commands the runbook does not show at that point: each must match a planned command
-    at or after the previous match (checks that wait repeat the same planned command)."""
-    patterns = [_pattern(text) for text in planned]
-    missing, position = [], 0
-    for command in executed:
-        found = next((i for i in range(position, len(patterns)) if patterns[i].fullmatch(command)), None)
-        if found is None:
-            missing.append(command)
-        else:
-            position = found
-    return missing
+def drift(steps: list[tuple[str, list[str]]], records: list[dict]) -> list[str]:
+    """What one real run of a phase did that its runbook does not show, from the run's log records
+    ({"step": title} and {"command": ...}, in order): its steps must come in the runbook's order, and
+    each command must be one the runbook shows in the same step (a step may repeat its commands: a
+    wait repeats a check, a loop goes over items read on the host)."""
+    found, index = [], 0
+    patterns = [[_pattern(text) for text in commands] for _, commands in steps]
+    for record in records:
+        if "step" in record:
+            later = [i for i in range(index + 1, len(steps)) if steps[i][0] == record["step"]]
+            if later:
+                index = later[0]
+            else:
+                found.append(f"step {record['step']!r} after step {steps[index][0]!r}")
+        elif "command" in record and not any(p.fullmatch(record["command"]) for p in patterns[index]):
+            found.append(f"in step {steps[index][0]!r}: {record['command']}")
+    return found
 
 
 # --- Markdown ------------------------------------------------------------------------------------
@@ -142,9 +177,9 @@ def _text(text: str) -> str:
     return re.sub(r"([\\`*<>\[\]])", r"\\\1", text)
 
 
-def _sentence(text: str) -> str:
-    text = _text(text[:1].upper() + text[1:])
-    return text if text.endswith((".", ":", "!", "?")) else text + "."
+def _sentence(label: str, text: str) -> str:
+    text = _text(text)
+    return f"{label}: {text}" + ("" if text.endswith((".", ":", "!", "?")) else ".")
 
 
 def _fence(lines: list[str], language: str = "sh") -> str:
@@ -179,28 +214,25 @@ def _blocks(events: list[Event]) -> list[str]:
             kind = event.kind
         if event.kind == "note":
             multiline = "\n" in event.title
-            out.append(_fence(event.title.splitlines(), "text") if multiline else _sentence(event.title))
+            out.append(_fence(event.title.splitlines(), "text") if multiline else _sentence("Note", event.title))
         else:
             group.append(_shown(event))
     close()
     return out
 
 
-def _steps(number: int, events: list[Event]) -> list[str]:
-    out, index = [], 0
-    starts = [i for i, event in enumerate(events) if event.kind == "step"] + [len(events)]
-    before = events[:starts[0]]
-    if before:
-        out += ["Before its first step the phase checks:", *_blocks(before)]
-    for start, end in zip(starts, starts[1:]):
-        step, index = events[start], index + 1
-        out.append(f"### {number}.{index} {_text(step.title)}")
-        if step.why:
-            out.append(_sentence(step.why))
-        body = events[start + 1:end]
-        out += _blocks(body)
-        changes = any(event.kind == "run" for event in body)
-        out.append(_undo(step.undo) if changes or step.undo else "Read-only: nothing to undo.")
+def _steps(cfg: Settings, phase: Phase) -> list[str]:
+    out = []
+    for index, step in enumerate(planned_steps(cfg, phase)):
+        if index:
+            out.append(f"### {phase.number}.{index} {_text(step.heading.title)}")
+            if step.heading.why:
+                out.append(_sentence("Why", step.heading.why))
+        out += _blocks(step.events)
+        if index:
+            read_only = all(event.kind == "check" for event in step.events)
+            out.append("Read-only: nothing to undo." if read_only and not step.heading.undo
+                       else _undo(step.heading.undo))
     return out
 
 
@@ -209,8 +241,8 @@ def render_phase(cfg: Settings, phase: Phase) -> str:
     if phase.step_function() is None:
         out.append("Not built yet: this phase has no steps to show.")
         return "\n\n".join(out)
-    out += [f"Purpose: {_sentence(phase.purpose())}", f"Preconditions: {_text(phase.preconditions)}"]
-    out += _steps(phase.number, plan(cfg, phase))
+    out += [_sentence("Purpose", phase.purpose()), f"Preconditions: {phase.preconditions}"]
+    out += _steps(cfg, phase)
     return "\n\n".join(out)
 
 
@@ -228,7 +260,7 @@ def render(cfg: Settings, only: int = 0) -> str:
     return "\n\n".join([intro, *(render_phase(cfg, phase) for phase in chosen)]) + "\n"
 
 
-@two_host_task(help={"phase": "render only this phase (1-4)"})
+@two_host_task(help={"phase": "render only this phase (1-4, or 5: cleanup)"})
 def runbook(s: Session, phase=0):
     """Render the migration as a Markdown runbook (connects to nothing): fab -H old,new runbook > RUNBOOK.md"""
     print(render(s.settings, int(phase)), end="", flush=True)

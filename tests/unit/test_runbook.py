@@ -1,0 +1,145 @@
+"""The runbook: rendered offline from the phases' own steps, every shell block valid, no secret shown;
+and the drift check that holds a real run's log against it."""
+import re
+import subprocess
+
+import pytest
+
+from tasks import phases, runbook, settings
+from tasks.command import Cmd
+
+from .conftest import EXAMPLE, fab
+
+
+@pytest.fixture
+def with_token(tmp_path):
+    """The example settings plus a smoke-test token: a secret that phases 2 and 3 send."""
+    token = tmp_path / "smoke.token"
+    token.write_text("tok-NEVER-SHOWN-1234\n")
+    token.chmod(0o600)
+    env = tmp_path / "migration.env"
+    env.write_text(EXAMPLE.read_text() + f"\nSMOKE_TEST_TOKEN_FILE={token}\nLOG_DIR={tmp_path / 'logs'}\n")
+    return settings.load(env)
+
+
+def shell_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", markdown, re.S)
+
+
+def test_every_phase_is_rendered_offline(example_settings):
+    text = runbook.render(example_settings)  # the hosts have no connection: any contact would fail
+    headings = re.findall(r"^## Phase (\d): (\w+)$", text, re.M)
+    assert headings == [("1", "replicate"), ("2", "proxy"), ("3", "failover"), ("4", "dns"), ("5", "cleanup")]
+    assert "Not built yet" not in text
+    for command in ("fab -H old,new phase1-replicate", "fab -H old,new phase4-dns", "fab -H old,new cleanup --apply"):
+        assert f"`{command}`" in text
+    assert "### 1.9 base backup" in text and "Why: copy old's cluster to new through the tunnel" in text
+    assert "Undo:\n\n```sh\nssh old -- sudo -u postgres psql -c 'DROP ROLE mig_replicator'\n```" in text
+
+
+@pytest.mark.parametrize("token", [False, True])
+def test_every_shell_block_passes_bash_n(example_settings, with_token, token):
+    blocks = shell_blocks(runbook.render(with_token if token else example_settings))
+    assert len(blocks) > 50
+    for block in blocks:
+        checked = subprocess.run(["bash", "-n"], input=block, text=True, capture_output=True)
+        assert checked.returncode == 0, f"{checked.stderr}\n{block}"
+
+
+def test_secrets_appear_only_as_references(with_token):
+    text = runbook.render(with_token)
+    assert "tok-NEVER-SHOWN-1234" not in text
+    assert f"<secret: SMOKE_TEST_TOKEN_FILE ({with_token.smoke_test_token_file})>" in text
+    assert "<secret: new:/var/lib/postgresql/.pgpass>" in text  # the replication password, made up while planning
+    for phase in runbook.PHASES:
+        for event in runbook.plan(with_token, phase):
+            for secret in event.cmd.secrets if event.cmd else ():
+                assert not secret.reveal() or secret.reveal() not in text, secret.where
+
+
+def test_files_written_are_here_documents(example_settings):
+    text = runbook.render(example_settings, only=1)
+    unit = re.search(r"ssh new -- 'sudo install -D -m 0644 -o root -g root /dev/stdin "
+                     r"/etc/systemd/system/mastodon-migration-tunnel.service' <<'EOF'\n(.*?)\nEOF\n", text, re.S)
+    assert unit and "ExecStart=/usr/bin/ssh -N -T" in unit.group(1)
+
+
+def test_one_phase_from_the_command_line():
+    result = fab("-H", "old,new", "runbook", "--phase", "2")
+    assert result.returncode == 0, result.stderr
+    assert re.findall(r"^## Phase (\d)", result.stdout, re.M) == ["2"]
+    assert fab("-H", "old,new", "runbook", "--phase", "7").returncode == 2
+
+
+def test_a_phase_without_steps_is_listed_as_not_built(example_settings, monkeypatch):
+    monkeypatch.delattr(phases, "move_dns")
+    section = runbook.render_phase(example_settings, runbook.phase_by_number(4))
+    assert section.endswith("Not built yet: this phase has no steps to show.")
+
+
+def test_what_step_code_prints_while_planning_stays_in_place(example_settings, monkeypatch):
+    def steps(s):
+        s.step("first")
+        print("  a remark")
+        s.old.run(Cmd("true"))
+    monkeypatch.setattr(phases, "replicate", steps)
+    events = runbook.plan(example_settings, runbook.phase_by_number(1))
+    assert [(e.kind, e.title) for e in events] == [("step", "first"), ("note", "  a remark"), ("run", "")]
+
+
+# --- runbook_commands and drift --------------------------------------------------------------------
+
+def test_runbook_commands_are_the_commands_as_the_run_log_shows_them(example_settings):
+    commands = runbook.runbook_commands(1, example_settings)
+    assert commands[0] == "sudo -n true"  # preflight's first check, on old
+    assert commands == [c for _, step in runbook.runbook_steps(1, example_settings) for c in step]
+    backup = [c for c in commands if "pg_basebackup" in c]
+    assert backup == ["sudo -H -u postgres /usr/lib/postgresql/15/bin/pg_basebackup -h 127.0.0.1 -p 5433 "
+                      "-U mig_replicator -D /var/lib/postgresql/15/main -Fp -Xs -R -C -S mig_new --checkpoint=fast -P -w"]
+    assert not any(c.startswith("ssh ") for c in commands)
+    assert [title for title, _ in runbook.runbook_steps(1, example_settings)][:3] == ["", "preflight", "replication role"]
+
+
+STEPS = [("", ["sudo cat /etc/a"]),
+         ("keys", ["sudo cat /k.pub", "sudo sh -s\necho 'restrict <new's tunnel public key> tunnel' >> keys"]),
+         ("backup", ["sudo mv /data /data.mig-20261125201417", "pg_isready"]),
+         ("probe", ["curl https://x/health?mig-probe=0123abcd", "grep -c mig-probe=0123abcd log"])]
+
+
+def log(*entries):
+    return [{"step": e[1:]} if e.startswith("#") else {"command": e} for e in entries]
+
+
+def test_a_run_that_did_what_the_runbook_shows_has_no_drift():
+    executed = log("sudo cat /etc/a", "#keys", "sudo cat /k.pub",
+                   "sudo sh -s\necho 'restrict ssh-ed25519 AAAAC3Nza tunnel' >> keys",  # a value read on the host
+                   "#backup", "sudo mv /data /data.mig-20270101093000",  # the time it ran
+                   "pg_isready", "pg_isready", "pg_isready",  # a wait repeats its check
+                   "#probe", "curl https://x/health?mig-probe=ffff0000", "grep -c mig-probe=ffff0000 log",
+                   "curl https://x/health?mig-probe=1234", "grep -c mig-probe=1234 log")  # a retried loop
+    assert runbook.drift(STEPS, executed) == []
+
+
+def test_a_run_that_skipped_steps_has_no_drift():
+    assert runbook.drift(STEPS, log("sudo cat /etc/a", "#backup", "pg_isready")) == []
+
+
+def test_commands_and_steps_the_runbook_does_not_show_are_drift():
+    executed = log("#keys", "sudo cat /k.pub", "ssh-keygen -f /k", "#backup", "pg_isready", "#keys",
+                   "sudo mv /data /elsewhere.mig-20270101093000")
+    assert runbook.drift(STEPS, executed) == [
+        "in step 'keys': ssh-keygen -f /k",
+        "step 'keys' after step 'backup'",
+        "in step 'backup': sudo mv /data /elsewhere.mig-20270101093000"]
+
+
+def test_only_placeholders_times_and_probe_names_are_wildcards():
+    assert runbook.drift(STEPS, log("#keys", "sudo cat /k.pub.bak")) == ["in step 'keys': sudo cat /k.pub.bak"]
+    assert runbook.drift(STEPS, log("#probe", "curl https://y/health?mig-probe=0123abcd")) != []
+
+
+def test_a_planned_phase_has_no_drift_against_itself(example_settings):
+    steps = runbook.runbook_steps(2, example_settings)
+    executed = [record for title, commands in steps
+                for record in ([{"step": title}] if title else []) + [{"command": c} for c in commands]]
+    assert runbook.drift(steps, executed) == []
