@@ -218,6 +218,27 @@ class Live:
         self.echo = echo or sys.stdout
 
 
+class Progress:
+    """One line of progress for a wait: in a terminal it is rewritten in place with the seconds waited
+    so far; otherwise (a log, a pipe) a new line is printed only when the text changes."""
+
+    def __init__(self, out):
+        self.out, self.tty = out, getattr(out, "isatty", lambda: False)()
+        self.started, self.shown = time.monotonic(), None
+
+    def show(self, text: str) -> None:
+        if self.tty:
+            print(f"\r\033[K{text} ({time.monotonic() - self.started:.0f} s)", end="", file=self.out, flush=True)
+        elif text != self.shown:
+            print(text, file=self.out, flush=True)
+        self.shown = text
+
+    def end(self) -> None:
+        """Leave the line rewritten in place, so what follows starts on a line of its own."""
+        if self.tty and self.shown is not None:
+            print(file=self.out, flush=True)
+
+
 # --- the remote handle ---------------------------------------------------------------------------
 
 class Remote:
@@ -261,18 +282,20 @@ class Remote:
             self.mode.emit(Event("check", self.alias, cmd))
             self.mode.emit(Event("note", title=f"repeat the check above until {what} (at most {timeout:.0f} s)"))
             return UNKNOWN
-        deadline, shown = time.monotonic() + timeout, None
-        while True:
-            value = parse(self._execute(cmd))
-            if done(value):
-                return value
-            if show(value) != shown:
+        deadline, progress, shown = time.monotonic() + timeout, Progress(self.mode.echo), None
+        try:
+            while True:
+                value = parse(self._execute(cmd))
+                if done(value):
+                    return value
                 shown = show(value)
-                print(f"  {self.alias}: waiting until {what}: {shown}", file=self.mode.echo, flush=True)
-            if time.monotonic() > deadline:
-                raise StepFailed(f"on {self.alias}: gave up after {timeout:.0f} s waiting until {what} "
-                                 f"(last seen: {shown})")
-            time.sleep(interval)
+                progress.show(f"  {self.alias}: waiting until {what}: {shown}")
+                if time.monotonic() > deadline:
+                    raise StepFailed(f"on {self.alias}: gave up after {timeout:.0f} s waiting until {what} "
+                                     f"(last seen: {shown})")
+                time.sleep(interval)
+        finally:
+            progress.end()
 
     def write_file(self, path: str, text: str, *, owner: str = "root", mode: str = "0644",
                    secrets: tuple[Secret, ...] = ()) -> Output:
