@@ -90,8 +90,8 @@ class Traffic:
             request.ended, request.wall_ended = time.monotonic(), time.time()
             with self._lock:
                 self.requests.append(request)
-            next_at += interval
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at + interval, time.monotonic())  # a slow answer delays, it does not bunch up
+            self._stop.wait(next_at - time.monotonic())
 
     def start(self) -> "Traffic":
         for kind, rate in (("write", self.writes_per_second), ("read", self.reads_per_second)):
