@@ -197,8 +197,3 @@ def one_host_task(*roles, **task_kwargs):
         return Task(wrapper, **task_kwargs)
 
     return decorate
-
-
-def not_implemented(issue: int) -> Exit:
-    """What a planned task raises until its issue lands: a failure, never a false success."""
-    return Exit(f"not implemented yet (issue #{issue})", code=3)

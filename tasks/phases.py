@@ -76,14 +76,17 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
     fenced_at = time.time()
     promoted = postgres.promote_new(s, catchup_timeout)
     changed = mastodon.use_local_database(s)
-    if promoted or changed:
-        mastodon.restart_services(s, s.new)
+    if promoted or changed:  # web first: it takes the writes; the rest follows once writes flow again
+        mastodon.restart_services(s, s.new, services="web")
     s.step("verify", "the first write that new's Mastodon accepts on its own database")
     mastodon.probe_write(s)
     if promoted and not s.planning:
         accepted_at = time.time()
         print(f"==> write-unavailability window: {accepted_at - fenced_at:.1f} s, from the fence of old "
               f"(epoch {fenced_at:.3f}) to the first write new accepted (epoch {accepted_at:.3f})", flush=True)
+    if promoted or changed:
+        mastodon.restart_services(s, s.new, services="sidekiq,streaming")
+    postgres.keep_old_down(s)
 
 
 @two_host_task(help={"timeout": "seconds to wait for the queues to empty"})
@@ -99,6 +102,7 @@ def promote(s: Session, catchup_timeout=30):
     nginx.require_proxy(s)
     require_old_mastodon_stopped(s)
     postgres.promote_new(s, float(catchup_timeout))
+    postgres.keep_old_down(s)
 
 
 @two_host_task(help={"catchup_timeout": "seconds new may take to reach old's last WAL position",

@@ -401,9 +401,9 @@ def promote_replica(s: Session, old_control: ControlData | None) -> None:
     print(f"  new is the primary on timeline {timeline} at {position}", flush=True)
 
 
-def keep_old_down(s: Session, hba: str) -> None:
+def keep_old_down(s: Session) -> None:
     """Debian starts clusters marked 'auto' at boot: old's is set to manual so it never returns as a primary."""
-    start_conf = hba.rsplit("/", 1)[0] + "/start.conf"
+    start_conf = _hba_file_on_disk(s).rsplit("/", 1)[0] + "/start.conf"
     if s.old.fact(system.read_file(start_conf), lambda out: out.stdout.strip().splitlines()[-1:]) != ["manual"]:
         s.old.run(Cmd(f"cp -p {start_conf} {start_conf}.mig-before-fence"))
         s.old.write_file(start_conf, f"# {system.MARK}: fenced after the failover to new; see cleanup.\nmanual\n",
@@ -440,7 +440,6 @@ def promote_new(s: Session, catchup_timeout: float = 30) -> bool:
                          "and old started again. Nothing was promoted.")
     wait_caught_up(s, hba, control.checkpoint_lsn if control else "<old's Latest checkpoint location>", catchup_timeout)
     promote_replica(s, control)
-    keep_old_down(s, hba)
     return True
 
 

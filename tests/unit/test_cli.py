@@ -68,21 +68,6 @@ def test_one_host_task_refuses_the_wrong_role():
     assert result.returncode == 2 and "feeds-build runs on new (new)" in result.stderr
 
 
-IMPLEMENTED = {"runbook", "phase4-dns", "cleanup", "preflight", "tunnel", "basebackup", "replication-status", "phase1-replicate", "copy-config",
-               "precompile", "feeds-build", "restart", "phase2-proxy", "drain", "promote", "phase3-failover", "dns",
-               "render-nginx-proxy"}
-
-
-@pytest.mark.parametrize("task", [t for t in PLANNED if t not in IMPLEMENTED])
-def test_planned_tasks_fail_until_implemented(task):
-    hosts = "new" if task in ("precompile", "feeds-build", "restart") else "old" if task == "render-nginx-proxy" \
-        else "old,new"
-    result = fab("--dry", "-H", hosts, task)
-    assert result.returncode != 0
-    assert "not implemented yet" in result.stderr
-    assert "success" not in result.stdout.lower() and "done" not in result.stdout.lower()
-
-
 def test_bad_settings_fail_before_any_host_is_touched(tmp_path):
     bad = tmp_path / "bad.env"
     bad.write_text("DOMAIN=not a domain\nPG_PORT=0\n")
