@@ -1,7 +1,6 @@
 """The command line as an operator uses it: fab -l, --help, --dry, role errors, planned tasks."""
 import subprocess
 
-import pytest
 
 from .conftest import fab
 
