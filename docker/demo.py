@@ -120,7 +120,8 @@ def report(steps, traffic, lost, stream, expected_events) -> dict:
             "acknowledged_writes": len(traffic.acknowledged), "acknowledged_writes_lost": len(lost),
             "lost_ids": lost[:50], "streaming_events_expected": len(expected_events),
             "streaming_events_missed": len(missed), "streaming_reconnects": stream.reconnects,
-            "longest_failure_window_s": round(longest_failure_window(traffic.requests), 2)}
+            "longest_failure_window_s": round(longest_failure_window(traffic.requests), 2),
+            "first_failures": [{"status": r.status, "error": r.error[:200]} for r in traffic.failures[:5]]}
 
 
 def markdown(data: dict) -> str:
