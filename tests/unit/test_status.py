@@ -1,0 +1,263 @@
+"""status: the parsers of what the hosts answer, the judgement of each phase, the DNS answers (a real
+BIND), and a whole read through the command layer with scripted hosts."""
+import io
+import json
+
+import pytest
+
+from tasks import status
+from tasks.command import Live, Plan, Remote, RunLog, Session
+from tasks.dns_answers import Answer
+from tasks.dns_records import Record, Target
+from tasks.facts import Output
+from tests.fakes.bind import bind, bind_server  # noqa: F401 (fixtures)
+from tests.fakes.dns_env import load, rfc2136_keys
+
+from .conftest import fab
+from .test_command import ScriptedConnection
+
+MARK = "# Written by mastodon-migration (render-nginx-proxy)"
+PROMOTION = ('{\n  "promoted_at": "2026-11-25T20:07:39+0000",\n  "timeline": "2",\n  "lsn": "0/30868E0",\n'
+             '  "old_shutdown_checkpoint": "0/30866A0"\n}')
+
+# What new_script prints on new (captured on the pair): fresh, streaming after phase 1, after phase 3.
+NEW_FRESH = "@@ tunnel\ninactive\n@@ tunnel_file\n@@ units\ninactive\ninactive\ninactive\n@@ env\n@@ promoted\n"
+NEW_REPLICA = "@@ tunnel\nactive\n@@ tunnel_file\ninstalled\n@@ units\ninactive\ninactive\ninactive\n@@ env\n@@ promoted\n"
+NEW_PROMOTED = (f"@@ tunnel\nactive\n@@ tunnel_file\ninstalled\n@@ units\nactive\nactive\nactive\n@@ env\n1\n"
+                f"@@ promoted\n{PROMOTION}\n")
+# What old_script prints on old: serving itself with Sidekiq's sets in place; proxying, drained and moved.
+OLD_SERVING = ("@@ site\nserver {\n@@ units\nactive\nactive\nactive\n@@ durable\nschedule\nretry\n"
+               "@@ moved\n0\n")
+OLD_DRAINED = (f"@@ site\n{MARK}\n@@ units\ninactive\ninactive\ninactive\n@@ durable\n@@ moved\n2\n")
+SITE = "/etc/nginx/sites-available/social.test"
+
+# replication_report's three queries: old's senders and slot, new's view
+SENDERS = "walreceiver|172.30.99.12|streaming|0/3000148|0/3000148|0/3000148|0/3000148|0\n"
+SLOT = "mig_new|t|reserved|16384\n"
+STANDBY = "t|streaming|0/3000148|0/3000148|2026-11-25 20:10:00.123+00|12.5|7441470541436149783\n"
+NO_STANDBY = "f||||||7441470541436150000\n"
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return load(tmp_path)
+
+
+def test_sections_of_a_script_split_by_their_markers():
+    assert status.parse_sections(Output(0, "@@ a\none\ntwo\n@@ b\n@@ c\nthree\n")) == {
+        "a": "one\ntwo", "b": "", "c": "three"}
+    assert status.parse_sections(Output(1, "noise before\n@@ a\nx\n")) == {"a": "x"}
+
+
+def test_the_scripts_silence_errors_and_mark_each_part(cfg):
+    session = planning(cfg)
+    script = status.new_script(session).script
+    assert script.startswith("exec 2>/dev/null\necho '@@ tunnel'\nsystemctl is-active mastodon-migration-tunnel")
+    assert "grep -cxF '# Copied from old by mastodon-migration copy-config: the database is reached through the " \
+           "tunnel.' /home/mastodon/live/.env.production" in script
+    old = status.old_script(session, SITE, None).script
+    assert "echo '@@ site'\nhead -n 1 /etc/nginx/sites-available/social.test" in old
+    assert "r --scan --pattern 'mastodon-migration:moved:*' | wc -l" in old
+
+
+def test_new_fresh_replica_and_promoted(cfg):
+    fresh = status.parse_new(cfg, Output(0, NEW_FRESH))
+    assert (fresh.tunnel, fresh.tunnel_installed, fresh.env_copied, fresh.promoted) == ("inactive", False, False, None)
+    assert fresh.units == {"mastodon-web": "inactive", "mastodon-sidekiq": "inactive", "mastodon-streaming": "inactive"}
+    replica = status.parse_new(cfg, Output(0, NEW_REPLICA))
+    assert (replica.tunnel, replica.tunnel_installed) == ("active", True)
+    promoted = status.parse_new(cfg, Output(0, NEW_PROMOTED))
+    assert promoted.env_copied and promoted.promoted["timeline"] == "2"
+    damaged = status.parse_new(cfg, Output(0, NEW_FRESH.replace("@@ promoted\n", "@@ promoted\n{half")))
+    assert damaged.promoted is None
+
+
+def test_old_serving_and_drained(cfg):
+    serving = status.parse_old(cfg, SITE, Output(0, OLD_SERVING))
+    assert (serving.proxies, serving.durable_left, serving.moved) == (False, ["schedule", "retry"], 0)
+    drained = status.parse_old(cfg, SITE, Output(0, OLD_DRAINED))
+    assert (drained.proxies, drained.durable_left, drained.moved) == (True, [], 2)
+    assert set(drained.units.values()) == {"inactive"}
+    unread = status.parse_old(cfg, "", Output(0, "@@ units\nactive\n@@ durable\n@@ moved\n"))
+    assert unread.proxies is None and unread.units["mastodon-streaming"] == "unknown"
+
+
+def test_lag_in_seconds_is_zero_when_all_is_replayed():
+    assert status.lag_seconds({"lag_bytes": 0, "new": {"replay_age_seconds": 300.0}}) == 0.0
+    assert status.lag_seconds({"lag_bytes": 4096, "new": {"replay_age_seconds": 2.5}}) == 2.5
+    assert status.lag_seconds({"lag_bytes": 4096, "new": None}) is None
+
+
+def facts(cfg, new=NEW_FRESH, old=OLD_SERVING, **kw):
+    return status.Evidence(status.parse_new(cfg, Output(0, new)), status.parse_old(cfg, SITE, Output(0, old)), **kw)
+
+
+def report(healthy=True, lag=0, in_recovery=True, slot=True):
+    return {"healthy": healthy, "lag_bytes": lag, "max_lag_bytes": 16777216,
+            "old": {"senders": [], "slot": {"name": "mig_new"} if slot else None},
+            "new": {"in_recovery": in_recovery, "receiver_status": "streaming", "replay_age_seconds": 12.5}}
+
+
+def states(cfg, evidence):
+    phases = status.judge(cfg, evidence)
+    return [p.state for p in phases], status.next_command(cfg, phases)
+
+
+def answers(*holds):
+    return [status.DnsAnswer("192.0.2.53:53", "example.social", "A", "x", h) for h in holds]
+
+
+def test_a_fresh_pair_has_started_nothing(cfg):
+    nothing = report(healthy=False, lag=None, in_recovery=False, slot=False)
+    assert states(cfg, facts(cfg, replication=nothing, dns=answers("old"))) == (
+        ["not started"] * 5, "fab -H old,new phase1-replicate")
+
+
+def test_after_phase1_the_next_is_phase2(cfg):
+    evidence = facts(cfg, NEW_REPLICA, replication=report(), dns=answers("old"))
+    assert states(cfg, evidence) == (["done", "not started", "not started", "not started", "not started"],
+                                     "fab -H old,new phase2-proxy")
+    phase1 = status.judge(cfg, evidence)[0]
+    assert phase1.evidence == ["tunnel mastodon-migration-tunnel on new: active",
+                               "new streams from old, lag 0 B, 0.0 s"]
+
+
+def test_a_tunnel_that_stopped_leaves_phase1_in_progress(cfg):
+    down = NEW_REPLICA.replace("@@ tunnel\nactive", "@@ tunnel\nfailed")
+    evidence = facts(cfg, down, replication=report(healthy=False, lag=None))
+    assert states(cfg, evidence)[0][0] == "in progress"
+    assert status.next_command(cfg, status.judge(cfg, evidence)) == "fab -H old,new phase1-replicate"
+
+
+def test_copied_configuration_means_phase2_is_under_way(cfg):
+    preparing = NEW_REPLICA.replace("@@ env\n", "@@ env\n1\n")
+    assert states(cfg, facts(cfg, preparing, replication=report()))[0][:2] == ["done", "in progress"]
+
+
+def test_after_phase3_the_replica_has_gone_and_phases_1_to_3_are_done(cfg):
+    evidence = facts(cfg, NEW_PROMOTED, OLD_DRAINED, dns=answers("old", "old"))
+    assert states(cfg, evidence) == (["done", "done", "done", "not started", "not started"],
+                                     "fab -H old,new phase4-dns")
+    phase3 = status.judge(cfg, evidence)[2]
+    assert phase3.evidence[1:] == [
+        "old's Sidekiq: no schedule/retry/dead left on old, 2 key(s) set aside as mastodon-migration:moved:*",
+        "new promoted at 2026-11-25T20:07:39+0000, timeline 2, WAL 0/30868E0"]
+
+
+def test_a_drain_without_promotion_is_phase3_in_progress(cfg):
+    assert states(cfg, facts(cfg, NEW_REPLICA, OLD_DRAINED, replication=report()))[0][2] == "in progress"
+
+
+def test_dns_answers_decide_phase4_and_then_cleanup_is_next(cfg):
+    promoted = facts(cfg, NEW_PROMOTED, OLD_DRAINED, dns=answers("new", "old"))
+    assert states(cfg, promoted)[0][3] == "in progress"
+    promoted.dns = answers("new", "new")
+    assert states(cfg, promoted) == (["done"] * 4 + ["not started"], "fab -H old,new cleanup --apply")
+    cleaned = facts(cfg, NEW_PROMOTED.replace("installed\n", ""), OLD_DRAINED, dns=answers("new"))
+    assert states(cfg, cleaned) == (["done"] * 5, None)
+
+
+def test_dns_that_cannot_be_asked_is_unknown_not_a_guess(cfg):
+    evidence = facts(cfg, NEW_PROMOTED, OLD_DRAINED, dns_problem="set DNS_VERIFY_SERVERS")
+    phase4 = status.judge(cfg, evidence)[3]
+    assert (phase4.state, phase4.evidence) == ("unknown", ["DNS not asked: set DNS_VERIFY_SERVERS"])
+    assert status.next_command(cfg, status.judge(cfg, evidence)) == "fab -H old,new phase4-dns"
+    assert states(cfg, facts(cfg, NEW_PROMOTED, OLD_DRAINED, dns=answers("old", "no answer")))[0][3] == "unknown"
+
+
+def test_an_unreachable_host_makes_every_phase_unknown_and_points_at_preflight(cfg):
+    evidence = status.Evidence(status.NewFacts(unreachable="new: ssh failed: timed out"), status.OldFacts())
+    phases = status.judge(cfg, evidence)
+    assert {p.state for p in phases} == {"unknown"} and phases[0].evidence == ["new: ssh failed: timed out"]
+    assert status.next_command(cfg, phases) == "fab -H old,new preflight"
+
+
+def test_each_answer_says_whose_address_it_is():
+    target = Target("example.social", "AAAA", "2001:db8::10", "2001:db8::20")
+    judged = [status.judge_answer("s", target, answer).holds for answer in (
+        Answer(Record("2001:db8:0::20", 60)), Answer(Record("2001:db8::10", 60)), Answer(Record("2001:db8::99", 60)),
+        Answer(), Answer(problem="no answer (timeout)"))]
+    assert judged == ["new", "old", "other", "no record", "no answer"]
+
+
+def test_the_table_lists_evidence_under_each_phase_and_the_next_command(cfg):
+    phases = status.judge(cfg, facts(cfg, NEW_REPLICA, replication=report(), dns=answers("old")))
+    lines = status.table(phases, "fab -H old,new phase2-proxy").splitlines()
+    assert lines[0].split() == ["PHASE", "STATE", "EVIDENCE"]
+    assert lines[1].startswith("1 replicate  done         tunnel mastodon-migration-tunnel on new: active")
+    assert lines[2].strip() == "new streams from old, lag 0 B, 0.0 s"
+    assert lines[-1] == "next: fab -H old,new phase2-proxy"
+
+
+# --- DNS: a real BIND on loopback -------------------------------------------------------------------
+
+def test_every_authoritative_server_is_asked(tmp_path, bind):
+    cfg = load(tmp_path, **rfc2136_keys(bind), DNS_NAMES="example.social,www.example.social")
+    found, problem = status.read_dns(live(cfg)[0])
+    assert problem == "" and [(a.source, a.name, a.holds) for a in found] == [
+        (bind.server, "example.social", "old"), (bind.server, "www.example.social", "old")]
+    bind.set("example.social", "A", "203.0.113.20")
+    assert [a.holds for a in status.read_dns(live(cfg)[0])[0]] == ["new", "old"]
+
+
+def test_manual_dns_without_servers_says_what_to_set(cfg):
+    found, problem = status.read_dns(live(cfg)[0])
+    assert found == [] and "set DNS_VERIFY_SERVERS" in problem
+
+
+# --- a whole read through the command layer -----------------------------------------------------------
+
+def live(cfg, old_answers=(), new_answers=()):
+    mode = Live(RunLog(cfg.log_file), echo=io.StringIO())
+    old, new = ScriptedConnection(*old_answers), ScriptedConnection(*new_answers)
+    return Session(mode, cfg, {"old": Remote("old", "old", mode, old), "new": Remote("new", "new", mode, new)}), old, new
+
+
+def planning(cfg):
+    mode = Plan(lambda event: None)
+    return Session(mode, cfg, {role: Remote(role, role, mode) for role in ("old", "new")})
+
+
+def test_a_replica_is_read_in_few_round_trips(cfg):
+    session, old, new = live(cfg, old_answers=[(0, "REDIS_HOST=127.0.0.1\nREDIS_PASSWORD=hush\n", ""),
+                                               (0, SITE + "\n", ""), (0, OLD_SERVING, ""), (0, SENDERS, ""),
+                                               (0, SLOT, "")],
+                             new_answers=[(0, NEW_REPLICA, ""), (0, STANDBY, "")])
+    evidence = status.gather(session)
+    assert (len(old.calls), len(new.calls)) == (5, 2)
+    assert "export REDISCLI_AUTH=hush" in old.calls[2][1] and "-h 127.0.0.1" in old.calls[2][1]
+    assert states(cfg, evidence)[0][:3] == ["done", "not started", "not started"]
+    assert evidence.replication["lag_bytes"] == 0 and evidence.new.tunnel == "active"
+    logged = cfg.log_file.read_text()
+    assert "hush" not in logged and "REDISCLI_AUTH=<secret: REDIS_PASSWORD in .env.production>" in logged
+
+
+def test_once_promoted_the_replication_is_not_read(cfg):
+    session, old, new = live(cfg, old_answers=[(0, "", ""), (0, SITE + "\n", ""), (0, OLD_DRAINED, "")],
+                             new_answers=[(0, NEW_PROMOTED, "")])
+    evidence = status.gather(session)
+    assert (len(old.calls), len(new.calls)) == (3, 1) and evidence.replication is None
+
+
+def test_old_cluster_down_is_evidence_not_a_crash(cfg):
+    session, _, _ = live(cfg, old_answers=[(0, "", ""), (0, SITE + "\n", ""), (0, OLD_SERVING, ""),
+                                           (2, "", "psql: error: connection to server failed")],
+                         new_answers=[(0, NEW_REPLICA, "")])
+    evidence = status.gather(session)
+    assert evidence.replication is None and "connection to server failed" in evidence.replication_problem
+
+
+def test_dry_prints_the_checks_and_contacts_nothing():
+    result = fab("--dry", "-H", "old,new", "status")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("# check: ssh new -- 'sudo sh -s' <<'EOF'\n# exec 2>/dev/null\n")
+    assert "# DNS is not checked: DNS_PROVIDER=manual" in result.stdout
+    assert "PHASE" not in result.stdout
+
+
+def test_json_names_every_phase(cfg):
+    phases = status.judge(cfg, facts(cfg, NEW_REPLICA, replication=report(), dns=answers("old")))
+    text = status.as_json(phases, "fab -H old,new phase2-proxy", facts(cfg))
+    parsed = json.loads(text)
+    assert [p["name"] for p in parsed["phases"]] == ["replicate", "proxy", "failover", "dns", "cleanup"]
+    assert parsed["next"] == "fab -H old,new phase2-proxy"
