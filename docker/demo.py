@@ -118,6 +118,7 @@ def report(steps, traffic, lost, stream, expected_events) -> dict:
     missed = sorted(expected_events - stream.received)
     return {"phases": phases, "requests": len(traffic.requests), "failures": len(traffic.failures),
             "acknowledged_writes": len(traffic.acknowledged), "acknowledged_writes_lost": len(lost),
+            "acknowledged_ids": traffic.acknowledged,
             "lost_ids": lost[:50], "streaming_events_expected": len(expected_events),
             "streaming_events_missed": len(missed), "streaming_reconnects": stream.reconnects,
             "longest_failure_window_s": round(longest_failure_window(traffic.requests), 2),
