@@ -120,7 +120,7 @@ def start_services(s: Session, remote: Remote, restart: bool) -> None:
 
 def feeds_present(s: Session, remote: Remote, env_text) -> bool | None:
     """Whether the host's Redis holds home feeds (None when planning)."""
-    values = mastodon_env.parse(env_text) if known(env_text) and env_text else None
+    values = mastodon_env.parse(env_text or "") if known(env_text) else None
     found = remote.fact(redis_cli.cli(values, "--scan --pattern 'feed:home:*' | head -n 1"),
                         lambda out: bool(out.stdout.strip()))
     return found if known(found) else None

@@ -182,9 +182,12 @@ def drop_slot(s: Session, *, ours_in_use: bool = False) -> None:
 def _refuse_unless_empty(s: Session, force: bool) -> None:
     """Refuse (changing nothing) when new's directory holds data, unless --force moves it aside."""
     cfg = s.settings
-    found = checks.new_cluster(cfg, *(host.fact(cmd, lambda out: out) for host, cmd in (
-        (s.new, cluster_identity(cfg)), (s.new, data_dir_entries(cfg)), (s.old, cluster_identity(cfg)))))
-    if found.status == checks.FAIL and not force and not s.planning:
+    outputs = [host.fact(cmd, lambda out: out) for host, cmd in (
+        (s.new, cluster_identity(cfg)), (s.new, data_dir_entries(cfg)), (s.old, cluster_identity(cfg)))]
+    if s.planning:
+        return
+    found = checks.new_cluster(cfg, *outputs)
+    if found.status == checks.FAIL and not force:
         raise StepFailed(f"new's data directory: {found.detail}. Nothing was changed. Run basebackup --force "
                          f"to move {cfg.pg_data_dir} aside (it is kept, never deleted).")
 
@@ -207,10 +210,7 @@ def run_basebackup(s: Session, force: bool = False, max_rate: str = "") -> None:
             _wait_streaming(s)
         print("  already streaming from old: nothing to do", flush=True)
         return
-    if s.planning:
-        s.new.fact(data_dir_entries(cfg), lambda out: out)
-    else:
-        _refuse_unless_empty(s, force)
+    _refuse_unless_empty(s, force)
     existing = _slot(s)
     if existing and existing.active:
         raise StepFailed(f"slot {cfg.replication_slot} on old is in use by another connection; "
@@ -393,10 +393,10 @@ def promote_replica(s: Session, old_control: ControlData | None) -> None:
                    what="new has left recovery", timeout=60, interval=0.2)
     s.new.run(psql("ALTER SYSTEM RESET primary_conninfo;\nALTER SYSTEM RESET primary_slot_name;\n"
                    "SELECT pg_reload_conf();\nCHECKPOINT;", cfg.pg_port))
-    timeline = _value(s.new, "SELECT timeline_id FROM pg_control_checkpoint();", cfg, planned="?")
-    position = _value(s.new, "SELECT pg_current_wal_lsn();", cfg, planned="?")
+    timeline = _value(s.new, "SELECT timeline_id FROM pg_control_checkpoint();", cfg, planned="<timeline>")
+    position = _value(s.new, "SELECT pg_current_wal_lsn();", cfg, planned="<position>")
     record = {"promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "timeline": timeline, "lsn": position,
-              "old_shutdown_checkpoint": old_control.checkpoint_lsn if old_control else "?"}
+              "old_shutdown_checkpoint": old_control.checkpoint_lsn if old_control else "<old's last checkpoint>"}
     s.new.write_file(PROMOTION_RECORD, json_module.dumps(record, indent=2) + "\n")
     print(f"  new is the primary on timeline {timeline} at {position}", flush=True)
 

@@ -8,8 +8,10 @@ from .command import Cmd, Secret
 
 
 def target(values: dict[str, str] | None) -> tuple[str, str, str, str]:
-    """(host, port, db, password) as Mastodon reads them: REDIS_URL wins over REDIS_HOST/PORT/DB/PASSWORD."""
-    values = values or {}
+    """(host, port, db, password) as Mastodon reads them: REDIS_URL wins over REDIS_HOST/PORT/DB/PASSWORD.
+    None (a plan: the file was not read) gives placeholders, which the runbook shows as such."""
+    if values is None:
+        return "<REDIS_HOST>", "<REDIS_PORT>", "<REDIS_DB>", ""
     if values.get("REDIS_URL"):
         url = urlsplit(values["REDIS_URL"])
         return (url.hostname or "localhost", str(url.port or 6379), url.path.strip("/") or "0",
@@ -22,7 +24,8 @@ def script(values: dict[str, str] | None, body: str, stdin: str | None = None, s
     """A shell script in which `r ARGS` runs redis-cli (raw output) against that Redis.
     A password travels as REDISCLI_AUTH inside the script, on stdin: never on a command line."""
     host, port, db, password = target(values)
-    lines = [f'r() {{ redis-cli --raw -h {shlex.quote(host)} -p {port} -n {db} "$@"; }}', body]
+    shown_host = host if values is None else shlex.quote(host)  # a plan's placeholder stays readable
+    lines = [f'r() {{ redis-cli --raw -h {shown_host} -p {port} -n {db} "$@"; }}', body]
     if password:
         lines.insert(0, f"export REDISCLI_AUTH={shlex.quote(password)}")
         secrets = (*secrets, Secret(password, "REDIS_PASSWORD in .env.production"))

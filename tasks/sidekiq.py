@@ -18,7 +18,8 @@ done"""
 
 
 def _values(env_text) -> dict | None:
-    return mastodon_env.parse(env_text) if known(env_text) and env_text else None
+    """Parsed .env.production; None in a plan (not read)."""
+    return mastodon_env.parse(env_text or "") if known(env_text) else None
 
 
 def state(remote: Remote, values) -> SidekiqState:
@@ -73,7 +74,8 @@ def _jobs(remote: Remote, values) -> tuple[dict, dict]:
     """A host's durable sets and queued jobs."""
     sets = {key: remote.fact(redis_cli.cli(values, f"ZRANGE {key} 0 -1 WITHSCORES"),
                              lambda out: parse_zset(out.stdout), planned=[]) for key in DURABLE_SETS}
-    names = remote.fact(redis_cli.cli(values, "SMEMBERS queues"), lambda out: out.stdout.split(), planned=[])
+    names = remote.fact(redis_cli.cli(values, "SMEMBERS queues"), lambda out: out.stdout.split(),
+                        planned=["<each queue>"])
     queues = {name: remote.fact(redis_cli.cli(values, f"LRANGE queue:{name} 0 -1"),
                                 lambda out: parse_list(out.stdout), planned=[]) for name in names}
     return sets, queues
@@ -94,21 +96,21 @@ def move_jobs(s: Session) -> None:
     new_sets, new_queues = _jobs(s.new, new_values)
     plan = merge(old_sets, old_queues, _jids(new_sets, new_queues))
     if s.planning or plan.commands:
-        jobs = Secret(plan.pipe or "<old's jobs>", f"{sum(plan.added.values())} jobs from old's Redis "
-                                                   "(Redis protocol; job arguments may be private)")
-        s.new.run(redis_cli.script(new_values, "r --pipe", stdin=jobs.reveal(), secrets=(jobs,)))
-    if s.planning:
-        return
-    after = _jids(*_jobs(s.new, new_values))
-    missing = {key: ids - after.get(key, set()) for key, ids in _jids(old_sets, old_queues).items()}
-    missing = {key: ids for key, ids in missing.items() if ids}
-    if missing:
-        raise StepFailed(f"after the merge new's Redis still lacks {sum(map(len, missing.values()))} of old's jobs "
-                         f"({', '.join(missing)}); old's Redis still holds them all. Run drain again.")
-    print("  moved: " + ", ".join(f"{k} +{v} (already there: {plan.already[k]})" for k, v in plan.added.items()),
-          flush=True)
-    keys = [key for key, entries in old_sets.items() if entries] + [f"queue:{name}" for name, jobs in
-                                                                    old_queues.items() if jobs]
+        payload = plan.pipe.rstrip("\n") or "<old's jobs>"  # the here-document's own newline stays visible
+        jobs = Secret(payload, f"{sum(plan.added.values())} jobs from old's Redis "
+                               "(Redis protocol; job arguments may be private)")
+        s.new.run(redis_cli.script(new_values, "r --pipe", stdin=payload + "\n", secrets=(jobs,)))
+    if not s.planning:
+        after = _jids(*_jobs(s.new, new_values))
+        missing = {key: ids - after.get(key, set()) for key, ids in _jids(old_sets, old_queues).items()}
+        missing = {key: ids for key, ids in missing.items() if ids}
+        if missing:
+            raise StepFailed(f"after the merge new's Redis still lacks {sum(map(len, missing.values()))} of old's "
+                             f"jobs ({', '.join(missing)}); old's Redis still holds them all. Run drain again.")
+        print("  moved: " + ", ".join(f"{k} +{v} (already there: {plan.already[k]})" for k, v in plan.added.items()),
+              flush=True)
+    keys = ([key for key, entries in old_sets.items() if entries]
+            + [f"queue:{name}" for name, jobs in old_queues.items() if jobs]) or (["<the keys moved>"] * s.planning)
     if keys:  # set aside on old (not deleted): a later run must not hand new jobs it has already done
         s.old.run(redis_cli.script(old_values, f"for k in {' '.join(keys)}; do\n"
                                    f'  if [ "$(r EXISTS "$k")" = 1 ]; then r RENAME "$k" "{MOVED}:$k"; fi\ndone'))

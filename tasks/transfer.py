@@ -125,11 +125,12 @@ def ensure_media_access(s: Session) -> str:
            undo=f"remove the line ending in {MEDIA_KEY} from old's ~{cfg.mastodon_user}/.ssh/authorized_keys")
     home = _home(s, s.new)
     key = f"{home}/.ssh/{MEDIA_KEY}"
-    public = s.new.fact(Cmd(f"cat {key}.pub", user=cfg.mastodon_user), public_key, planned="<new's media key>")
-    if public is None:
+    read = Cmd(f"cat {key}.pub", user=cfg.mastodon_user)
+    public = s.new.fact(read, public_key)
+    if not known(public) or public is None:
         s.new.run(Cmd(f"mkdir -p -m 700 {home}/.ssh && ssh-keygen -q -t ed25519 -N '' -C {MEDIA_KEY} -f {key}",
                       user=cfg.mastodon_user))
-        public = s.new.fact(Cmd(f"cat {key}.pub", user=cfg.mastodon_user), public_key)
+        public = s.new.fact(read, public_key, planned="<new's media key>")
     old_home = _home(s, s.old)
     authorized = f"{old_home}/.ssh/authorized_keys"
     line = f'restrict,command="/usr/bin/rrsync -ro {cfg.mastodon_dir}/public/system" {public} {MEDIA_KEY}\n'

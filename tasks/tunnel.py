@@ -6,7 +6,7 @@ forwarding to its PostgreSQL port; old's host key is pinned, never accepted blin
 from __future__ import annotations
 
 from . import checks, system
-from .command import Cmd, Session, StepFailed
+from .command import Cmd, Session, StepFailed, known
 from .executor import two_host_task
 from .facts import Output, public_key
 from .templates import render
@@ -50,11 +50,12 @@ def ensure_key(s: Session) -> str:
     """new's own key pair for the tunnel, created once."""
     s.step("tunnel key", "new gets a key pair of its own for the tunnel, used for nothing else",
            undo=f"ssh new -- sudo rm {KEY} {KEY}.pub")
-    key = s.new.fact(Cmd(f"cat {KEY}.pub", user="postgres"), public_key, planned="<new's tunnel public key>")
-    if key is None:
+    read = Cmd(f"cat {KEY}.pub", user="postgres")
+    key = s.new.fact(read, public_key)
+    if not known(key) or key is None:
         s.new.run(Cmd(f"mkdir -p -m 700 {SSH_DIR} && ssh-keygen -q -t ed25519 -N '' -C {UNIT} -f {KEY}",
                       user="postgres"))
-        key = s.new.fact(Cmd(f"cat {KEY}.pub", user="postgres"), public_key)
+        key = s.new.fact(read, public_key, planned="<new's tunnel public key>")
     return key
 
 
@@ -85,10 +86,11 @@ def ensure_unit(s: Session) -> None:
     text = unit_text(s)
     changed = s.new.fact(system.read_file(UNIT_FILE), _text) != text
     state = s.new.fact(system.unit_state(UNIT), lambda out: out.stdout.strip())
-    if state != "active" and not s.planning:
-        port = checks.tunnel_port(cfg, s.new.fact(system.listeners(cfg.tunnel_port), lambda out: out),
-                                  s.new.fact(system.unit_process(UNIT), lambda out: out))
-        if port.status == checks.FAIL:
+    if state != "active":
+        listeners = s.new.fact(system.listeners(cfg.tunnel_port), lambda out: out)
+        ours = s.new.fact(system.unit_process(UNIT), lambda out: out)
+        port = checks.tunnel_port(cfg, listeners, ours) if known(listeners) else None
+        if port and port.status == checks.FAIL:
             raise StepFailed(port.detail)
     if changed:
         s.new.write_file(UNIT_FILE, text)
