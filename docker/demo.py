@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -172,7 +173,8 @@ def main() -> int:
                    stdout=subprocess.DEVNULL)
     pair = Pair(json.loads((BUILD / "pair.json").read_text()))
     addresses = {pair.info["hosts"][h]["address"]: pair.https_port(h) for h in ("old", "new")}
-    (BUILD / "demo-bind").mkdir(exist_ok=True)
+    shutil.rmtree(BUILD / "demo-bind", ignore_errors=True)  # BIND's journal would replay the last run's cutover
+    (BUILD / "demo-bind").mkdir()
     bind = Bind(BUILD / "demo-bind", zone=pair.domain, zone_text=ZONE.format(old=pair.info["hosts"]["old"]["address"]))
     bind.start()
     try:

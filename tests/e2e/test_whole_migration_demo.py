@@ -27,6 +27,9 @@ def test_the_demo_migrates_and_loses_no_acknowledged_write(pair, demo):
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     report = json.loads((REPO / "build" / "report.json").read_text())
     assert [p["exit"] for p in report["phases"]] == [0] * 5
+    # requests fail only while old is fenced and new takes over (phase 3)
+    assert {p["name"]: p["failures"] for p in report["phases"] if not p["name"].startswith("phase 3")} == {
+        "phase 1: replicate": 0, "phase 2: proxy": 0, "phase 4: DNS": 0, "cleanup": 0}, report["first_failures"]
     assert report["acknowledged_writes"] == len(report["acknowledged_ids"]) > 100
     assert report["acknowledged_writes_lost"] == len(missing_ids(pair, "new", report["acknowledged_ids"])) == 0
     assert (REPO / "build" / "report.md").read_text().startswith("# Live migration on the simulated pair")
