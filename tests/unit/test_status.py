@@ -20,7 +20,8 @@ MARK = "# Written by mastodon-migration (render-nginx-proxy)"
 PROMOTION = ('{\n  "promoted_at": "2026-11-25T20:07:39+0000",\n  "timeline": "2",\n  "lsn": "0/30868E0",\n'
              '  "old_shutdown_checkpoint": "0/30866A0"\n}')
 
-# What new_script prints on new (captured on the pair): fresh, streaming after phase 1, after phase 3.
+# What new_script prints on new (as written by hand from the script; not yet captured on the pair): fresh,
+# streaming after phase 1, after phase 3.
 NEW_FRESH = "@@ tunnel\ninactive\n@@ tunnel_file\n@@ units\ninactive\ninactive\ninactive\n@@ env\n@@ promoted\n"
 NEW_REPLICA = "@@ tunnel\nactive\n@@ tunnel_file\ninstalled\n@@ units\ninactive\ninactive\ninactive\n@@ env\n@@ promoted\n"
 NEW_PROMOTED = (f"@@ tunnel\nactive\n@@ tunnel_file\ninstalled\n@@ units\nactive\nactive\nactive\n@@ env\n1\n"
@@ -213,8 +214,8 @@ def live(cfg, old_answers=(), new_answers=()):
     return Session(mode, cfg, {"old": Remote("old", "old", mode, old), "new": Remote("new", "new", mode, new)}), old, new
 
 
-def planning(cfg):
-    mode = Plan(lambda event: None)
+def planning(cfg, emit=lambda event: None):
+    mode = Plan(emit)
     return Session(mode, cfg, {role: Remote(role, role, mode) for role in ("old", "new")})
 
 
@@ -245,6 +246,13 @@ def test_old_cluster_down_is_evidence_not_a_crash(cfg):
                          new_answers=[(0, NEW_REPLICA, "")])
     evidence = status.gather(session)
     assert evidence.replication is None and "connection to server failed" in evidence.replication_problem
+
+
+def test_status_only_reads(cfg):
+    events = []
+    status.gather(planning(cfg, events.append))
+    assert {event.kind for event in events} == {"check", "note"}
+    assert len([event for event in events if event.kind == "check"]) == 7  # new, env, site, old, replication (3)
 
 
 def test_dry_prints_the_checks_and_contacts_nothing():
