@@ -30,8 +30,10 @@ MOVED_PATTERN = sidekiq.MOVED.rsplit(":", 1)[0] + ":*"  # the keys every drain s
 # --- one read-only script per host ---------------------------------------------------------------
 
 def sections_script(parts: dict[str, str]) -> str:
-    """Each part's output under a line `@@ NAME`; errors are silenced (a missing unit or file is an answer)."""
-    return "\n".join(["exec 2>/dev/null", *(f"echo '{SECTION}{name}'\n{shell}" for name, shell in parts.items())])
+    """Each part's output under a line `@@ NAME`. A missing unit or file is an answer, not an error: error
+    messages are silenced and the script exits 0."""
+    return "\n".join(["exec 2>/dev/null", *(f"echo '{SECTION}{name}'\n{shell}" for name, shell in parts.items()),
+                      "true"])
 
 
 def parse_sections(out: Output) -> dict[str, str]:

@@ -20,23 +20,22 @@ MARK = "# Written by mastodon-migration (render-nginx-proxy)"
 PROMOTION = ('{\n  "promoted_at": "2026-11-25T20:07:39+0000",\n  "timeline": "2",\n  "lsn": "0/30868E0",\n'
              '  "old_shutdown_checkpoint": "0/30866A0"\n}')
 
-# What new_script prints on new (as written by hand from the script; not yet captured on the pair): fresh,
-# streaming after phase 1, after phase 3.
+# What the scripts printed on the pair (tests/e2e/test_status.py's run logs): new fresh and after phase 1;
+# old serving itself. After phase 3 (promoted; drained and moved) they are written from the scripts.
 NEW_FRESH = "@@ tunnel\ninactive\n@@ tunnel_file\n@@ units\ninactive\ninactive\ninactive\n@@ env\n@@ promoted\n"
 NEW_REPLICA = "@@ tunnel\nactive\n@@ tunnel_file\ninstalled\n@@ units\ninactive\ninactive\ninactive\n@@ env\n@@ promoted\n"
+OLD_SERVING = ("@@ site\n# Shaped like Mastodon's dist/nginx.conf (4.2+), for the simulated `old` host.\n@@ units\n"
+               "active\nactive\nactive\n@@ durable\nschedule\nretry\ndead\n@@ moved\n0\n")
 NEW_PROMOTED = (f"@@ tunnel\nactive\n@@ tunnel_file\ninstalled\n@@ units\nactive\nactive\nactive\n@@ env\n1\n"
                 f"@@ promoted\n{PROMOTION}\n")
-# What old_script prints on old: serving itself with Sidekiq's sets in place; proxying, drained and moved.
-OLD_SERVING = ("@@ site\nserver {\n@@ units\nactive\nactive\nactive\n@@ durable\nschedule\nretry\n"
-               "@@ moved\n0\n")
-OLD_DRAINED = (f"@@ site\n{MARK}\n@@ units\ninactive\ninactive\ninactive\n@@ durable\n@@ moved\n2\n")
+OLD_DRAINED = f"@@ site\n{MARK}\n@@ units\ninactive\ninactive\ninactive\n@@ durable\n@@ moved\n2\n"
 SITE = "/etc/nginx/sites-available/social.test"
 
-# replication_report's three queries: old's senders and slot, new's view
-SENDERS = "walreceiver|172.30.99.12|streaming|0/3000148|0/3000148|0/3000148|0/3000148|0\n"
-SLOT = "mig_new|t|reserved|16384\n"
-STANDBY = "t|streaming|0/3000148|0/3000148|2026-11-25 20:10:00.123+00|12.5|7441470541436149783\n"
-NO_STANDBY = "f||||||7441470541436150000\n"
+# replication_report's three queries on the pair: old's senders and slot, new's view; after phase 1, and fresh
+SENDERS = "15/main|127.0.0.1|streaming|0/3000000|0/3000000|0/3000000|0/3000000|0\n"
+SLOT = "mig_new|t|reserved|0\n"
+STANDBY = "t|streaming|0/3000000|0/3000000|||7712197592948643839\n"
+NO_STANDBY = "f||||||7712197592948643839\n"
 
 
 @pytest.fixture
@@ -75,7 +74,7 @@ def test_new_fresh_replica_and_promoted(cfg):
 
 def test_old_serving_and_drained(cfg):
     serving = status.parse_old(cfg, SITE, Output(0, OLD_SERVING))
-    assert (serving.proxies, serving.durable_left, serving.moved) == (False, ["schedule", "retry"], 0)
+    assert (serving.proxies, serving.durable_left, serving.moved) == (False, ["schedule", "retry", "dead"], 0)
     drained = status.parse_old(cfg, SITE, Output(0, OLD_DRAINED))
     assert (drained.proxies, drained.durable_left, drained.moved) == (True, [], 2)
     assert set(drained.units.values()) == {"inactive"}
@@ -231,6 +230,17 @@ def test_a_replica_is_read_in_few_round_trips(cfg):
     assert evidence.replication["lag_bytes"] == 0 and evidence.new.tunnel == "active"
     logged = cfg.log_file.read_text()
     assert "hush" not in logged and "REDISCLI_AUTH=<secret: REDIS_PASSWORD in .env.production>" in logged
+
+
+def test_a_fresh_pair_read_as_captured(cfg):
+    session, _, _ = live(cfg, old_answers=[(0, "REDIS_HOST=127.0.0.1\n", ""), (0, SITE + "\n", ""), (0, OLD_SERVING, ""),
+                                           (0, "", ""), (0, "", "")],
+                         new_answers=[(1, NEW_FRESH, ""), (0, NO_STANDBY, "")])
+    evidence = status.gather(session)
+    assert states(cfg, evidence) == (["not started", "not started", "not started", "unknown", "not started"],
+                                     "fab -H old,new phase1-replicate")
+    assert status.replication_evidence(evidence.replication, "") == (
+        "no replica streams from old (new: a primary, WAL receiver not running)")
 
 
 def test_once_promoted_the_replication_is_not_read(cfg):
