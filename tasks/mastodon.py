@@ -59,7 +59,7 @@ def read_env(s: Session, remote: Remote) -> str | None:
 def precompile_assets(s: Session, remote: Remote) -> None:
     cfg = s.settings
     s.step("precompile assets", "new serves Mastodon's front end from precompiled assets (the front page "
-           "fails without them)")
+           "fails without them)", undo="nothing to undo: public/assets and public/packs only serve files")
     present = remote.fact(Cmd(f"ls -A {cfg.mastodon_dir}/public/packs {cfg.mastodon_dir}/public/assets 2>/dev/null "
                               f"| grep -v : | head -n 1", user=cfg.mastodon_user), lambda out: out.stdout.strip())
     if known(present) and present:
@@ -94,7 +94,8 @@ def restart_services(s: Session, remote: Remote, services: str = "web,sidekiq,st
     """Reload web (its socket stays open, so no request is refused), restart sidekiq and streaming,
     then wait until both health endpoints answer OK."""
     chosen = units(s.settings, services)
-    s.step(f"{'start' if start else 'restart'} Mastodon on {remote.role}", "units: " + ", ".join(chosen.values()))
+    s.step(f"{'start' if start else 'restart'} Mastodon on {remote.role}", "units: " + ", ".join(chosen.values()),
+           undo="none needed: a reload or restart changes no state")
     if enable:
         remote.run(system.systemctl("enable", *chosen.values()))
     for name, unit in chosen.items():
@@ -107,7 +108,8 @@ def start_services(s: Session, remote: Remote, restart: bool) -> None:
     """Enable and start whatever unit is not yet; restart running ones only when `restart` (their
     configuration changed). Then wait for health."""
     chosen = units(s.settings, ",".join(SERVICES))
-    s.step(f"Mastodon runs on {remote.role}", "units enabled and active: " + ", ".join(chosen.values()))
+    s.step(f"Mastodon runs on {remote.role}", "units enabled and active: " + ", ".join(chosen.values()),
+           undo=f"ssh {remote.alias} -- sudo systemctl disable --now " + " ".join(chosen.values()))
     for name, unit in chosen.items():
         if remote.fact(system.unit_enabled(unit), lambda out: out.stdout.strip()) != "enabled":
             remote.run(system.systemctl("enable", unit))
@@ -129,7 +131,8 @@ def feeds_present(s: Session, remote: Remote, env_text) -> bool | None:
 def build_feeds(s: Session, remote: Remote, env_text, account: str | None = None, concurrency: int = 5,
                 force: bool = False) -> None:
     cfg = s.settings
-    s.step("build home feeds", "new's Redis starts empty: without this every home timeline would be blank")
+    s.step("build home feeds", "new's Redis starts empty: without this every home timeline would be blank",
+           undo="nothing to undo: feeds are a cache (tootctl feeds clear empties them)")
     if not account and not force and feeds_present(s, remote, env_text):
         print("  home feeds already built", flush=True)
         return
@@ -192,7 +195,8 @@ def smoke_test(s: Session, post: bool = False) -> None:
 def use_local_database(s: Session) -> bool:
     """new's Mastodon talks to new's own (promoted) cluster. Returns whether the file changed."""
     cfg = s.settings
-    s.step("point Mastodon at new's database", f"DB_HOST=127.0.0.1, DB_PORT={cfg.pg_port} in new's .env.production")
+    s.step("point Mastodon at new's database", f"DB_HOST=127.0.0.1, DB_PORT={cfg.pg_port} in new's .env.production",
+           undo="none after the promotion: new's database is the only primary")
     text = read_env(s, s.new)
     if text is None:
         raise StepFailed(f"new has no {env_path(s)}")

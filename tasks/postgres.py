@@ -338,7 +338,9 @@ def fence_old(s: Session, hba: str) -> ControlData | None:
     then a clean fast shutdown, whose last WAL record the walsender hands to new before it exits.
     Returns old's control data (None when planning)."""
     cfg = s.settings
-    s.step("fence old", "no client can write on old any more: pg_hba admits only postgres and replication, "
+    s.step("fence old", undo="before new is promoted only: delete the fence block from old's pg_hba.conf (the "
+           "previous file is pg_hba.conf.mig-before-fence) and start old's cluster; the task does this itself when "
+           "new does not catch up", why="no client can write on old any more: pg_hba admits only postgres and replication, "
            "client backends are ended, and old's cluster shuts down cleanly")
     s.old.run(system.put_block(hba, "fence", [
         "local all postgres peer",
@@ -387,7 +389,8 @@ def wait_caught_up(s: Session, hba: str, checkpoint: str, timeout: float) -> Non
 
 def promote_replica(s: Session, old_control: ControlData | None) -> None:
     cfg = s.settings
-    s.step("promote new", "new becomes the primary; its replication settings are removed")
+    s.step("promote new", "new becomes the primary; its replication settings are removed",
+           undo="none: new is the primary from here on (old stays down and fenced; see cleanup)")
     s.new.run(psql("SELECT pg_promote(true, 60);", cfg.pg_port))
     s.new.wait_for(psql("SELECT pg_is_in_recovery();", cfg.pg_port), single_value, lambda v: v == "f",
                    what="new has left recovery", timeout=60, interval=0.2)

@@ -88,7 +88,8 @@ def _jids(sets: dict, queues: dict) -> dict[str, set[str]]:
 
 
 def move_jobs(s: Session) -> None:
-    s.step("move Sidekiq's jobs to new", "scheduled, retrying and dead jobs (and any left in a queue) are "
+    s.step("move Sidekiq's jobs to new", undo="old's keys stay in old's Redis as mastodon-migration:moved:<time>:<key>"
+           " (RENAME them back)", why="scheduled, retrying and dead jobs (and any left in a queue) are "
            "merged into new's Redis: none lost, none twice")
     old_values = _values(read_env(s, s.old))
     new_values = _values(read_env(s, s.new))

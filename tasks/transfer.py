@@ -148,7 +148,7 @@ def ensure_media_access(s: Session) -> str:
 
 def remove_media_access(s: Session) -> None:
     cfg = s.settings
-    s.step("end media sync", "new's media key and old's permission for it go")
+    s.step("end media sync", "new's media key and old's permission for it go", undo="none needed: phase 2 creates them again")
     home = _home(s, s.new)
     system.remove_files(s.new, f"{home}/.ssh/{MEDIA_KEY}", f"{home}/.ssh/{MEDIA_KEY}.pub",
                         f"{home}/.ssh/mastodon-migration.known_hosts")
