@@ -31,7 +31,9 @@ def fresh(pair, tmp_path_factory):
     bind.start()
     env = workdir / "status.env"
     env.write_text((REPO / "env" / "demo.env").read_text()
-                   + f"\nDNS_VERIFY_SERVERS={bind.server}\nLOG_DIR={workdir / 'logs'}\n")
+                   + f"\nDNS_VERIFY_SERVERS={bind.server}\nLOG_DIR={workdir / 'logs'}\nDNS_PROVIDER=rfc2136\n"
+                   f"RFC2136_SERVER=127.0.0.1\nRFC2136_PORT={bind.port}\nRFC2136_KEY_NAME=migration.key\n"
+                   f"RFC2136_KEY_FILE={bind.key_file}\n")
     yield {"MIGRATION_ENV": str(env)}
     bind.stop()
 
@@ -75,3 +77,14 @@ def test_status_changes_nothing(fresh):
     own_log = Path(fresh["MIGRATION_ENV"]).parent / "logs" / "status.log"
     logged = [json.loads(line) for line in own_log.read_text().splitlines()]
     assert [r for r in logged if "command" in r] and not [r for r in logged if "step" in r]
+
+
+def test_each_later_phase_is_seen_when_it_is_done(fresh):
+    expected = {"replicate": "done", "proxy": "not started", "failover": "not started", "dns": "not started",
+                "cleanup": "not started"}
+    for name, command in (("proxy", "phase2-proxy"), ("failover", "phase3-failover"), ("dns", "phase4-dns"),
+                          ("cleanup", "cleanup --apply")):
+        assert fab("-H", "old,new", *command.split(), env=fresh, timeout=900).returncode == 0, command
+        expected[name] = "done"
+        found = json.loads(status(fresh, "--json"))
+        assert states(found) == expected, (command, found)
