@@ -1,9 +1,6 @@
 """Both hosts are reachable through Fabric with docker/ssh_config, and preflight passes on the fresh pair."""
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 

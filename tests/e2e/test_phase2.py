@@ -4,7 +4,6 @@ Runs after test_phase1 (new streams from old). The tests build on each other, in
 """
 import hashlib
 import json
-import os
 import shutil
 import socket
 import time
@@ -13,7 +12,7 @@ import uuid
 import pytest
 
 from .conftest import REPO, fab
-from .test_phase1 import actions, wait_until
+from .test_phase1 import actions
 from .tokens import active_accounts, follower_pair
 from .traffic import Traffic, missing_ids
 

@@ -1,12 +1,10 @@
 import json
 import subprocess
-from types import SimpleNamespace
 
 import pytest
 
 from tasks.command import (Cmd, CommandFailed, Event, Live, Plan, Remote, RunLog, Secret, Session,
                            UNKNOWN, ssh_line)
-from tasks.facts import Output
 
 
 class ScriptedChannel:
