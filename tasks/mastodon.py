@@ -54,6 +54,11 @@ def read_env(s: Session, remote: Remote) -> str | None:
                        lambda out: out.stdout if out.ok else None)
 
 
+def env_values(env_text) -> dict[str, str] | None:
+    """A read .env.production as values (no file: none set); None in a plan, where it was not read."""
+    return mastodon_env.parse(env_text or "") if known(env_text) else None
+
+
 # --- steps -----------------------------------------------------------------------------------------
 
 def precompile_assets(s: Session, remote: Remote) -> None:
@@ -122,7 +127,7 @@ def start_services(s: Session, remote: Remote, restart: bool) -> None:
 
 def feeds_present(s: Session, remote: Remote, env_text) -> bool | None:
     """Whether the host's Redis holds home feeds (None when planning)."""
-    values = mastodon_env.parse(env_text or "") if known(env_text) else None
+    values = env_values(env_text)
     found = remote.fact(redis_cli.cli(values, "--scan --pattern 'feed:home:*' | head -n 1"),
                         lambda out: bool(out.stdout.strip()))
     return found if known(found) else None

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 
-from . import mastodon_env, redis_cli, system
-from .mastodon import read_env
+from . import redis_cli, system
+from .mastodon import env_values, read_env
 from .command import Remote, Secret, Session, StepFailed, known
 from .sidekiq_jobs import BEAT_SECONDS, DURABLE_SETS, SidekiqState, jid, merge, parse_list, parse_state, parse_zset
 
@@ -15,11 +15,6 @@ STATE_SCRIPT = """for q in $(r SMEMBERS queues); do echo "queue $q $(r LLEN "que
 for p in $(r SMEMBERS processes); do
   if [ "$(r EXISTS "$p")" = 1 ]; then echo "process $p $(r HGET "$p" busy) $(r HGET "$p" quiet)"; fi
 done"""
-
-
-def _values(env_text) -> dict | None:
-    """Parsed .env.production; None in a plan (not read)."""
-    return mastodon_env.parse(env_text or "") if known(env_text) else None
 
 
 def state(remote: Remote, values) -> SidekiqState:
@@ -52,7 +47,7 @@ def stop_old_mastodon(s: Session, timeout: float) -> None:
     cfg = s.settings
     s.step("drain old's Sidekiq", "old's web and streaming stop (the proxy sends everything to new); Sidekiq "
            "finishes every queued job, is quieted, then stops", undo="systemctl enable --now the units on old")
-    values = _values(read_env(s, s.old))
+    values = env_values(read_env(s, s.old))
     active = {unit: s.old.fact(system.unit_state(unit), lambda out: out.stdout.strip())
               for unit in cfg.mastodon_services}
     for unit in (cfg.mastodon_web_service, cfg.mastodon_streaming_service):
@@ -91,8 +86,8 @@ def move_jobs(s: Session) -> None:
     s.step("move Sidekiq's jobs to new", undo="old's keys stay in old's Redis as mastodon-migration:moved:<time>:<key>"
            " (RENAME them back)", why="scheduled, retrying and dead jobs (and any left in a queue) are "
            "merged into new's Redis: none lost, none twice")
-    old_values = _values(read_env(s, s.old))
-    new_values = _values(read_env(s, s.new))
+    old_values = env_values(read_env(s, s.old))
+    new_values = env_values(read_env(s, s.new))
     old_sets, old_queues = _jobs(s.old, old_values)
     new_sets, new_queues = _jobs(s.new, new_values)
     plan = merge(old_sets, old_queues, _jids(new_sets, new_queues))

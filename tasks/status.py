@@ -101,8 +101,7 @@ def old_script(s: Session, site: str, env_text) -> Cmd:
     parts.update({"units": "systemctl is-active " + " ".join(cfg.mastodon_services),
                   "durable": "\n".join(f'[ "$(r EXISTS {key})" = 1 ] && echo {key}' for key in DURABLE_SETS),
                   "moved": f"r --scan --pattern '{MOVED_PATTERN}' | wc -l"})
-    values = mastodon_env.parse(env_text or "") if known(env_text) else None  # None: placeholders (a plan)
-    return redis_cli.script(values, sections_script(parts))
+    return redis_cli.script(mastodon.env_values(env_text), sections_script(parts))
 
 
 def parse_old(cfg: Settings, site: str, out: Output) -> OldFacts:
