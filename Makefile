@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-unit up down demo clean
+.PHONY: test test-unit lint up down demo clean
 
 $(BIN)/fab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ test: $(BIN)/fab
 
 test-unit: $(BIN)/fab
 	$(BIN)/pytest -ra -m "not docker"
+
+# ruff, configured in pyproject.toml: pyflakes, pycodestyle, isort and bugbear; tasks/ is also kept formatted.
+lint: $(BIN)/fab
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check tasks fabfile.py
 
 up: $(BIN)/fab
 	$(BIN)/python docker/pair.py up
