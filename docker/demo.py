@@ -82,7 +82,8 @@ def demo_env(bind: Bind) -> Path:
     path = BUILD / "demo-dns.env"
     path.write_text((REPO / "env" / "demo.env").read_text() + "".join(f"{k}={v}\n" for k, v in {
         "DNS_PROVIDER": "rfc2136", "RFC2136_SERVER": "127.0.0.1", "RFC2136_PORT": bind.port,
-        "RFC2136_KEY_NAME": "migration.key", "RFC2136_KEY_FILE": bind.key_file, "DNS_VERIFY_SERVERS": bind.server,
+        "RFC2136_KEY_NAME": "migration.key", "RFC2136_KEY_FILE": bind.key_file,
+        "DNS_VERIFY_SERVERS": bind.server,
         "LOG_DIR": BUILD / "demo-logs"}.items()))
     return path
 
@@ -91,9 +92,10 @@ def run_step(name: str, command: str, env_file: Path) -> dict:
     line = f"fab -S docker/ssh_config -H old,new {command}"
     say(f"$ MIGRATION_ENV={env_file.relative_to(REPO)} {line}")
     started = time.time()
-    result = subprocess.run([str(FAB), "-S", "docker/ssh_config", "-H", "old,new", *command.split()], cwd=REPO,
-                            env={**os.environ, "MIGRATION_ENV": str(env_file)})
-    return {"name": name, "command": line, "started": started, "ended": time.time(), "exit": result.returncode}
+    result = subprocess.run([str(FAB), "-S", "docker/ssh_config", "-H", "old,new", *command.split()],
+                            cwd=REPO, env={**os.environ, "MIGRATION_ENV": str(env_file)})
+    return {"name": name, "command": line, "started": started, "ended": time.time(),
+            "exit": result.returncode}
 
 
 def longest_failure_window(requests) -> float:
@@ -127,12 +129,14 @@ def report(steps, traffic, lost, stream, expected_events) -> dict:
 
 
 def markdown(data: dict) -> str:
-    rows = ["| phase | seconds | requests | failures | longest failure window (s) | exit |", "|---|---|---|---|---|---|"]
-    rows += [f"| {p['name']} | {p['seconds']} | {p['requests']} | {p['failures']} | {p['longest_failure_window_s']} "
-             f"| {p['exit']} |" for p in data["phases"]]
+    rows = ["| phase | seconds | requests | failures | longest failure window (s) | exit |",
+            "|---|---|---|---|---|---|"]
+    rows += [f"| {p['name']} | {p['seconds']} | {p['requests']} | {p['failures']} "
+             f"| {p['longest_failure_window_s']} | {p['exit']} |" for p in data["phases"]]
     return "\n".join(["# Live migration on the simulated pair", "", *rows, "",
                       f"- requests: {data['requests']}, failed: {data['failures']}",
-                      f"- acknowledged writes: {data['acknowledged_writes']}, lost: {data['acknowledged_writes_lost']} "
+                      f"- acknowledged writes: {data['acknowledged_writes']}, "
+                      f"lost: {data['acknowledged_writes_lost']} "
                       "(every acknowledged id checked in new's database)",
                       f"- streaming events: {data['streaming_events_expected']} expected, "
                       f"{data['streaming_events_missed']} missed ({data['streaming_reconnects']} reconnects)",
@@ -173,9 +177,11 @@ def main() -> int:
                    stdout=subprocess.DEVNULL)
     pair = Pair(json.loads((BUILD / "pair.json").read_text()))
     addresses = {pair.info["hosts"][h]["address"]: pair.https_port(h) for h in ("old", "new")}
-    shutil.rmtree(BUILD / "demo-bind", ignore_errors=True)  # BIND's journal would replay the last run's cutover
+    # BIND's journal would replay the last run's cutover
+    shutil.rmtree(BUILD / "demo-bind", ignore_errors=True)
     (BUILD / "demo-bind").mkdir()
-    bind = Bind(BUILD / "demo-bind", zone=pair.domain, zone_text=ZONE.format(old=pair.info["hosts"]["old"]["address"]))
+    bind = Bind(BUILD / "demo-bind", zone=pair.domain,
+                zone_text=ZONE.format(old=pair.info["hosts"]["old"]["address"]))
     bind.start()
     try:
         env_file = demo_env(bind)
@@ -183,7 +189,8 @@ def main() -> int:
 
         def route() -> int:  # the client's resolver: asks the authoritative server at most once a second
             if time.monotonic() - resolved["at"] > 1:
-                answer = dns.query.udp(dns.message.make_query(pair.domain, "A"), "127.0.0.1", port=bind.port, timeout=2)
+                answer = dns.query.udp(dns.message.make_query(pair.domain, "A"), "127.0.0.1", port=bind.port,
+                                       timeout=2)
                 resolved.update(at=time.monotonic(), port=addresses[answer.answer[0][0].address])
             return resolved["port"]
 

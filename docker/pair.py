@@ -47,7 +47,8 @@ SSH_CONFIG = DOCKER / "ssh_config"
 KNOWN_HOSTS = DOCKER / "known_hosts"
 DEMO_ENV = REPO / "env" / "demo.env"
 SMOKE_TOKEN = BUILD / "smoke.token"
-SMOKE_ACCOUNT = "user0001"  # follows user0002 (the stand-in's seeding rule), so its home timeline is not empty
+# follows user0002 (the stand-in's seeding rule), so its home timeline is not empty
+SMOKE_ACCOUNT = "user0001"
 PAIR_JSON = BUILD / "pair.json"
 MARKER = "/var/lib/mastomig/provisioned"
 
@@ -129,7 +130,8 @@ def compose_cmd() -> list[str]:
         elif shutil.which("docker-compose"):
             _compose_cmd = ["docker-compose"]
         else:
-            raise PairError("neither `docker compose` nor `docker-compose` found (run docker/setup-engine.sh)")
+            raise PairError("neither `docker compose` nor `docker-compose` found "
+                            "(run docker/setup-engine.sh)")
     return _compose_cmd
 
 
@@ -289,7 +291,8 @@ def containers_running() -> dict[str, str]:
     """container name -> image of the running containers of the pair"""
     out = {}
     for h in HOSTS.values():
-        p = run(["docker", "inspect", "-f", "{{.State.Running}} {{.Config.Image}}", h["container"]], check=False)
+        p = run(["docker", "inspect", "-f", "{{.State.Running}} {{.Config.Image}}", h["container"]],
+                check=False)
         if p.returncode == 0:
             running, image = p.stdout.decode().split()
             if running == "true":
@@ -364,7 +367,8 @@ def provision(host: str, pubkey: str, ca_crt: Path, results: dict) -> None:
             proc = subprocess.run(args, stdout=fh, stderr=subprocess.STDOUT)
         if proc.returncode != 0:
             tail = logfile.read_text(errors="replace").splitlines()[-40:]
-            raise PairError(f"provisioning {host} failed (log {logfile.relative_to(REPO)}):\n" + "\n".join(tail))
+            raise PairError(f"provisioning {host} failed (log {logfile.relative_to(REPO)}):\n"
+                            + "\n".join(tail))
         dexec(host, "bash", "-c", f"mkdir -p {os.path.dirname(MARKER)} && cat > {MARKER}",
               input=(want + "\n").encode())
         results[host] = f"provisioned in {time.monotonic() - t0:.0f} s"
@@ -406,7 +410,8 @@ def ssh_config_text() -> str:
 
 
 def tokens_contract() -> dict:
-    """How tests derive access tokens: the stand-in's machine-readable contract (docker/standin/contract.json)."""
+    """How tests derive access tokens: the stand-in's machine-readable contract
+    (docker/standin/contract.json)."""
     try:
         return json.loads((STANDIN_DIR / "contract.json").read_text()).get("tokens", {})
     except (OSError, ValueError):
@@ -496,7 +501,8 @@ def up() -> int:
             changed.append(str(path.relative_to(REPO)))
 
     print(cfg)
-    log(f"wrote {', '.join(changed)}" if changed else "ssh_config, known_hosts, demo.env, pair.json unchanged")
+    log(f"wrote {', '.join(changed)}" if changed
+        else "ssh_config, known_hosts, demo.env, pair.json unchanged")
     log(f"up in {time.monotonic() - t0:.1f} s")
     return 0
 

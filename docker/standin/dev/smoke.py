@@ -230,7 +230,8 @@ def check_media():
     boundary = "----smoke" + uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
             f"Content-Type: image/png\r\n\r\n").encode() + png + \
-           f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"description\"\r\n\r\nsmoke\r\n--{boundary}--\r\n".encode()
+           (f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"description\"\r\n\r\n"
+            f"smoke\r\n--{boundary}--\r\n").encode()
     st, h, b = request("POST", "/api/v2/media", tok=token(U(4)), raw=body,
                        ctype=f"multipart/form-data; boundary={boundary}")
     assert st == 200, (st, b[:300])
@@ -238,7 +239,8 @@ def check_media():
     assert m["url"].startswith(f"https://{DOMAIN}/system/media_attachments/files/")
     path = LIVE / "public" / m["url"].split(f"https://{DOMAIN}/", 1)[1]
     assert path.read_bytes() == png, path
-    st, h, b = request("POST", "/api/v1/statuses", tok=token(U(4)), body={"status": "pic", "media_ids": [m["id"]]})
+    st, h, b = request("POST", "/api/v1/statuses", tok=token(U(4)),
+                       body={"status": "pic", "media_ids": [m["id"]]})
     assert st == 200 and json.loads(b)["media_attachments"][0]["id"] == m["id"], (st, b[:300])
 
 
@@ -322,7 +324,8 @@ def check_assets():
     st, h, b = request("GET", "/")
     assert st == 500 and b"something went wrong" in b, st
     subprocess.run(["/usr/bin/python3", "bin/rails", "assets:precompile"], cwd=LIVE, check=True,
-                   env={**os.environ, "RAILS_ENV": "production", "STANDIN_ASSETS_SECONDS": "0"}, capture_output=True)
+                   env={**os.environ, "RAILS_ENV": "production", "STANDIN_ASSETS_SECONDS": "0"},
+                   capture_output=True)
     assert request("GET", "/")[0] == 500        # Webpacker cached the missing manifest at the first request
     reload_web()
     st, h, b = request("GET", "/")
@@ -339,13 +342,15 @@ def check_tootctl():
     p = subprocess.run(["bin/tootctl", "feeds", "build", "--dry-run"], cwd=LIVE, env=env, capture_output=True,
                        text=True)
     assert p.returncode == 0 and "(DRY RUN)" in p.stdout, p
-    p = subprocess.run(["bin/tootctl", "feeds", "build", U(5)], cwd=LIVE, env=env, capture_output=True, text=True)
+    p = subprocess.run(["bin/tootctl", "feeds", "build", U(5)], cwd=LIVE, env=env, capture_output=True,
+                       text=True)
     assert p.returncode == 0 and p.stdout.strip() == "OK", p
     assert R.zcard(f"feed:home:{uid}") > 0 and not R.exists(f"account:{uid}:regeneration")
-    p = subprocess.run(["bin/tootctl", "feeds", "build", "--all", "-c", "3"], cwd=LIVE, env=env, capture_output=True,
-                       text=True)
+    p = subprocess.run(["bin/tootctl", "feeds", "build", "--all", "-c", "3"], cwd=LIVE, env=env,
+                       capture_output=True, text=True)
     assert p.returncode == 0 and "Regenerated feeds for " in p.stdout and "Progress: |" in p.stdout, p
-    p = subprocess.run(["bin/tootctl", "feeds", "build", "nobody"], cwd=LIVE, env=env, capture_output=True, text=True)
+    p = subprocess.run(["bin/tootctl", "feeds", "build", "nobody"], cwd=LIVE, env=env, capture_output=True,
+                       text=True)
     assert p.returncode == 1 and "No such account" in p.stdout, p
     p = subprocess.run(["bin/tootctl", "feeds", "build"], cwd=LIVE, capture_output=True, text=True,
                        env={k: v for k, v in os.environ.items() if k != "RAILS_ENV"})
@@ -364,8 +369,8 @@ def check_sidekiq_layout():
     ident, h = wait_for(lambda: _process_hash() if _process_hash()[0] else None, timeout=15)
     info = json.loads(h["info"])
     assert h["quiet"] == "false" and "busy" in h and float(h["beat"]) > time.time() - 15, h
-    assert info["identity"] == ident and set(info["queues"]) >= {"default", "push", "ingress", "mailers", "pull",
-                                                                  "scheduler"}
+    assert info["identity"] == ident and set(info["queues"]) >= {"default", "push", "ingress", "mailers",
+                                                                  "pull", "scheduler"}
     assert 0 < R.ttl(ident) <= 60
     assert R.zcard("schedule") >= 5 and R.zcard("retry") >= 5 and R.zcard("dead") >= 3
     assert {"default", "push", "ingress", "mailers", "pull", "scheduler"} <= R.smembers("queues")
@@ -374,7 +379,8 @@ def check_sidekiq_layout():
 
 
 def check_sidekiq_signals():
-    """TSTP: quiet at the next heartbeat, nothing fetched; TERM: running job pushed back, process entry gone."""
+    """TSTP: quiet at the next heartbeat, nothing fetched; TERM: running job pushed back, process entry
+    gone."""
     sys.path.insert(0, str(LIVE))
     from standin import jobs
     # a slow job is running, then quiet
@@ -387,13 +393,14 @@ def check_sidekiq_signals():
     wait_for(lambda: R.hget(ident, "quiet") == "true", timeout=15)
     marker = jobs.push(R, "LinkCrawlWorker", [1])
     time.sleep(3)
-    assert any(json.loads(j)["jid"] == marker["jid"] for j in R.lrange("queue:pull", 0, -1)), "quiet fetched a job"
+    assert any(json.loads(j)["jid"] == marker["jid"] for j in R.lrange("queue:pull", 0, -1)), \
+        "quiet fetched a job"
     # TERM with a 60 s job running: Sidekiq waits -t (5 s here), then requeues it
     p = pid("sidekiq")
     t0 = time.time()
     os.kill(p, signal.SIGTERM)
-    wait_for(lambda: not Path(f"/proc/{p}").exists() or Path(f"/proc/{p}/status").read_text().find("zombie") > 0,
-             timeout=40)
+    wait_for(lambda: not Path(f"/proc/{p}").exists()
+             or Path(f"/proc/{p}/status").read_text().find("zombie") > 0, timeout=40)
     took = time.time() - t0
     assert ident not in R.smembers("processes") and not R.exists(f"{ident}:work")
     q = [json.loads(j) for j in R.lrange("queue:default", 0, -1)]
@@ -402,7 +409,8 @@ def check_sidekiq_signals():
     # restart sidekiq (dev/local.sh start) and clean up the slow job
     R.lrem("queue:default", 0, jobs.dump(slow[0]))
     subprocess.run([str(Path(__file__).with_name("local.sh")), "start"], check=True, capture_output=True)
-    wait_for(lambda: not any(json.loads(j)["jid"] == marker["jid"] for j in R.lrange("queue:pull", 0, -1)), 20)
+    wait_for(lambda: not any(json.loads(j)["jid"] == marker["jid"] for j in R.lrange("queue:pull", 0, -1)),
+             20)
     return f"stopped in {took:.1f} s"
 
 
@@ -410,12 +418,15 @@ def check_retry_and_dead():
     sys.path.insert(0, str(LIVE))
     from standin import jobs
     j = jobs.push(R, "Standin::FailingWorker", ["boom"], retry=1)
-    found = wait_for(lambda: [x for x in R.zrange("retry", 0, -1, withscores=True) if json.loads(x[0])["jid"] == j["jid"]])
+    found = wait_for(lambda: [x for x in R.zrange("retry", 0, -1, withscores=True)
+                              if json.loads(x[0])["jid"] == j["jid"]])
     payload, score = found[0]
     job = json.loads(payload)
-    assert job["retry_count"] == 0 and job["error_class"] == "RuntimeError" and 13 <= score - time.time() <= 25, job
+    assert (job["retry_count"] == 0 and job["error_class"] == "RuntimeError"
+            and 13 <= score - time.time() <= 25), job
     R.zrem("retry", payload)
-    R.zadd("retry", {payload: time.time() - 1})       # due now: the poller moves it back, it fails again → dead
+    # due now: the poller moves it back, it fails again → dead
+    R.zadd("retry", {payload: time.time() - 1})
     wait_for(lambda: any(json.loads(x)["jid"] == j["jid"] for x in R.zrange("dead", 0, -1)), timeout=30)
     for x in R.zrange("dead", 0, -1):
         if json.loads(x)["jid"] == j["jid"]:
@@ -429,7 +440,8 @@ def check_scheduled_status():
     st, h, b = request("POST", "/api/v1/statuses", tok=token(U(6)), body={"status": text, "scheduled_at": at})
     assert st == 200, (st, b)
     ss = json.loads(b)
-    entry = [x for x in R.zrange("schedule", 0, -1, withscores=True) if json.loads(x[0])["args"] == [int(ss["id"])]]
+    entry = [x for x in R.zrange("schedule", 0, -1, withscores=True)
+             if json.loads(x[0])["args"] == [int(ss["id"])]]
     assert entry and abs(entry[0][1] - datetime.fromisoformat(at).timestamp()) < 2
     R.zadd("schedule", {entry[0][0]: time.time() - 1})   # make it due
     wait_for(lambda: any(s["content"] == f"<p>{text}</p>" for s in jget(
@@ -456,8 +468,8 @@ def check_connections_killed():
     """Killed PostgreSQL backends and Redis clients: every process reconnects by itself."""
     import websockets
     jget("/api/v1/timelines/home", tok=token(U(1)))
-    killed_pg = sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'mastodon' "
-                    "AND pid <> pg_backend_pid()")[0]
+    killed_pg = sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE usename = 'mastodon' AND pid <> pg_backend_pid()")[0]
 
     async def run():
         url = f"ws://127.0.0.1:{STREAM}/api/v1/streaming?stream=user&access_token={token(U(1))}"
@@ -471,7 +483,8 @@ def check_connections_killed():
                 if frame["event"] == "update" and json.loads(frame["payload"])["id"] == s["id"]:
                     return killed
     killed_redis = asyncio.run(run())
-    return f"{killed_pg} PostgreSQL backends and {killed_redis} Redis clients killed; post, fan-out, stream OK"
+    return (f"{killed_pg} PostgreSQL backends and {killed_redis} Redis clients killed; "
+            "post, fan-out, stream OK")
 
 
 def check_read_only_database():
@@ -490,10 +503,10 @@ def check_read_only_database():
     post(U(7), "rw again")
 
 
-CHECKS = [check_health, check_host_and_ssl, check_post_read_home, check_idempotency, check_streaming, check_media,
-          check_sidekiq_layout, check_retry_and_dead, check_scheduled_status, check_tootctl, check_assets,
-          check_rate_limit_and_proxy, check_reload_under_load, check_reload_rereads_env, check_connections_killed,
-          check_read_only_database, check_sidekiq_signals]
+CHECKS = [check_health, check_host_and_ssl, check_post_read_home, check_idempotency, check_streaming,
+          check_media, check_sidekiq_layout, check_retry_and_dead, check_scheduled_status, check_tootctl,
+          check_assets, check_rate_limit_and_proxy, check_reload_under_load, check_reload_rereads_env,
+          check_connections_killed, check_read_only_database, check_sidekiq_signals]
 
 
 def main(names):

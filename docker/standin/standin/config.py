@@ -23,7 +23,8 @@ APP_ROOT = Path(os.environ.get("STANDIN_APP_ROOT") or Path(__file__).resolve().p
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*)?\s*$")
 
 # Rails' ActionDispatch::RemoteIp::TRUSTED_PROXIES, as listed in Mastodon's docs for TRUSTED_PROXY_IP.
-DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                           "fc00::/7")
 
 
 def parse_dotenv(text: str) -> dict[str, str]:
@@ -162,7 +163,8 @@ class Config:
             }
         else:
             params = {"dbname": self.present("DB_NAME") or f"mastodon_{self.env_name}"}
-            for key, name in (("user", "DB_USER"), ("password", "DB_PASS"), ("host", "DB_HOST"), ("port", "DB_PORT")):
+            for key, name in (("user", "DB_USER"), ("password", "DB_PASS"), ("host", "DB_HOST"),
+                              ("port", "DB_PORT")):
                 if self.present(name):
                     params[key] = self.present(name)
         params["sslmode"] = self.present("DB_SSLMODE") or "prefer"

@@ -46,8 +46,8 @@ def to_positional(sql: str) -> tuple[str, int]:
 
 class Database:
     """Connections of one process. `prepared_statements` mirrors ActiveRecord's default (PREPARED_STATEMENTS,
-    true unless "false"): queries are PREPAREd once per connection and EXECUTEd afterwards, so, like Rails, the app
-    breaks behind PgBouncer in transaction mode ("prepared statement "a1" does not exist") unless
+    true unless "false"): queries are PREPAREd once per connection and EXECUTEd afterwards, so, like Rails,
+    the app breaks behind PgBouncer in transaction mode ("prepared statement "a1" does not exist") unless
     PREPARED_STATEMENTS=false."""
 
     def __init__(self, params: dict, prepared_statements: bool = False):
@@ -88,7 +88,8 @@ class Database:
                 name = f"a{self._counter}"
             cur.execute(f"PREPARE {name} AS {text}")
             cache[sql] = name
-        cur.execute(f"EXECUTE {name} ({', '.join(['%s'] * n)})" if n else f"EXECUTE {name}", params if n else None)
+        cur.execute(f"EXECUTE {name} ({', '.join(['%s'] * n)})" if n else f"EXECUTE {name}",
+                    params if n else None)
 
     def drop_thread_conn(self):
         c = self._thread_conn()

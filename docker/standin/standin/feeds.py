@@ -1,6 +1,7 @@
 """FeedManager: home feeds in Redis, as Mastodon keeps them.
 
-feed:home:<account_id>   ZSET, score = member = status id, at most MAX_ITEMS (400), trimmed with ZREMRANGEBYRANK
+feed:home:<account_id>   ZSET, score = member = status id, at most MAX_ITEMS (400), trimmed with
+                         ZREMRANGEBYRANK
 account:<id>:regeneration  exists while a feed is being rebuilt; the home timeline API answers 206 meanwhile
 subscribed:timeline:<id>   set by the streaming server while someone listens; only then is a PushUpdateWorker
                            enqueued to PUBLISH the update on `timeline:<id>`
@@ -59,9 +60,9 @@ def snowflake_at(dt: datetime | None) -> int:
 
 def populate_home(sess: Session, r, account_id: int) -> int:
     """FeedManager#populate_home: own newest 200, then each followed account's newest 200 (skipping an account
-    whose last status is older than the oldest entry once the feed holds 200), trimming to 400 after each; added
-    to the existing feed. Same end state as Mastodon's loop, computed with one query for all followed accounts'
-    statuses and one write to Redis (Mastodon does a ZADD per status)."""
+    whose last status is older than the oldest entry once the feed holds 200), trimming to 400 after each;
+    added to the existing feed. Same end state as Mastodon's loop, computed with one query for all followed
+    accounts' statuses and one write to Redis (Mastodon does a ZADD per status)."""
     limit = MAX_ITEMS // 2
     timeline_key = key("home", account_id)
     heap: list[int] = []          # min-heap of the newest MAX_ITEMS ids (score = member = id)

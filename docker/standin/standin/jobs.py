@@ -59,7 +59,8 @@ def new_jid(rng: Optional[random.Random] = None) -> str:
 
 def build_job(klass: str, args: list, queue: Optional[str] = None, retry=None, jid: Optional[str] = None,
               created_at: Optional[float] = None, extra: Optional[dict] = None) -> dict:
-    """Sidekiq::Client#normalize_item: defaults ("retry", "queue") merged first, then class/args/jid/created_at."""
+    """Sidekiq::Client#normalize_item: defaults ("retry", "queue") merged first, then
+    class/args/jid/created_at."""
     opts = WORKER_OPTIONS.get(klass, {})
     job: dict = {"retry": opts.get("retry", True) if retry is None else retry,
                  "queue": queue or opts.get("queue", "default")}
@@ -109,7 +110,8 @@ def schedule(r, klass: str, args: list, at: float, queue: Optional[str] = None, 
 
 
 def weighted_queue_order(weights=QUEUE_WEIGHTS, rng: random.Random = random) -> list[str]:
-    """BasicFetch#queues_cmd for weighted queues: each queue appears `weight` times, shuffled, de-duplicated."""
+    """BasicFetch#queues_cmd for weighted queues: each queue appears `weight` times, shuffled,
+    de-duplicated."""
     expanded = [q for q, w in weights for _ in range(max(1, int(w)))]
     rng.shuffle(expanded)
     seen: list[str] = []
@@ -138,7 +140,8 @@ def retry_delay(count: int, rng: random.Random = random) -> int:
 
 def record_failure(job: dict, error_class: str, error_message: str, now: Optional[float] = None,
                    rng: random.Random = random) -> tuple[str, Optional[float]]:
-    """Sidekiq::JobRetry#attempt_retry. Mutates `job`; returns ("retry", at) / ("dead", now) / ("discard", None)."""
+    """Sidekiq::JobRetry#attempt_retry. Mutates `job`; returns ("retry", at) / ("dead", now) /
+    ("discard", None)."""
     now = time.time() if now is None else now
     if job.get("retry") is False:
         return "discard", None

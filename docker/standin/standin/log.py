@@ -22,7 +22,8 @@ def line(msg: str, stream=None) -> None:
 
 def rails(msg: str) -> None:
     """Ruby's Logger::Formatter, as Mastodon's production logger prints: `I, [time #pid]  INFO -- : msg`."""
-    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1_000_000) % 1_000_000:06d}"
+    ts = (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+          + f".{int(time.time() * 1_000_000) % 1_000_000:06d}")
     line(f"I, [{ts} #{os.getpid()}]  INFO -- : {msg}")
 
 

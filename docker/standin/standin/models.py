@@ -48,13 +48,15 @@ def token_owner(sess: Session, token: str) -> dict | None:
         "FROM oauth_access_tokens t JOIN users u ON u.id = t.resource_owner_id "
         "JOIN accounts a ON a.id = u.account_id "
         "WHERE t.token = %s AND t.revoked_at IS NULL "
-        "AND (t.expires_in IS NULL OR t.created_at + make_interval(secs => t.expires_in) > (now() AT TIME ZONE 'utc'))",
+        "AND (t.expires_in IS NULL "
+        "OR t.created_at + make_interval(secs => t.expires_in) > (now() AT TIME ZONE 'utc'))",
         (token,),
     )
 
 
 def load_statuses(sess: Session, ids) -> list[tuple[dict, dict, list[dict]]]:
-    """Statuses (not deleted) with their accounts and media, in the order of `ids`; missing ids are dropped."""
+    """Statuses (not deleted) with their accounts and media, in the order of `ids`; missing ids are
+    dropped."""
     ids = [int(i) for i in ids]
     if not ids:
         return []
@@ -63,7 +65,8 @@ def load_statuses(sess: Session, ids) -> list[tuple[dict, dict, list[dict]]]:
     accounts = accounts_by_ids(sess, [r["account_id"] for r in rows])
     media: dict[int, list] = {}
     if rows:
-        for m in sess.all("SELECT * FROM media_attachments WHERE status_id = ANY(%s) ORDER BY id", (list(by_id),)):
+        for m in sess.all("SELECT * FROM media_attachments WHERE status_id = ANY(%s) ORDER BY id",
+                          (list(by_id),)):
             media.setdefault(m["status_id"], []).append(m)
     out = []
     for i in ids:
@@ -90,7 +93,8 @@ def account_status_ids(sess: Session, account_id: int, limit: int, max_id=None, 
         params.append(int(min_id))
         order = "ASC"
     params.append(limit)
-    rows = sess.all(f"SELECT id FROM statuses WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT %s", params)
+    rows = sess.all(f"SELECT id FROM statuses WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT %s",
+                    params)
     ids = [r["id"] for r in rows]
     return sorted(ids, reverse=True)
 
@@ -100,7 +104,8 @@ def local_follower_ids(sess: Session, account_id: int) -> list[int]:
     rows = sess.all(
         "SELECT f.account_id FROM follows f JOIN accounts a ON a.id = f.account_id "
         "JOIN users u ON u.account_id = a.id "
-        "WHERE f.target_account_id = %s AND a.domain IS NULL AND u.disabled = false AND a.suspended_at IS NULL "
+        "WHERE f.target_account_id = %s AND a.domain IS NULL AND u.disabled = false "
+        "AND a.suspended_at IS NULL "
         "ORDER BY f.account_id",
         (account_id,),
     )
@@ -117,7 +122,8 @@ def following_with_last_status(sess: Session, account_id: int) -> list[dict]:
 
 
 def followed_statuses(sess: Session, account_id: int, limit: int) -> list[tuple]:
-    """(account_id, status_id) of the newest `limit` public/unlisted/private statuses of each followed account."""
+    """(account_id, status_id) of the newest `limit` public/unlisted/private statuses of each followed
+    account."""
     return sess.rows(
         "SELECT s.account_id, s.id FROM follows f CROSS JOIN LATERAL ("
         "  SELECT account_id, id FROM statuses WHERE account_id = f.target_account_id AND deleted_at IS NULL"

@@ -1,11 +1,13 @@
 """`bundle exec rails <task>` / `bin/rails <task>`: the Rails tasks a migration or an install runs.
 
   assets:precompile   writes public/packs/ (Webpacker manifest.json + packs) and public/assets/ (Sprockets
-                      manifest + a file); content depends only on the version, so every host gets the same files
+                      manifest + a file); content depends only on the version, so every host gets the same
+                      files
   assets:clobber      removes them
   db:create           CREATE DATABASE (reports when it already exists)
   db:schema:load      drops and creates the tables; refuses on a database whose ar_internal_metadata says
-                      "production" unless DISABLE_DATABASE_ENVIRONMENT_CHECK=1 (ActiveRecord::ProtectedEnvironmentError)
+                      "production" unless DISABLE_DATABASE_ENVIRONMENT_CHECK=1
+                      (ActiveRecord::ProtectedEnvironmentError)
   db:setup            db:create + db:schema:load
   db:prepare          db:setup on an empty database, else db:migrate
   db:migrate          creates the schema if it is missing; otherwise nothing to do
@@ -49,8 +51,10 @@ def _db_error(e: Exception, cfg) -> int:
     dbname = cfg.db_params().get("dbname")
     if "does not exist" in text and "database" in text:
         return _abort(f"ActiveRecord::NoDatabaseError: We could not find your database: {dbname}. Available "
-                      f"database configurations can be found in config/database.yml.\n\nTo resolve this error:\n\n"
-                      f"- Did you not create the database, or did you delete it? To create the database, run:\n\n"
+                      f"database configurations can be found in config/database.yml.\n\n"
+                      f"To resolve this error:\n\n"
+                      f"- Did you not create the database, or did you delete it? "
+                      f"To create the database, run:\n\n"
                       f"    bin/rails db:create")
     return _abort(f"ActiveRecord::ConnectionNotEstablished: {text}")
 
@@ -84,7 +88,8 @@ def assets_precompile(cfg) -> int:
         path.write_text(content)
         (path.parent / (path.name + ".gz")).write_bytes(_gzip(content.encode()))
         manifest[f"{os.path.basename(name)}.{ext}"] = f"/packs/{rel}"
-        manifest["entrypoints"].setdefault(os.path.basename(name), {}).setdefault(ext, []).append(f"/packs/{rel}")
+        manifest["entrypoints"].setdefault(os.path.basename(name), {}).setdefault(ext, []).append(
+            f"/packs/{rel}")
     while time.monotonic() < deadline:
         time.sleep(0.05)
     tmp = packs / "manifest.json.tmp"
@@ -96,12 +101,13 @@ def assets_precompile(cfg) -> int:
     mh = _digest(version, "mailer", mailer)[:64]
     (assets / f"mailer-{mh}.css").write_text(mailer)
     ts = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
-    sprockets = {"files": {f"mailer-{mh}.css": {"logical_path": "mailer.css", "mtime": ts, "size": len(mailer),
-                                                "digest": mh, "integrity": ""}},
+    sprockets = {"files": {f"mailer-{mh}.css": {"logical_path": "mailer.css", "mtime": ts,
+                                                "size": len(mailer), "digest": mh, "integrity": ""}},
                  "assets": {"mailer.css": f"mailer-{mh}.css"}}
     for old in assets.glob(".sprockets-manifest-*.json"):
         old.unlink()
-    (assets / f".sprockets-manifest-{_digest(version, 'sprockets')[:32]}.json").write_text(json.dumps(sprockets))
+    (assets / f".sprockets-manifest-{_digest(version, 'sprockets')[:32]}.json").write_text(
+        json.dumps(sprockets))
     print(f"I, [{ts} #{os.getpid()}]  INFO -- : Writing {assets}/mailer-{mh}.css", flush=True)
     return 0
 
@@ -135,8 +141,8 @@ def db_create(cfg) -> int:
             cur.execute(f'CREATE DATABASE "{dbname}" ENCODING \'UTF8\'')
         conn.close()
     except psycopg2.Error as e:
-        return _abort(f"ActiveRecord::StatementInvalid: {str(e).strip()}\nCouldn't create '{dbname}' database. "
-                      f"Please check your configuration.")
+        return _abort(f"ActiveRecord::StatementInvalid: {str(e).strip()}\n"
+                      f"Couldn't create '{dbname}' database. Please check your configuration.")
     print(f"Created database '{dbname}'", flush=True)
     return 0
 

@@ -3,13 +3,15 @@
 - safelist: requests whose computed client address is exactly 127.0.0.1 or ::1 are never throttled;
 - throttles keyed by user, token or client address, each a fixed window of `period` seconds;
 - counters live in the cache Redis (Rails cache store, namespace `cache`) under
-  `cache:rack::attack:<epoch window>:<throttle name>:<discriminator>`, so they are shared by all web processes;
-  when that Redis is unreachable the cache store swallows the error and nothing is throttled (fail open);
+  `cache:rack::attack:<epoch window>:<throttle name>:<discriminator>`, so they are shared by all web
+  processes; when that Redis is unreachable the cache store swallows the error and nothing is throttled
+  (fail open);
 - 429 body `{"error":"Too many requests"}` and the X-RateLimit-* headers of Mastodon's throttled responder;
   API responses also carry X-RateLimit-* for the most limited matching throttle (RateLimitHeaders concern).
 
-Limits and windows are Mastodon's defaults; each can be changed with `STANDIN_THROTTLE_<NAME>=<limit>/<period>`
-(e.g. `STANDIN_THROTTLE_UNAUTHENTICATED_API=20/60`), in .env.production or the process environment.
+Limits and windows are Mastodon's defaults; each can be changed with
+`STANDIN_THROTTLE_<NAME>=<limit>/<period>` (e.g. `STANDIN_THROTTLE_UNAUTHENTICATED_API=20/60`), in
+.env.production or the process environment.
 """
 
 from __future__ import annotations
@@ -74,17 +76,20 @@ def default_throttles() -> list[Throttle]:
         Throttle("throttle_api_media", 30, 1800,
                  lambda r: r.user_id if r.method == "POST" and _MEDIA.fullmatch(r.path) else None),
         Throttle("throttle_api_sign_up", 5, 1800,
-                 lambda r: r.throttleable_ip if r.method == "POST" and r.path == "/api/v1/accounts" else None),
+                 lambda r: (r.throttleable_ip if r.method == "POST" and r.path == "/api/v1/accounts"
+                            else None)),
         Throttle("throttle_authenticated_paging", 300, 900, lambda r: r.user_id if r.paging else None),
         Throttle("throttle_unauthenticated_paging", 300, 900,
                  lambda r: r.throttleable_ip if r.paging and r.unauthenticated else None),
         Throttle("throttle_api_delete", 30, 1800,
-                 lambda r: r.user_id if ((r.method == "POST" and _DELETE_REBLOG.fullmatch(r.path))
-                                         or (r.method == "DELETE" and _DELETE_STATUS.fullmatch(r.path))) else None),
+                 lambda r: (r.user_id if ((r.method == "POST" and _DELETE_REBLOG.fullmatch(r.path))
+                                          or (r.method == "DELETE" and _DELETE_STATUS.fullmatch(r.path)))
+                            else None)),
         Throttle("throttle_sign_up_attempts/ip", 25, 300,
                  lambda r: r.throttleable_ip if r.method == "POST" and r.path_matches("/auth") else None),
         Throttle("throttle_login_attempts/ip", 25, 300,
-                 lambda r: r.throttleable_ip if r.method == "POST" and r.path_matches("/auth/sign_in") else None),
+                 lambda r: (r.throttleable_ip if r.method == "POST" and r.path_matches("/auth/sign_in")
+                            else None)),
     ]
 
 

@@ -11,9 +11,9 @@ from redis.retry import Retry
 
 def client(url: str, socket_timeout: float | None = 10.0, name: str | None = None,
            connect_timeout: float = 5.0) -> redis.Redis:
-    # `name` is sent with CLIENT SETNAME. Only Sidekiq's connections have one ("Sidekiq-server-PID-<pid>" in the
-    # Sidekiq process, "Sidekiq-client-PID-<pid>" where jobs are pushed), as Sidekiq 6.5 sets them; Mastodon's
-    # other Redis connections are unnamed.
+    # `name` is sent with CLIENT SETNAME. Only Sidekiq's connections have one ("Sidekiq-server-PID-<pid>" in
+    # the Sidekiq process, "Sidekiq-client-PID-<pid>" where jobs are pushed), as Sidekiq 6.5 sets them;
+    # Mastodon's other Redis connections are unnamed.
     # One transparent retry on a connection error (a stale pooled connection after a Redis restart), like
     # redis-rb's reconnect_attempts; a Redis that is really down still raises.
     return redis.Redis.from_url(

@@ -1,8 +1,8 @@
 """Client address resolution: Rails' ActionDispatch::RemoteIp (GetIp#calculate_ip), as Mastodon configures it.
 
-The peer (REMOTE_ADDR) is a candidate first; X-Forwarded-For entries are only reached by walking past peers and
-proxies that are trusted. With an untrusted peer the answer is the peer itself, whatever X-Forwarded-For says:
-an untrusted proxy makes every user behind it share the proxy's address.
+The peer (REMOTE_ADDR) is a candidate first; X-Forwarded-For entries are only reached by walking past peers
+and proxies that are trusted. With an untrusted peer the answer is the peer itself, whatever X-Forwarded-For
+says: an untrusted proxy makes every user behind it share the proxy's address.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def calculate_ip(remote_addr: str, x_forwarded_for: str | None, client_ip: str |
     forwarded_ips = list(reversed(ips_from(x_forwarded_for)))
 
     if check_ip and client_ips and forwarded_ips and client_ips[-1] not in forwarded_ips:
-        raise IpSpoofAttackError(f"IP spoofing attack?! HTTP_CLIENT_IP={client_ip!r} HTTP_X_FORWARDED_FOR={x_forwarded_for!r}")
+        raise IpSpoofAttackError(f"IP spoofing attack?! HTTP_CLIENT_IP={client_ip!r} "
+                                 f"HTTP_X_FORWARDED_FOR={x_forwarded_for!r}")
 
     ips = forwarded_ips + client_ips
     candidates = ([remote_a] if remote_a is not None else []) + ips

@@ -1,4 +1,5 @@
-"""JSON shapes of Mastodon's REST::StatusSerializer / AccountSerializer / MediaAttachmentSerializer (subset)."""
+"""JSON shapes of Mastodon's REST::StatusSerializer / AccountSerializer / MediaAttachmentSerializer
+(subset)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def account_json(a: dict, domain: str) -> dict:
         "discoverable": a.get("discoverable"),
         "indexable": False,
         "group": False,
-        "created_at": iso(a["created_at"].replace(hour=0, minute=0, second=0, microsecond=0)) if a.get("created_at") else None,
+        "created_at": (iso(a["created_at"].replace(hour=0, minute=0, second=0, microsecond=0))
+                       if a.get("created_at") else None),
         "note": html_content(a.get("note") or "") if a.get("note") else "",
         "url": f"https://{domain}/@{a['username']}",
         "uri": f"https://{domain}/users/{a['username']}",
@@ -91,7 +93,8 @@ def status_json(s: dict, account: dict, media: list[dict], domain: str, viewer: 
         "id": str(s["id"]),
         "created_at": iso(s["created_at"]),
         "in_reply_to_id": str(s["in_reply_to_id"]) if s.get("in_reply_to_id") else None,
-        "in_reply_to_account_id": str(s["in_reply_to_account_id"]) if s.get("in_reply_to_account_id") else None,
+        "in_reply_to_account_id": (str(s["in_reply_to_account_id"]) if s.get("in_reply_to_account_id")
+                                   else None),
         "sensitive": bool(s.get("sensitive")),
         "spoiler_text": s.get("spoiler_text") or "",
         "visibility": VISIBILITIES[s.get("visibility") or 0],
@@ -104,7 +107,8 @@ def status_json(s: dict, account: dict, media: list[dict], domain: str, viewer: 
         "edited_at": iso(s.get("edited_at")),
     }
     if viewer is not None:
-        out.update({"favourited": False, "reblogged": False, "muted": False, "bookmarked": False, "pinned": False})
+        out.update({"favourited": False, "reblogged": False, "muted": False, "bookmarked": False,
+                    "pinned": False})
     out.update({
         "content": html_content(s.get("text") or ""),
         "filtered": [],

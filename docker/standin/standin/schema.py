@@ -19,7 +19,8 @@ $$
     tail bigint;
   BEGIN
     time_part := ((date_part('epoch', now()) * 1000))::bigint << 16;
-    sequence_base := ('x' || substr(md5(table_name || 'standin-snowflake' || time_part::text), 1, 4))::bit(16)::bigint;
+    sequence_base := ('x' || substr(md5(table_name || 'standin-snowflake' || time_part::text),
+                                    1, 4))::bit(16)::bigint;
     tail := (sequence_base + nextval(table_name || '_id_seq')) & 65535;
     RETURN time_part | tail;
   END
@@ -54,7 +55,8 @@ CREATE TABLE accounts (
   created_at timestamp without time zone NOT NULL,
   updated_at timestamp without time zone NOT NULL
 );
-CREATE UNIQUE INDEX index_accounts_on_username_and_domain_lower ON accounts (lower((username)::text), COALESCE(lower((domain)::text), ''::text));
+CREATE UNIQUE INDEX index_accounts_on_username_and_domain_lower
+  ON accounts (lower((username)::text), COALESCE(lower((domain)::text), ''::text));
 
 CREATE TABLE users (
   id bigserial PRIMARY KEY,
@@ -97,7 +99,8 @@ CREATE TABLE follows (
   notify boolean NOT NULL DEFAULT false,
   languages character varying[]
 );
-CREATE UNIQUE INDEX index_follows_on_account_id_and_target_account_id ON follows (account_id, target_account_id);
+CREATE UNIQUE INDEX index_follows_on_account_id_and_target_account_id
+  ON follows (account_id, target_account_id);
 CREATE INDEX index_follows_on_target_account_id ON follows (target_account_id);
 
 CREATE TABLE oauth_applications (
@@ -151,7 +154,8 @@ CREATE TABLE statuses (
   deleted_at timestamp without time zone,
   edited_at timestamp without time zone
 );
-CREATE INDEX index_statuses_20190820 ON statuses (account_id, id DESC, visibility, updated_at) WHERE deleted_at IS NULL;
+CREATE INDEX index_statuses_20190820 ON statuses (account_id, id DESC, visibility, updated_at)
+  WHERE deleted_at IS NULL;
 
 CREATE TABLE media_attachments (
   id bigint PRIMARY KEY DEFAULT timestamp_id('media_attachments'),
@@ -173,7 +177,8 @@ CREATE TABLE media_attachments (
   processing integer
 );
 CREATE INDEX index_media_attachments_on_status_id ON media_attachments (status_id);
-CREATE INDEX index_media_attachments_on_account_id_and_status_id ON media_attachments (account_id, status_id DESC);
+CREATE INDEX index_media_attachments_on_account_id_and_status_id
+  ON media_attachments (account_id, status_id DESC);
 
 CREATE TABLE scheduled_statuses (
   id bigserial PRIMARY KEY,
@@ -184,13 +189,15 @@ CREATE TABLE scheduled_statuses (
 CREATE INDEX index_scheduled_statuses_on_scheduled_at ON scheduled_statuses (scheduled_at);
 """
 
-TABLE_NAMES = ("media_attachments", "scheduled_statuses", "statuses", "oauth_access_tokens", "oauth_applications",
-               "follows", "account_stats", "users", "accounts", "ar_internal_metadata", "schema_migrations")
+TABLE_NAMES = ("media_attachments", "scheduled_statuses", "statuses", "oauth_access_tokens",
+               "oauth_applications", "follows", "account_stats", "users", "accounts", "ar_internal_metadata",
+               "schema_migrations")
 SEQUENCES = ("accounts_id_seq", "statuses_id_seq", "media_attachments_id_seq")
 
 
 def schema_present(cur) -> bool:
-    cur.execute("SELECT to_regclass('public.statuses') IS NOT NULL AND to_regclass('public.accounts') IS NOT NULL")
+    cur.execute("SELECT to_regclass('public.statuses') IS NOT NULL "
+                "AND to_regclass('public.accounts') IS NOT NULL")
     return bool(cur.fetchone()[0])
 
 

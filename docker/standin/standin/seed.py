@@ -8,8 +8,9 @@ Rules the tests rely on (also in README.md):
 - usernames  user0001 ... userNNNN (4 digits or more), account i (1-based) is users.id = i;
 - token      sha256("standin-token:" + username) as lowercase hex, scopes "read write follow push";
 - follows    user i follows the next F accounts, wrapping around: user0001 follows user0002 ... user(F+1);
-- active     users whose number is a multiple of 10 last signed in 30 days ago (inactive: `tootctl feeds build`
-             skips them and they get no seeded home feed); everybody else signed in within the last day;
+- active     users whose number is a multiple of 10 last signed in 30 days ago (inactive:
+             `tootctl feeds build` skips them and they get no seeded home feed); everybody else signed in
+             within the last day;
 - statuses   status g (0-based) belongs to account (g mod accounts) + 1, created between 2025-01-01 and
              2026-01-01, id = Mastodon snowflake of its created_at;
 - home feeds built for active users (own + followed statuses, newest 400);
@@ -188,7 +189,8 @@ def png_bytes(seed: str, size: int) -> bytes:
         raw += b"\x00" + data[y * row:(y + 1) * row]
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
 
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(raw), 0)) + \
@@ -212,7 +214,8 @@ def seed(cfg, plan: Plan, reset: bool, jobs_per_queue: int, build_feeds: bool) -
     if cur.fetchone()[0]:
         if not reset:
             conn.rollback()
-            raise SystemExit("the database already has accounts; run with --reset (SEED_RESET=1) to replace them")
+            raise SystemExit("the database already has accounts; "
+                             "run with --reset (SEED_RESET=1) to replace them")
         log("--reset: truncating the stand-in's tables")
         cur.execute("TRUNCATE media_attachments, scheduled_statuses, statuses, oauth_access_tokens, "
                     "oauth_applications, follows, account_stats, users, accounts RESTART IDENTITY CASCADE")
@@ -233,14 +236,15 @@ def seed(cfg, plan: Plan, reset: bool, jobs_per_queue: int, build_feeds: bool) -
     now_ms = ms(now)
     domain = plan.domain
     N = plan.accounts
-    log(f"seeding: {N} accounts, {plan.statuses} statuses, {plan.follows} follows each, {plan.media} media files "
-        f"of ~{plan.media_kb} KB, domain {domain}")
+    log(f"seeding: {N} accounts, {plan.statuses} statuses, {plan.follows} follows each, "
+        f"{plan.media} media files of ~{plan.media_kb} KB, domain {domain}")
 
     t = time.monotonic()
     copy(cur, "accounts", "id, username, display_name, note, uri, url, discoverable, created_at, updated_at",
          (f"{plan.account_id(i)}\t{username(i + 1, N)}\tUser {i + 1}\t\t"
           f"https://{domain}/users/{username(i + 1, N)}\thttps://{domain}/@{username(i + 1, N)}\tt\t"
-          f"{naive(ms(ACCOUNT_START) + i * 1000)}\t{naive(ms(ACCOUNT_START) + i * 1000)}\n" for i in range(N)))
+          f"{naive(ms(ACCOUNT_START) + i * 1000)}\t{naive(ms(ACCOUNT_START) + i * 1000)}\n"
+          for i in range(N)))
 
     def sign_in(i: int) -> str:
         if plan.inactive(i):
@@ -251,19 +255,24 @@ def seed(cfg, plan: Plan, reset: bool, jobs_per_queue: int, build_feeds: bool) -
                        "last_sign_in_at, locale, created_at, updated_at",
          (f"{i + 1}\t{username(i + 1, N)}@{domain}\t!standin\t{plan.account_id(i)}\t"
           f"{naive(ms(ACCOUNT_START) + i * 1000)}\t{sign_in(i)}\t{sign_in(i)}\ten\t"
-          f"{naive(ms(ACCOUNT_START) + i * 1000)}\t{naive(ms(ACCOUNT_START) + i * 1000)}\n" for i in range(N)))
-    cur.execute("INSERT INTO oauth_applications (id, name, uid, secret, redirect_uri, scopes, created_at, updated_at)"
+          f"{naive(ms(ACCOUNT_START) + i * 1000)}\t{naive(ms(ACCOUNT_START) + i * 1000)}\n"
+          for i in range(N)))
+    cur.execute("INSERT INTO oauth_applications "
+                "(id, name, uid, secret, redirect_uri, scopes, created_at, updated_at)"
                 " VALUES (1, 'Stand-in test client', %s, %s, 'urn:ietf:wg:oauth:2.0:oob', %s, %s, %s)",
-                (hashlib.sha256(b"standin-app-uid").hexdigest()[:43], hashlib.sha256(b"standin-app-secret").hexdigest()[:43],
+                (hashlib.sha256(b"standin-app-uid").hexdigest()[:43],
+                 hashlib.sha256(b"standin-app-secret").hexdigest()[:43],
                  SCOPES, STATUS_START.replace(tzinfo=None), STATUS_START.replace(tzinfo=None)))
     copy(cur, "oauth_access_tokens", "id, token, created_at, scopes, application_id, resource_owner_id",
-         (f"{i + 1}\t{token_for(username(i + 1, N))}\t{naive(ms(ACCOUNT_START) + i * 1000)}\t{SCOPES}\t1\t{i + 1}\n"
+         (f"{i + 1}\t{token_for(username(i + 1, N))}\t{naive(ms(ACCOUNT_START) + i * 1000)}\t"
+          f"{SCOPES}\t1\t{i + 1}\n"
           for i in range(N)))
     log(f"  accounts, users, tokens: {time.monotonic() - t:.1f} s")
 
     t = time.monotonic()
     copy(cur, "follows", "id, created_at, updated_at, account_id, target_account_id, show_reblogs, notify",
-         (f"{i * plan.follows + k + 1}\t{naive(ms(ACCOUNT_START) + i * 1000)}\t{naive(ms(ACCOUNT_START) + i * 1000)}\t"
+         (f"{i * plan.follows + k + 1}\t{naive(ms(ACCOUNT_START) + i * 1000)}\t"
+          f"{naive(ms(ACCOUNT_START) + i * 1000)}\t"
           f"{plan.account_id(i)}\t{plan.account_id((i + k + 1) % N)}\tt\tf\n"
           for i in range(N) for k in range(plan.follows)))
     log(f"  follows ({N * plan.follows}): {time.monotonic() - t:.1f} s")
@@ -285,13 +294,13 @@ def seed(cfg, plan: Plan, reset: bool, jobs_per_queue: int, build_feeds: bool) -
                 last_report[0] = time.monotonic()
                 log(f"    statuses: {g}/{plan.statuses}")
 
-    copy(cur, "statuses", "id, uri, text, created_at, updated_at, sensitive, visibility, spoiler_text, reply, "
-                          "language, local, account_id", status_lines())
+    copy(cur, "statuses", "id, uri, text, created_at, updated_at, sensitive, visibility, spoiler_text, "
+                          "reply, language, local, account_id", status_lines())
     log(f"  statuses ({plan.statuses}): {time.monotonic() - t:.1f} s")
 
     t = time.monotonic()
-    copy(cur, "account_stats", "id, account_id, statuses_count, following_count, followers_count, created_at, "
-                               "updated_at, last_status_at",
+    copy(cur, "account_stats", "id, account_id, statuses_count, following_count, followers_count, "
+                               "created_at, updated_at, last_status_at",
          (f"{i + 1}\t{plan.account_id(i)}\t{plan.status_count(i)}\t{plan.follows}\t{plan.follows}\t"
           f"{naive(ms(ACCOUNT_START))}\t{naive(ms(ACCOUNT_START))}\t"
           f"{naive(plan.status_ms(plan.last_g(i))) if plan.last_g(i) is not None else chr(92) + 'N'}\n"
@@ -320,7 +329,8 @@ def seed(cfg, plan: Plan, reset: bool, jobs_per_queue: int, build_feeds: bool) -
     copy(cur, "media_attachments", "id, status_id, file_file_name, file_content_type, file_file_size, "
                                    "file_updated_at, created_at, updated_at, type, file_meta, account_id, "
                                    "description, processing", media_lines)
-    log(f"  account_stats, media ({plan.media} files, {media_bytes / 1e6:.1f} MB): {time.monotonic() - t:.1f} s")
+    log(f"  account_stats, media ({plan.media} files, {media_bytes / 1e6:.1f} MB): "
+        f"{time.monotonic() - t:.1f} s")
 
     # sequences: new rows continue after the seeded ones
     cur.execute("SELECT setval('users_id_seq', %s)", (N,))
@@ -339,8 +349,8 @@ def seed(cfg, plan: Plan, reset: bool, jobs_per_queue: int, build_feeds: bool) -
         cur.execute("INSERT INTO scheduled_statuses (account_id, scheduled_at, params) VALUES (%s, %s, %s) "
                     "RETURNING id", (plan.account_id(i), at.replace(tzinfo=None),
                                      json.dumps({"text": f"Scheduled status {k + 1} from the seeder",
-                                                 "visibility": "public", "media_ids": None, "sensitive": False,
-                                                 "spoiler_text": "", "language": "en"})))
+                                                 "visibility": "public", "media_ids": None,
+                                                 "sensitive": False, "spoiler_text": "", "language": "en"})))
         scheduled.append((cur.fetchone()[0], at.timestamp()))
     conn.commit()
     cur.execute("ANALYZE")
@@ -375,14 +385,16 @@ def seed(cfg, plan: Plan, reset: bool, jobs_per_queue: int, build_feeds: bool) -
     a0 = plan.account_id(0)
     queue_jobs = {
         "default": lambda k: ("LocalNotificationWorker", [plan.account_id(k % N), sid0, "Status", "status"]),
-        "push": lambda k: ("ActivityPub::DistributionWorker", [plan.status_id(max(0, plan.statuses - 1 - k))]),
+        "push": lambda k: ("ActivityPub::DistributionWorker",
+                           [plan.status_id(max(0, plan.statuses - 1 - k))]),
         "ingress": lambda k: ("ActivityPub::ProcessingWorker",
                               [a0, json.dumps({"type": "Create", "id": f"https://remote.example/activities/{k}"}),
                                False]),
         "mailers": lambda k: ("ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper",
                               [{"job_class": "ActionMailer::MailDeliveryJob", "job_id": f"seed-mail-{k}",
-                                "queue_name": "mailers", "arguments": ["UserMailer", "welcome", "deliver_now",
-                                                                       {"args": [{"_aj_globalid": f"gid://mastodon/User/{k + 1}"}]}],
+                                "queue_name": "mailers",
+                                "arguments": ["UserMailer", "welcome", "deliver_now",
+                                              {"args": [{"_aj_globalid": f"gid://mastodon/User/{k + 1}"}]}],
                                 "executions": 0, "locale": "en"}]),
         "pull": lambda k: ("LinkCrawlWorker", [plan.status_id(max(0, plan.statuses - 1 - k))]),
         "scheduler": lambda k: ("Scheduler::FeedCleanupScheduler", []),
@@ -396,26 +408,31 @@ def seed(cfg, plan: Plan, reset: bool, jobs_per_queue: int, build_feeds: bool) -
                                            extra=extra))
     jobs.push_payloads(sr, payloads, now=now_f)
     for ss_id, at in scheduled:
-        job = jobs.build_job("PublishScheduledStatusWorker", [ss_id], jid=jobs.new_jid(jrng), created_at=now_f)
+        job = jobs.build_job("PublishScheduledStatusWorker", [ss_id], jid=jobs.new_jid(jrng),
+                             created_at=now_f)
         sr.zadd("schedule", {jobs.dump(job): at})
     for k in range(5):
         job = jobs.build_job("ActivityPub::DeliveryWorker",
-                             [json.dumps({"type": "Create", "actor": f"https://{domain}/users/{username(1, N)}"}),
+                             [json.dumps({"type": "Create",
+                                          "actor": f"https://{domain}/users/{username(1, N)}"}),
                               a0, f"https://remote{k + 1}.invalid/inbox"], jid=jobs.new_jid(jrng),
                              created_at=now_f - 3600 * (k + 1))
-        job.update({"error_message": f"failed to connect: getaddrinfo: Name or service not known (remote{k + 1}.invalid)",
+        job.update({"error_message": f"failed to connect: getaddrinfo: Name or service not known "
+                                     f"(remote{k + 1}.invalid)",
                     "error_class": "HTTP::ConnectionError", "failed_at": now_f - 3600 * (k + 1),
                     "retry_count": 3 + k, "retried_at": now_f - 60})
         sr.zadd("retry", {jobs.dump(job): now_f + 3600 * (k + 1)})
     for k in range(3):
         job = jobs.build_job("Web::PushNotificationWorker", [k + 1, 1000 + k], jid=jobs.new_jid(jrng),
                              created_at=now_f - 86400 * (k + 2))
-        job.update({"error_message": "failed to connect: getaddrinfo: Name or service not known (push.invalid)",
+        job.update({"error_message": "failed to connect: getaddrinfo: Name or service not known "
+                                     "(push.invalid)",
                     "error_class": "HTTP::ConnectionError", "failed_at": now_f - 86400 * (k + 2),
                     "retry_count": 5, "retried_at": now_f - 86400 * (k + 1),
                     "endpoint": "https://push.invalid/wpush/v2/seed"})
         sr.zadd("dead", {jobs.dump(job): now_f - 86400 * (k + 1)})
-    log(f"  sidekiq: {len(payloads)} queued on {len(jobs.QUEUES)} queues, {len(scheduled)} scheduled, 5 retry, 3 dead")
+    log(f"  sidekiq: {len(payloads)} queued on {len(jobs.QUEUES)} queues, {len(scheduled)} scheduled, "
+        "5 retry, 3 dead")
     log(f"seeded in {time.monotonic() - t_all:.1f} s")
     return {"accounts": N, "statuses": plan.statuses, "follows": N * plan.follows, "media": plan.media,
             "media_bytes": media_bytes, "feeds": built}

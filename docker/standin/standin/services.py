@@ -75,15 +75,16 @@ def post_status(sess: Session, r, sidekiq_r, account: dict, params: dict, idempo
         try:
             at = parse_time(str(scheduled_at))
         except ValueError:
-            raise ValidationError("Scheduled at is invalid")
+            raise ValidationError("Scheduled at is invalid") from None
         if at < utcnow() + MIN_SCHEDULE_OFFSET:
             raise ValidationError("Scheduled at The scheduled date must be in the future")
-        stored = {"text": text, "visibility": visibility, "media_ids": media_ids or None, "sensitive": sensitive,
-                  "spoiler_text": spoiler, "language": language, "application_id": None, "idempotency": idempotency,
-                  "in_reply_to_id": None, "poll": None, "with_rate_limit": False, "scheduled_at": None}
+        stored = {"text": text, "visibility": visibility, "media_ids": media_ids or None,
+                  "sensitive": sensitive, "spoiler_text": spoiler, "language": language,
+                  "application_id": None, "idempotency": idempotency, "in_reply_to_id": None, "poll": None,
+                  "with_rate_limit": False, "scheduled_at": None}
         with sess.transaction() as cur:
-            cur.execute("INSERT INTO scheduled_statuses (account_id, scheduled_at, params) VALUES (%s, %s, %s) "
-                        "RETURNING *", (account["id"], at, json.dumps(stored)))
+            cur.execute("INSERT INTO scheduled_statuses (account_id, scheduled_at, params) "
+                        "VALUES (%s, %s, %s) RETURNING *", (account["id"], at, json.dumps(stored)))
             row = cur.fetchone()
             if media_ids:
                 cur.execute("UPDATE media_attachments SET scheduled_status_id = %s WHERE id = ANY(%s)",
@@ -104,8 +105,8 @@ def create_status(sess: Session, account_id: int, text: str, visibility: str, se
     now = utcnow()
     with sess.transaction() as cur:
         cur.execute(
-            "INSERT INTO statuses (text, created_at, updated_at, sensitive, visibility, spoiler_text, language, "
-            "local, account_id) VALUES (%s, %s, %s, %s, %s, %s, %s, true, %s) RETURNING id",
+            "INSERT INTO statuses (text, created_at, updated_at, sensitive, visibility, spoiler_text, "
+            "language, local, account_id) VALUES (%s, %s, %s, %s, %s, %s, %s, true, %s) RETURNING id",
             (text, now, now, sensitive, render.VISIBILITIES.index(visibility), spoiler, language, account_id),
         )
         status_id = cur.fetchone()["id"]
@@ -139,8 +140,8 @@ def publish_scheduled(sess: Session, r, sidekiq_r, scheduled_id: int) -> int | N
     p = row["params"] or {}
     media_ids = p.get("media_ids") or []
     status_id = create_status(sess, row["account_id"], p.get("text") or "", p.get("visibility") or "public",
-                              bool(p.get("sensitive")), p.get("spoiler_text") or "", p.get("language") or "en",
-                              [int(m) for m in media_ids])
+                              bool(p.get("sensitive")), p.get("spoiler_text") or "",
+                              p.get("language") or "en", [int(m) for m in media_ids])
     enqueue_distribution(sidekiq_r, status_id, p.get("visibility") or "public")
     return status_id
 
@@ -173,8 +174,9 @@ def store_media(sess: Session, app_root: Path, account_id: int, data: bytes, con
         with sess.transaction() as cur:
             cur.execute(
                 "INSERT INTO media_attachments (id, file_file_name, file_content_type, file_file_size, "
-                "file_updated_at, created_at, updated_at, type, file_meta, account_id, description, blurhash, "
-                "processing) VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, 2) RETURNING *",
+                "file_updated_at, created_at, updated_at, type, file_meta, account_id, description, "
+                "blurhash, processing) VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, 2) "
+                "RETURNING *",
                 (media_id, name, content_type, len(data), now, now, now, json.dumps(meta), account_id,
                  description, blurhash),
             )
@@ -193,13 +195,15 @@ def follow(sess: Session, sidekiq_r, account_id: int, target_id: int) -> bool:
     now = utcnow()
     with sess.transaction() as cur:
         cur.execute("INSERT INTO follows (created_at, updated_at, account_id, target_account_id) "
-                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id", (now, now, account_id, target_id))
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+                    (now, now, account_id, target_id))
         created = cur.fetchone() is not None
         if created:
             for acc, col in ((account_id, "following_count"), (target_id, "followers_count")):
                 cur.execute(
-                    f"INSERT INTO account_stats (account_id, {col}, created_at, updated_at) VALUES (%s, 1, %s, %s) "
-                    f"ON CONFLICT (account_id) DO UPDATE SET {col} = account_stats.{col} + 1, updated_at = %s",
+                    f"INSERT INTO account_stats (account_id, {col}, created_at, updated_at) "
+                    f"VALUES (%s, 1, %s, %s) ON CONFLICT (account_id) "
+                    f"DO UPDATE SET {col} = account_stats.{col} + 1, updated_at = %s",
                     (acc, now, now, now))
     if created:
         jobs.push(sidekiq_r, "MergeWorker", [target_id, account_id])

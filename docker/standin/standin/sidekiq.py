@@ -1,13 +1,15 @@
 """The Sidekiq process (`bundle exec sidekiq -c 25`), following Sidekiq 6.5's launcher, manager and poller.
 
-- N processor threads BRPOP (2 s timeout) the queues in weighted random order (Mastodon's sidekiq.yml weights);
+- N processor threads BRPOP (2 s timeout) the queues in weighted random order (Mastodon's sidekiq.yml
+  weights);
 - heartbeat every 10 s: SADD processes <identity>; HSET <identity> info/busy/beat/quiet/rss/rtt_us (TTL 60 s);
   <identity>:work rewritten with the running jobs (TTL 60 s); stat:processed/failed counters; RPOP
   <identity>-signals and act on it (the Web UI's quiet/stop);
 - scheduled poller: moves due `schedule` and `retry` jobs to their queue (first poll 10-15 s after boot, then
   every 2.5-7.5 s);
 - sidekiq-scheduler (only when listening to `scheduler`): recurring jobs pushed onto queue:scheduler;
-- a failed job goes to `retry` (count**4 + 15 + rand(10)*(count+1) s later) until its retry limit, then to `dead`;
+- a failed job goes to `retry` (count**4 + 15 + rand(10)*(count+1) s later) until its retry limit, then to
+  `dead`;
 - SIGTSTP: quiet (stop fetching, stop the poller and scheduler; `quiet` becomes "true" at the next heartbeat);
 - SIGTERM/SIGINT: quiet, wait up to the timeout (-t, default 25 s) for running jobs, push the unfinished ones
   back onto their queue (RPUSH), remove the process from `processes`, delete <identity>:work, exit 0.
@@ -35,7 +37,8 @@ import redis as redis_mod
 from . import config as config_mod
 from . import jobs, log, workers
 from .db import Database
-from .redisconn import client as redis_client, redact
+from .redisconn import client as redis_client
+from .redisconn import redact
 
 SIDEKIQ_VERSION = "6.5.12"
 BEAT_PAUSE = 10
@@ -45,7 +48,8 @@ PAUSE_TIME = 0.5
 INITIAL_WAIT = 10
 POLL_AVERAGE = 5
 
-# sidekiq-scheduler entries of Mastodon's config/sidekiq.yml that the stand-in runs (name, class, every seconds)
+# sidekiq-scheduler entries of Mastodon's config/sidekiq.yml that the stand-in runs
+# (name, class, every seconds)
 RECURRING = (
     ("scheduled_statuses_scheduler", "Scheduler::ScheduledStatusesScheduler", 300),
     ("accounts_statuses_cleanup_scheduler", "Scheduler::AccountsStatusesCleanupScheduler", 60),
@@ -370,7 +374,7 @@ class Launcher:
             p = self.r.pipeline(transaction=False)
             for m in members:
                 p.hget(m, "info")
-            dead = [m for m, info in zip(members, p.execute()) if info is None]
+            dead = [m for m, info in zip(members, p.execute(), strict=True) if info is None]
             if dead:
                 self.r.srem("processes", *dead)
         except Exception as e:

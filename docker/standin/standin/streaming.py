@@ -170,7 +170,8 @@ class Streaming:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         addr = peer[0] if peer else "127.0.0.1"
         try:
-            return remote_ip.calculate_ip(addr, request.headers.get("X-Forwarded-For"), None, self.proxies, False)
+            return remote_ip.calculate_ip(addr, request.headers.get("X-Forwarded-For"), None, self.proxies,
+                                          False)
         except Exception:
             return addr
 
@@ -196,7 +197,8 @@ class Streaming:
 
     # -- routes ------------------------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
-        return web.Response(text="OK", content_type="text/plain", headers={"Cache-Control": "private, no-store"})
+        return web.Response(text="OK", content_type="text/plain",
+                            headers={"Cache-Control": "private, no-store"})
 
     async def websocket(self, request: web.Request):
         if request.headers.get("Upgrade", "").lower() != "websocket":
@@ -283,7 +285,8 @@ class Streaming:
         if mapped is None:
             return web.json_response({"error": "Unknown stream type"}, status=400)
         channels, allowed = mapped
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "private, no-store",
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "private, no-store",
                                            "Transfer-Encoding": "chunked"})
         await resp.prepare(request)
         out: asyncio.Queue = asyncio.Queue()
@@ -329,8 +332,8 @@ class Streaming:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, bind, port, backlog=1024, reuse_address=True, shutdown_timeout=2)
-        log.line(f"streaming: Starting streaming API server worker (pid {os.getpid()}, NODE_ENV={self.cfg.env_name}, "
-                 f"database {self.cfg.db_label()})")
+        log.line(f"streaming: Starting streaming API server worker (pid {os.getpid()}, "
+                 f"NODE_ENV={self.cfg.env_name}, database {self.cfg.db_label()})")
         loop.run_until_complete(site.start())
         log.line(f"streaming: Streaming API now listening on http://{bind}:{port}")
         stop = asyncio.Event()

@@ -108,8 +108,8 @@ def _database_error(e: Exception, cfg) -> int:
     dbname = cfg.db_params().get("dbname")
     text = str(e).strip()
     if "does not exist" in text and "database" in text:
-        sys.stderr.write(f"We could not find your database: {dbname}. Available database configurations can be "
-                         f"found in config/database.yml.\n\n(ActiveRecord::NoDatabaseError)\n")
+        sys.stderr.write(f"We could not find your database: {dbname}. Available database configurations "
+                         f"can be found in config/database.yml.\n\n(ActiveRecord::NoDatabaseError)\n")
     else:
         sys.stderr.write(f"ActiveRecord::ConnectionNotEstablished: {text}\n")
     return 1

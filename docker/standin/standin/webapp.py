@@ -1,7 +1,7 @@
 """The web application (Puma + Rails in Mastodon): middleware in Rails' order, then the controllers.
 
-  1. ActionDispatch::HostAuthorization  403 (empty body) unless Host (and X-Forwarded-Host) is a permitted host;
-                                        /health is excluded
+  1. ActionDispatch::HostAuthorization  403 (empty body) unless Host (and X-Forwarded-Host) is a permitted
+                                        host; /health is excluded
   2. ActionDispatch::SSL (force_ssl)    301 (GET/HEAD) / 308 to https:// unless X-Forwarded-Proto is https;
                                         paths starting with /health and .onion/.i2p hosts are excluded
   3. ActionDispatch::RemoteIp           client address from the peer and X-Forwarded-For (remote_ip.py)
@@ -27,9 +27,10 @@ from . import config as config_mod
 from . import feeds, log, models, rate_limit, remote_ip, render, services
 from .db import Database, utcnow
 
-STATUS_TEXT = {200: "OK", 202: "Accepted", 206: "Partial Content", 301: "Moved Permanently", 308: "Permanent Redirect",
-               400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-               413: "Payload Too Large", 422: "Unprocessable Entity", 429: "Too Many Requests",
+STATUS_TEXT = {200: "OK", 202: "Accepted", 206: "Partial Content", 301: "Moved Permanently",
+               308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+               404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
+               422: "Unprocessable Entity", 429: "Too Many Requests",
                500: "Internal Server Error", 503: "Service Unavailable"}
 DEFAULT_LIMIT, MAX_LIMIT = 20, 40
 
@@ -131,7 +132,8 @@ class Request:
 
     @property
     def fullpath(self) -> str:
-        return quote(self.path, safe="/:@!$&'()*+,;=-._~") + (f"?{self.query_string}" if self.query_string else "")
+        return (quote(self.path, safe="/:@!$&'()*+,;=-._~")
+                + (f"?{self.query_string}" if self.query_string else ""))
 
     @property
     def params(self) -> dict:
@@ -141,7 +143,7 @@ class Request:
 
     @property
     def files(self) -> dict:
-        self.params
+        _ = self.params  # parsing the parameters is what fills _files
         return self._files
 
     def _parse_params(self) -> dict:
@@ -161,7 +163,7 @@ class Request:
                 try:
                     data = json.loads(self.body.decode("utf-8") or "{}")
                 except (ValueError, UnicodeDecodeError):
-                    raise HttpError(400, "Error occurred while parsing request parameters")
+                    raise HttpError(400, "Error occurred while parsing request parameters") from None
                 if isinstance(data, dict):
                     out.update(data)
             elif ctype.startswith("application/x-www-form-urlencoded"):
@@ -169,7 +171,8 @@ class Request:
                     add(k, v)
             elif ctype.startswith("multipart/form-data"):
                 msg = BytesParser(policy=HTTP_POLICY).parsebytes(
-                    b"Content-Type: " + (self.header("Content-Type") or "").encode() + b"\r\n\r\n" + self.body)
+                    b"Content-Type: " + (self.header("Content-Type") or "").encode() + b"\r\n\r\n"
+                    + self.body)
                 for part in msg.iter_parts():
                     name = part.get_param("name", header="content-disposition")
                     if not name:
@@ -258,14 +261,16 @@ class App:
             ("GET", r"/api/v2/instance", self.instance_v2, "Api::V2::InstancesController#show"),
             ("GET", r"/api/v1/accounts/verify_credentials", self.verify_credentials,
              "Api::V1::Accounts::CredentialsController#show"),
-            ("GET", r"/api/v1/accounts/lookup", self.account_lookup, "Api::V1::Accounts::LookupController#show"),
+            ("GET", r"/api/v1/accounts/lookup", self.account_lookup,
+             "Api::V1::Accounts::LookupController#show"),
             ("GET", r"/api/v1/accounts/relationships", self.relationships,
              "Api::V1::Accounts::RelationshipsController#index"),
             ("GET", r"/api/v1/accounts/(\d+)", self.account_show, "Api::V1::AccountsController#show"),
             ("GET", r"/api/v1/accounts/(\d+)/statuses", self.account_statuses,
              "Api::V1::Accounts::StatusesController#index"),
             ("POST", r"/api/v1/accounts/(\d+)/follow", self.follow, "Api::V1::AccountsController#follow"),
-            ("POST", r"/api/v1/accounts/(\d+)/unfollow", self.unfollow, "Api::V1::AccountsController#unfollow"),
+            ("POST", r"/api/v1/accounts/(\d+)/unfollow", self.unfollow,
+             "Api::V1::AccountsController#unfollow"),
             ("POST", r"/api/v1/statuses", self.create_status, "Api::V1::StatusesController#create"),
             ("GET", r"/api/v1/statuses/(\d+)", self.show_status, "Api::V1::StatusesController#show"),
             ("GET", r"/api/v1/timelines/home", self.home_timeline, "Api::V1::Timelines::HomeController#show"),
@@ -302,14 +307,16 @@ class App:
                 if last and not host_permitted(last, self.permitted):
                     blocked.append(last)
             if blocked:
-                self.log(f"[ActionDispatch::HostAuthorization::DefaultResponseApp] Blocked hosts: {', '.join(blocked)}")
+                self.log(f"[ActionDispatch::HostAuthorization::DefaultResponseApp] Blocked hosts: "
+                         f"{', '.join(blocked)}")
                 r = Response(403, b"", "text/html; charset=utf-8")
                 r.controller, r.action = "ActionDispatch::HostAuthorization", "blocked"
                 return r
         # 2. force_ssl
         if self.force_ssl and not req.ssl():
             hosthdr = req.host_header or ""
-            excluded = req.path.startswith("/health") or hosthdr.endswith(".onion") or hosthdr.endswith(".i2p")
+            excluded = (req.path.startswith("/health") or hosthdr.endswith(".onion")
+                        or hosthdr.endswith(".i2p"))
             if not excluded:
                 host, port = req.host(), req.port()
                 location = f"https://{host}" + (f":{port}" if port not in (80, 443) else "") + req.fullpath
@@ -463,10 +470,11 @@ class App:
         manifest = self._packs()
         entry = manifest.get("application.js") if manifest else None
         if not entry:
-            raise RuntimeError("Webpacker::Manifest::MissingEntryError: Webpacker can't find application.js in "
-                               f"{self.root}/public/packs/manifest.json. Run `rails assets:precompile`.")
+            raise RuntimeError("Webpacker::Manifest::MissingEntryError: Webpacker can't find application.js "
+                               f"in {self.root}/public/packs/manifest.json. Run `rails assets:precompile`.")
         css = manifest.get("common.css") or manifest.get("application.css") or ""
-        page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{self.domain}</title>"
+        page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<title>{self.domain}</title>"
                 f"<link rel=\"stylesheet\" href=\"{css}\"><script src=\"{entry}\" defer></script></head>"
                 f"<body class=\"app-body\"><div class=\"app-holder\" id=\"mastodon\" data-props=\"{{}}\">"
                 f"<noscript>To use the Mastodon web application, please enable JavaScript.</noscript></div>"
@@ -476,7 +484,8 @@ class App:
     def _packs(self) -> dict:
         if self._pack_manifest is None:
             try:
-                self._pack_manifest = json.loads((self.root / "public" / "packs" / "manifest.json").read_text())
+                self._pack_manifest = json.loads(
+                    (self.root / "public" / "packs" / "manifest.json").read_text())
             except (OSError, ValueError):
                 self._pack_manifest = {}
             sprockets = list((self.root / "public" / "assets").glob(".sprockets-manifest-*.json"))
@@ -541,7 +550,8 @@ class App:
         ids = req.params.get("id") or []
         ids = [ids] if isinstance(ids, str) else ids
         sess = self.db.session()
-        return json_response([services.relationship(sess, a["account_id"], int(i)) for i in ids if str(i).isdigit()])
+        return json_response([services.relationship(sess, a["account_id"], int(i))
+                              for i in ids if str(i).isdigit()])
 
     def account_statuses(self, req: Request, account_id: str) -> Response:
         viewer = self.viewer(req)
@@ -562,7 +572,8 @@ class App:
         sess = self.db.session()
         acc = models.find_account(sess, target)
         if not acc or acc["id"] == a["account_id"]:
-            raise HttpError(404 if not acc else 403, "Record not found" if not acc else "This action is not allowed")
+            raise HttpError(404 if not acc else 403,
+                            "Record not found" if not acc else "This action is not allowed")
         services.follow(sess, self.sidekiq_redis, a["account_id"], acc["id"])
         return json_response(services.relationship(sess, a["account_id"], acc["id"]))
 
@@ -583,9 +594,10 @@ class App:
             kind, value = services.post_status(sess, self.redis, self.sidekiq_redis, account, req.params,
                                                req.header("Idempotency-Key"))
         except services.ValidationError as e:
-            raise HttpError(422, f"Validation failed: {e}")
+            raise HttpError(422, f"Validation failed: {e}") from e
         if kind == "scheduled":
-            media = models.media_for_ids(sess, a["account_id"], (value["params"] or {}).get("media_ids") or [])
+            media = models.media_for_ids(sess, a["account_id"],
+                                         (value["params"] or {}).get("media_ids") or [])
             return json_response(render.scheduled_status_json(value, media, self.domain))
         rows = models.load_statuses(sess, [value])
         if not rows:
@@ -611,7 +623,8 @@ class App:
                              req.params.get("since_id"), req.params.get("min_id"))
         rows = models.load_statuses(sess, ids)
         regenerating = bool(self.redis.exists(feeds.regeneration_key(a["account_id"])))
-        resp = json_response([render.status_json(s, acc, m, self.domain, a["account_id"]) for s, acc, m in rows],
+        resp = json_response([render.status_json(s, acc, m, self.domain, a["account_id"])
+                              for s, acc, m in rows],
                              206 if regenerating else 200)
         self._link(resp, req, "/api/v1/timelines/home", [s["id"] for s, _, _ in rows])
         return resp
@@ -630,10 +643,10 @@ class App:
         if not f:
             raise HttpError(422, "Validation failed: File can't be blank")
         try:
-            m = services.store_media(self.db.session(), self.root, a["account_id"], f["data"], f["content_type"],
-                                     f["filename"], req.params.get("description"))
+            m = services.store_media(self.db.session(), self.root, a["account_id"], f["data"],
+                                     f["content_type"], f["filename"], req.params.get("description"))
         except services.ValidationError as e:
-            raise HttpError(422, f"Validation failed: {e}")
+            raise HttpError(422, f"Validation failed: {e}") from e
         return json_response(render.media_json(m, self.domain), 200)
 
     def show_media(self, req: Request, media_id: str) -> Response:
@@ -664,7 +677,8 @@ class _LazyRequestInfo(rate_limit.RequestInfo):
             v = dict(parse_qsl(req.query_string)).get(k)
             if v:
                 params[k] = v
-        super().__init__(req.method, req.path, req.remote_ip, remote_ip.throttleable(req.remote_ip), params=params)
+        super().__init__(req.method, req.path, req.remote_ip, remote_ip.throttleable(req.remote_ip),
+                         params=params)
 
     @property
     def user_id(self):

@@ -2,8 +2,8 @@
 
 - Cold start: boot the app (BOOT_SECONDS, reading .env.production), then bind BIND:PORT (127.0.0.1:3000).
   Connections are refused until the socket is bound, as with Puma's load_and_bind.
-- SIGUSR1 (`systemctl reload mastodon-web`): a phased restart is not available with preload_app!, so Puma does a
-  hot restart: stop accepting, let in-flight requests finish, then exec itself again (same PID) keeping the
+- SIGUSR1 (`systemctl reload mastodon-web`): a phased restart is not available with preload_app!, so Puma does
+  a hot restart: stop accepting, let in-flight requests finish, then exec itself again (same PID) keeping the
   listening socket open. The new image re-reads .env.production and boots (BOOT_SECONDS); meanwhile new
   connections wait in the socket's backlog: they are delayed, not refused.
 - SIGTERM / SIGINT: stop accepting, finish in-flight requests, exit 0.
@@ -28,7 +28,8 @@ from . import log
 from .webapp import STATUS_TEXT, App, Request, Response
 
 FD_ENV = "STANDIN_PUMA_INHERIT_FD"
-# What a hot restart execs (Puma re-runs its own command line). Entry points set this; `python3 -m` is the default.
+# What a hot restart execs (Puma re-runs its own command line). Entry points set this; `python3 -m` is the
+# default.
 RESTART_ARGV: list[str] | None = None
 PUMA_VERSION = "6.4.3"
 MAX_BODY = 100 * 1024 * 1024
@@ -135,7 +136,8 @@ class Server:
         port = int(os.environ.get("PORT", "3000"))
         mode = "cluster" if self.cfg.int("WEB_CONCURRENCY", 2) > 1 else "single"
         log.puma(f"Puma starting in {mode} mode...")
-        log.puma(f"* Puma version: {PUMA_VERSION} (stand-in, python {sys.version.split()[0]}) (\"The Eagle of Durango\")")
+        log.puma(f"* Puma version: {PUMA_VERSION} (stand-in, python {sys.version.split()[0]}) "
+                 f"(\"The Eagle of Durango\")")
         log.puma(f"*  Min threads: {self.cfg.int('MAX_THREADS', 5)}")
         log.puma(f"*  Max threads: {self.cfg.int('MAX_THREADS', 5)}")
         log.puma(f"*  Environment: {self.cfg.env_name}")
@@ -172,7 +174,8 @@ class Server:
         while time.monotonic() < deadline:     # mimic Rails boot time; signals still handled
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
         self.app = App(self.cfg)
-        log.puma(f"* Database: {self.cfg.db_label()} (from {', '.join(str(f.name) for f in self.cfg.files if f.exists()) or 'environment'})")
+        log.puma(f"* Database: {self.cfg.db_label()} "
+                 f"(from {', '.join(str(f.name) for f in self.cfg.files if f.exists()) or 'environment'})")
 
     def _bind(self, host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

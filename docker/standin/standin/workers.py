@@ -1,14 +1,14 @@
 """Job classes. Names and arguments are Mastodon's; bodies do what the migration can observe.
 
 Fan-out: web enqueues DistributionWorker(status_id) → it pushes the author's own feed and enqueues
-FeedInsertWorker(status_id, follower_id, "home", {"update"=>false}) per local follower → FeedInsertWorker adds to
-feed:home:<follower> (trim 400) and, when someone is subscribed to the streaming API, enqueues
+FeedInsertWorker(status_id, follower_id, "home", {"update"=>false}) per local follower → FeedInsertWorker adds
+to feed:home:<follower> (trim 400) and, when someone is subscribed to the streaming API, enqueues
 PushUpdateWorker(account_id, status_id, "timeline:<id>", {...}) → PUBLISH timeline:<id>
 {"event":"update","payload":{...status...},"queued_at":<ms>}.
 
-Failures: any job whose arguments contain a URL on a `.invalid` host raises HTTP::ConnectionError (there is no
-remote server), so the seeder's ActivityPub::DeliveryWorker / Web::PushNotificationWorker jobs fail, retry with
-Sidekiq's backoff and end in `dead` (or are dropped, for `dead: false` classes) as they would for real.
+Failures: any job whose arguments contain a URL on a `.invalid` host raises HTTP::ConnectionError (there is
+no remote server), so the seeder's ActivityPub::DeliveryWorker / Web::PushNotificationWorker jobs fail, retry
+with Sidekiq's backoff and end in `dead` (or are dropped, for `dead: false` classes) as they would for real.
 Unknown classes succeed after a short sleep.
 """
 
@@ -65,7 +65,8 @@ def perform(ctx: Context, job: dict) -> None:
     args = job.get("args") or []
     host = _find_invalid_host(args)
     if host:
-        raise JobError(f"failed to connect: getaddrinfo: Name or service not known ({host})", "HTTP::ConnectionError")
+        raise JobError(f"failed to connect: getaddrinfo: Name or service not known ({host})",
+                       "HTTP::ConnectionError")
     fn = HANDLERS.get(klass)
     if fn is None:
         time.sleep(0.05)
@@ -83,13 +84,15 @@ def _status_payload(ctx: Context, sess, status_id: int, viewer: int | None) -> d
 
 def distribution_worker(ctx: Context, status_id, options=None) -> None:
     sess = ctx.db.session()
-    s = sess.one("SELECT id, account_id, visibility, local, reply FROM statuses WHERE id = %s AND deleted_at IS NULL",
+    s = sess.one("SELECT id, account_id, visibility, local, reply FROM statuses "
+                 "WHERE id = %s AND deleted_at IS NULL",
                  (int(status_id),))
     if s is None:
         return  # ActiveRecord::RecordNotFound → true
     update = bool((options or {}).get("update"))
     if s["local"] is not False:
-        feeds.push_to_home(ctx.redis, ctx.sidekiq_redis, s["account_id"], s["id"], update)   # deliver_to_self!
+        # deliver_to_self!
+        feeds.push_to_home(ctx.redis, ctx.sidekiq_redis, s["account_id"], s["id"], update)
     if s["visibility"] != 3:
         followers = models.local_follower_ids(sess, s["account_id"])
         for i in range(0, len(followers), 1000):                                            # find_in_batches

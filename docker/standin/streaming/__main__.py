@@ -1,4 +1,5 @@
-# Stand-in Mastodon streaming server: `node ./streaming` becomes `python3 ./streaming` (see standin/streaming.py).
+# Stand-in Mastodon streaming server: `node ./streaming` becomes `python3 ./streaming`
+# (see standin/streaming.py).
 import os
 import sys
 

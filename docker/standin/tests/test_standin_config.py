@@ -47,14 +47,16 @@ def test_database_yml_defaults_and_url_override(tmp_path, monkeypatch):
         "localhost", "5432", "mastodon_production", "mastodon", "")
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:pw@db.example:6432/other")
     p = config.load("production", tmp_path).db_params()
-    assert (p["host"], p["port"], p["dbname"], p["user"], p["password"]) == ("db.example", "6432", "other", "u", "pw")
+    assert (p["host"], p["port"], p["dbname"], p["user"], p["password"]) == (
+        "db.example", "6432", "other", "u", "pw")
 
 
 def test_redis_urls_with_prefix_fallback(tmp_path, monkeypatch):
     for k in list(__import__("os").environ):
         if "REDIS" in k:
             monkeypatch.delenv(k, raising=False)
-    (tmp_path / ".env.production").write_text("REDIS_HOST=10.0.0.2\nREDIS_PORT=6380\nREDIS_PASSWORD=s3:cret\n")
+    (tmp_path / ".env.production").write_text("REDIS_HOST=10.0.0.2\nREDIS_PORT=6380\n"
+                                              "REDIS_PASSWORD=s3:cret\n")
     cfg = config.load("production", tmp_path)
     assert cfg.redis_url() == "redis://:s3%3Acret@10.0.0.2:6380/0"
     assert cfg.redis_url("SIDEKIQ_") == cfg.redis_url()

@@ -71,5 +71,7 @@ def test_store_failure_fails_open():
     class Broken:
         def increment(self, key, ttl):
             return None
-    lim = rl.RateLimiter(Broken(), rl.configured_throttles({"STANDIN_THROTTLE_UNAUTHENTICATED_API": "0/60"}.get), Clock())
+    lim = rl.RateLimiter(Broken(),
+                         rl.configured_throttles({"STANDIN_THROTTLE_UNAUTHENTICATED_API": "0/60"}.get),
+                         Clock())
     assert not lim.check(req("203.0.113.1")).throttled

@@ -1,5 +1,4 @@
 import pytest
-
 from standin import config, remote_ip
 
 DEFAULT = config.parse_trusted_proxies("")
@@ -25,7 +24,8 @@ def test_spoofed_left_entries_are_ignored():
 def test_untrusted_peer_is_the_client_whatever_the_header_says():
     proxies = config.parse_trusted_proxies("127.0.0.1")
     assert calc("172.30.99.2", "203.0.113.9", proxies) == "172.30.99.2"
-    assert calc("172.30.99.2", "203.0.113.10", proxies) == "172.30.99.2"   # every user shares the proxy address
+    # every user shares the proxy address
+    assert calc("172.30.99.2", "203.0.113.10", proxies) == "172.30.99.2"
 
 
 def test_private_peer_trusted_by_default_not_when_list_is_set():

@@ -43,7 +43,8 @@ def test_repeated_forwarded_for_lines_are_joined():
 def test_params_form_json_and_arrays():
     msg = Message()
     msg["Content-Type"] = "application/x-www-form-urlencoded"
-    r = webapp.Request("POST", "/api/v1/statuses?x=1", msg, b"status=hi&media_ids[]=1&media_ids[]=2", "127.0.0.1")
+    r = webapp.Request("POST", "/api/v1/statuses?x=1", msg, b"status=hi&media_ids[]=1&media_ids[]=2",
+                       "127.0.0.1")
     assert r.params == {"x": "1", "status": "hi", "media_ids": ["1", "2"]}
     msg = Message()
     msg["Content-Type"] = "application/json"
