@@ -1,7 +1,9 @@
 """Entry point for `fab`: a flat namespace of every task (names with dashes). See README.md."""
+
 from invoke import Collection
 
-from tasks import dns, mastodon, nginx, phases, postgres, preflight, runbook, status, transfer, tunnel
+from tasks import mastodon, nginx, phases, postgres, preflight, runbook, status, transfer, tunnel
+from tasks.dns import steps as dns
 
 ns = Collection(
     preflight.preflight,

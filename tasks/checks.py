@@ -30,7 +30,7 @@ def pg_versions(cfg: Settings, old: Output, new: Output) -> Check:
     majors = {}
     for host, out in (("old", old), ("new", new)):
         try:
-            majors[host] = facts.pg_major(out)
+            majors[host] = facts.ServerVersion.parse(out)
         except Unparseable as error:
             return Check("PostgreSQL version", host, FAIL,
                          f"no PostgreSQL answers on port {cfg.pg_port}: {error}")
@@ -47,7 +47,7 @@ def pg_versions(cfg: Settings, old: Output, new: Output) -> Check:
 def primary_ready(cfg: Settings, out: Output) -> Check:
     name = "replication settings"
     try:
-        cap = facts.replication_capacity(out)
+        cap = facts.ReplicationCapacity.parse(out)
     except Unparseable as error:
         return Check(name, "old", FAIL, str(error))
     problems = []
@@ -65,7 +65,7 @@ def primary_ready(cfg: Settings, out: Output) -> Check:
 
 def glibc(old: Output, new: Output) -> Check:
     try:
-        versions = facts.glibc_version(old), facts.glibc_version(new)
+        versions = facts.Glibc.parse(old), facts.Glibc.parse(new)
     except Unparseable as error:
         return Check("glibc", "both", WARN, f"could not compare: {error}")
     if versions[0] != versions[1]:
@@ -84,7 +84,7 @@ def new_cluster(cfg: Settings, identity: Output, entries: Output, old_identity: 
         return Check(name, "new", FAIL, f"no cluster answers on port {cfg.pg_port} and {cfg.pg_data_dir} "
                                         "is not empty; start the default cluster or empty the directory")
     try:
-        ident = facts.cluster_identity(identity)
+        ident = facts.ClusterIdentity.parse(identity)
     except Unparseable as error:
         return Check(name, "new", FAIL, str(error))
     if ident.data_directory != cfg.pg_data_dir:
@@ -92,7 +92,7 @@ def new_cluster(cfg: Settings, identity: Output, entries: Output, old_identity: 
                                         f"not PG_DATA_DIR={cfg.pg_data_dir}; fix the settings")
     if ident.in_recovery:
         try:
-            primary = facts.cluster_identity(old_identity).system_identifier
+            primary = facts.ClusterIdentity.parse(old_identity).system_identifier
         except Unparseable:
             primary = None
         if ident.system_identifier == primary:
@@ -106,7 +106,7 @@ def new_cluster(cfg: Settings, identity: Output, entries: Output, old_identity: 
 
 def disk_space(old_size: Output, new_df: Output) -> Check:
     try:
-        size, free = facts.first_int(old_size), facts.df_available_bytes(new_df)
+        size, free = facts.DatabaseSize.parse(old_size), facts.FreeDisk.parse(new_df)
     except Unparseable as error:
         return Check("free disk", "new", FAIL, str(error))
     need = int(size * DISK_FACTOR)
@@ -120,7 +120,7 @@ def mastodon_versions(cfg: Settings, old: Output, new: Output) -> Check:
     revisions = {}
     for host, out in (("old", old), ("new", new)):
         try:
-            revisions[host] = facts.mastodon_revision(out)
+            revisions[host] = facts.MastodonRevision.parse(out)
         except Unparseable as error:
             return Check("Mastodon version", host, FAIL, f"{cfg.mastodon_dir}: {error}")
     if revisions["old"] != revisions["new"]:
@@ -135,10 +135,10 @@ def tunnel_port(cfg: Settings, listeners: Output, tunnel: Output) -> Check:
     name = "tunnel port"
     if not listeners.ok:
         return Check(name, "new", FAIL, f"could not list listeners: {listeners.why()}")
-    found = facts.port_listeners(listeners)
+    found = facts.Listeners.parse(listeners)
     if not found:
         return Check(name, "new", PASS, f"{cfg.tunnel_port} is free")
-    ours = facts.unit_process(tunnel)
+    ours = facts.UnitProcess.parse(tunnel)
     if ours.pid and all(x.pid == ours.pid or (not x.pid and x.uid == ours.uid) for x in found):
         return Check(name, "new", PASS, f"{cfg.tunnel_port} is held by the migration tunnel")
     holders = ", ".join(f"{x.process} (pid {x.pid})" if x.pid else f"a process of uid {x.uid}" for x in found)

@@ -1,143 +1,38 @@
-"""The one command layer: every remote action of every task goes through `Remote`.
+"""The one command layer: every remote action of every task goes through `Remote`, every word a step
+says goes through its `Session`.
 
-A command is described once (`Cmd`) and then, depending on the mode of the run:
+A command is described once (`shell.Cmd`) and then, depending on the mode of the run:
   * executed over ssh (the real run), recorded in the run log with secrets masked;
   * printed as a copy-pasteable `ssh ALIAS -- '...'` line (`fab --dry`), connecting to nothing;
   * collected for the Markdown runbook (the same plan as --dry, rendered differently).
-Read-only checks (`Remote.fact`) print as `# check: ...` in the last two modes and return UNKNOWN,
-so a step planned offline always shows the action it would take.
+Read-only checks (`Remote.fact`, with a `facts.Fact`) print as `# check: ...` in the last two modes and
+return UNKNOWN, so a step planned offline always shows the action it would take. Every wait is
+`wait_until`, the one polling primitive.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import re
 import shlex
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from paramiko import BadHostKeyException, SSHException
 
-from .facts import Output
+from .core import UNKNOWN, Secret, StepFailed, _Unknown, known
+from .facts import Fact
+from .output import Console, Event, Progress
 from .settings import Settings
+from .shell import Cmd, Output
 
 T = TypeVar("T")
+_DEFAULT = object()
 
-
-class Secret:
-    """A value that must never be printed, logged or put on a command line."""
-
-    def __init__(self, value: str, where: str):
-        self._value = value
-        self.where = where  # where the secret is kept; shown instead of the value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __str__(self) -> str:
-        return f"<secret: {self.where}>"
-
-    __repr__ = __str__
-
-
-class _Unknown:
-    """The value of a fact in a run that connects to nothing."""
-
-    def __bool__(self):
-        return False
-
-    def __repr__(self):
-        return "UNKNOWN"
-
-
-UNKNOWN = _Unknown()
-
-
-def known(value) -> bool:
-    """False for a fact's value in a plan: code that skips work must skip only on known facts."""
-    return value is not UNKNOWN
-
-_SHELL_SYNTAX = re.compile(r"[|&;<>()$`\n*?~]|^\s*cd\s")
-
-
-@dataclass(frozen=True)
-class Cmd:
-    """A command for one host. `user`: None runs as the ssh user, otherwise through sudo.
-
-    `stdin` travels on standard input (how files and secrets reach a host: never on the command
-    line); `secrets` are masked wherever the command or its output is shown; `secret_output` keeps
-    what the command prints out of logs and messages; `stream` shows the command's own output live
-    (progress of long work).
-    """
-
-    script: str
-    user: str | None = "root"
-    stdin: str | None = None
-    secrets: tuple[Secret, ...] = ()
-    secret_output: bool = False
-    stream: bool = False
-
-    @property
-    def scripted(self) -> bool:
-        """Shell syntax (pipes, &&, redirects, $) runs as a script on `sh -s`'s stdin: no nested quoting."""
-        return bool(_SHELL_SYNTAX.search(self.script))
-
-    def line(self, interactive: bool = True) -> str:
-        """The command line run on the host. Real runs use `sudo -n` so nothing waits for a password."""
-        program = "sh -s" if self.scripted else self.script
-        if self.user is None:
-            return program
-        sudo = "sudo" if interactive else "sudo -n"
-        if self.user != "root":
-            sudo += f" -H -u {self.user}"
-        return f"{sudo} {program}"
-
-    def input(self) -> str | None:
-        """What the command reads on stdin: the data, or the script (with the data as its here-document)."""
-        if not self.scripted:
-            return self.stdin
-        if self.stdin is None:
-            return self.script + "\n"
-        delimiter, body = heredoc(self.stdin, "DATA")
-        return f"{{ {self.script}\n}} <<'{delimiter}'\n{body}{delimiter}\n"
-
-    def mask(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret.reveal():  # an empty value would "match" between every two characters
-                text = text.replace(secret.reveal(), str(secret))
-        return text
-
-    def shown(self) -> str:
-        """The command as shown to people and logs: the line, then its input; secrets masked."""
-        return self.mask(self.line() + ("" if self.input() is None else "\n" + self.input().rstrip("\n")))
-
-
-def heredoc(text: str, delimiter: str = "EOF") -> tuple[str, str]:
-    """A here-document delimiter that does not occur in `text`, and the body ending in a newline."""
-    while delimiter in text.splitlines():
-        delimiter += "_"
-    return delimiter, text if text.endswith("\n") or not text else text + "\n"
-
-
-def quote(text: str) -> str:
-    """Shell quoting that stays readable: double quotes when the text has single quotes but
-    nothing that double quotes would expand."""
-    if "'" in text and not re.search(r'[$`"\\!]', text):
-        return f'"{text}"'
-    return shlex.quote(text)
-
-
-def ssh_line(alias: str, cmd: Cmd) -> str:
-    """The copy-pasteable form: `ssh ALIAS -- 'CMD'`, with stdin as a quoted here-document."""
-    text = f"ssh {alias} -- {quote(cmd.line())}"
-    stdin = cmd.input()
-    if stdin is None:
-        return text
-    delimiter, body = heredoc(cmd.mask(stdin))
-    return f"{text} <<'{delimiter}'\n{body}{delimiter}"
+__all__ = ["UNKNOWN", "Cmd", "CommandFailed", "Event", "HostUnreachable", "Live", "Plan", "Progress", "Remote",
+           "RunLog", "Secret", "Session", "StepFailed", "known", "wait_until"]
 
 
 class CommandFailed(Exception):
@@ -154,42 +49,10 @@ class HostUnreachable(Exception):
     """ssh to a host failed (network, authentication or host key)."""
 
 
-class StepFailed(Exception):
-    """A step could not reach its goal (a wait timed out, a verification failed); the message says
-    what state the hosts are in and what to do."""
-
-
-# --- events: what a planned run shows ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Event:
-    """One entry of a plan: a step heading, an action, a check or a note."""
-
-    kind: str  # "step", "run", "check", "note"
-    alias: str = ""
-    cmd: Cmd | None = None
-    title: str = ""
-    why: str = ""
-    undo: str = ""
-
-
-def print_event(event: Event, out=None) -> None:
-    """The --dry rendering: shell lines, with checks and headings as comments."""
-    out = out or sys.stdout
-    if event.kind == "step":
-        print(f"\n# == {event.title}" + (f": {event.why}" if event.why else ""), file=out)
-    elif event.kind == "note":
-        print(f"# {event.title}", file=out)
-    elif event.kind == "check":
-        print("# check: " + ssh_line(event.alias, event.cmd).replace("\n", "\n# "), file=out)
-    else:
-        print(ssh_line(event.alias, event.cmd), file=out)
-
-
 # --- the run log -------------------------------------------------------------------------------
 
 class RunLog:
-    """Appends one JSON line per executed command (and per task start/end) to a file."""
+    """Appends one JSON line per executed command (and per task and step start and end) to a file."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -206,37 +69,50 @@ class RunLog:
 class Plan:
     """Offline mode (--dry, runbook): records events, hands each to `emit`, touches no host."""
 
-    def __init__(self, emit: Callable[[Event], None] = print_event):
-        self.emit = emit
+    def __init__(self, emit: Callable[[Event], None] | None = None):
+        self.emit = emit or Console().event
+        self.depth = 0  # steps open around what is emitted now
 
 
 class Live:
-    """The real run: commands go over ssh and into the run log."""
+    """The real run: commands go over ssh and into the run log; what steps say goes to the console."""
 
     def __init__(self, log: RunLog, echo=None):
         self.log = log
-        self.echo = echo or sys.stdout
+        self.console = Console(echo)
+        self.depth = 0
+
+    @property
+    def echo(self):
+        return self.console.stream
 
 
-class Progress:
-    """One line of progress for a wait: in a terminal it is rewritten in place with the seconds waited
-    so far; otherwise (a log, a pipe) a new line is printed only when the text changes."""
+# --- waiting: the one primitive ----------------------------------------------------------------------
 
-    def __init__(self, out):
-        self.out, self.tty = out, getattr(out, "isatty", lambda: False)()
-        self.started, self.shown = time.monotonic(), None
-
-    def show(self, text: str) -> None:
-        if self.tty:
-            print(f"\r\033[K{text} ({time.monotonic() - self.started:.0f} s)", end="", file=self.out, flush=True)
-        elif text != self.shown:
-            print(text, file=self.out, flush=True)
-        self.shown = text
-
-    def end(self) -> None:
-        """Leave the line rewritten in place, so what follows starts on a line of its own."""
-        if self.tty and self.shown is not None:
-            print(file=self.out, flush=True)
+def wait_until(mode: Plan | Live, probe: Callable[[], T], done: Callable[[T], bool], *, what: str,
+               timeout: float, interval: float = 1.0, show: Callable[[T], str] = str, who: str = "",
+               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call `probe` until `done(value)`; show progress when the value changes; StepFailed on timeout.
+    In a plan the probe runs once (its checks are shown) and a "repeat until" line follows."""
+    if isinstance(mode, Plan):
+        probe()
+        mode.emit(Event("repeat", title=what, timeout=timeout, depth=mode.depth))
+        return UNKNOWN
+    prefix = f"  {who}: " if who else "  "
+    deadline, progress, shown = clock() + timeout, mode.console.progress(clock), None
+    try:
+        while True:
+            value = probe()
+            if done(value):
+                return value
+            shown = show(value)
+            progress.show(f"{prefix}waiting until {what}: {shown}")
+            if clock() > deadline:
+                raise StepFailed(f"{'on ' + who + ': ' if who else ''}gave up after {timeout:.0f} s waiting until "
+                                 f"{what} (last seen: {shown})")
+            sleep(interval)
+    finally:
+        progress.end()
 
 
 # --- the remote handle ---------------------------------------------------------------------------
@@ -251,6 +127,7 @@ class Remote:
         self._connection = connection
         self._known_hosts = known_hosts  # prepares a connection's host-key checking, returns the file
         self._known_hosts_file = None
+        self._stable: dict[Fact, object] = {}  # answers of facts that do not change during a run
 
     @property
     def planning(self) -> bool:
@@ -259,43 +136,37 @@ class Remote:
     def run(self, cmd: Cmd) -> Output:
         """An action: run it (or plan it). A failure raises CommandFailed."""
         if self.planning:
-            self.mode.emit(Event("run", self.alias, cmd))
+            self.mode.emit(Event("run", self.alias, cmd, depth=self.mode.depth))
             return Output(0)
-        print(f"  {self.alias}$ " + cmd.shown().replace("\n", "\n    "), file=self.mode.echo, flush=True)
+        indent = "  " * self.mode.depth
+        self.mode.console.line(f"{indent}  {self.alias}$ " + cmd.shown().replace("\n", f"\n{indent}    "))
         out = self._execute(cmd)
         if not out.ok:
             raise CommandFailed(self.alias, cmd, out)
         return out
 
-    def fact(self, cmd: Cmd, parse: Callable[[Output], T], planned=UNKNOWN) -> T | _Unknown:
-        """A read-only check: the parsed output. When planning: `planned` (a stand-in value for
-        text that later commands show, never for decisions), else UNKNOWN."""
+    def fact(self, fact: Fact[T], *, planned=_DEFAULT, then: str = "") -> T | _Unknown:
+        """A read-only check: the parsed answer. When planning: `planned` (a stand-in value for text that
+        later commands show, never for decisions), else the fact's own, else UNKNOWN. `then`: what the
+        step does with the answer, for the runbook's reader."""
+        if fact.stable and fact in self._stable:
+            return self._stable[fact]
         if self.planning:
-            self.mode.emit(Event("check", self.alias, cmd))
-            return planned
-        return parse(self._execute(cmd))
+            value = fact.planned if planned is _DEFAULT else planned
+            self.mode.emit(Event("check", self.alias, fact.command(), passes=fact.describe(), then=then,
+                                 planned=value if isinstance(value, str) and value.startswith("<") else "",
+                                 depth=self.mode.depth))
+        else:
+            value = fact.parse(self._execute(fact.command()))
+        if fact.stable:
+            self._stable[fact] = value
+        return value
 
-    def wait_for(self, cmd: Cmd, parse: Callable[[Output], T], done: Callable[[T], bool], *,
-                 what: str, timeout: float, interval: float = 1.0, show=str) -> T | _Unknown:
-        """Repeat a check until `done(value)`; show progress when the value changes; StepFailed on timeout."""
-        if self.planning:
-            self.mode.emit(Event("check", self.alias, cmd))
-            self.mode.emit(Event("note", title=f"repeat the check above until {what} (at most {timeout:.0f} s)"))
-            return UNKNOWN
-        deadline, progress, shown = time.monotonic() + timeout, Progress(self.mode.echo), None
-        try:
-            while True:
-                value = parse(self._execute(cmd))
-                if done(value):
-                    return value
-                shown = show(value)
-                progress.show(f"  {self.alias}: waiting until {what}: {shown}")
-                if time.monotonic() > deadline:
-                    raise StepFailed(f"on {self.alias}: gave up after {timeout:.0f} s waiting until {what} "
-                                     f"(last seen: {shown})")
-                time.sleep(interval)
-        finally:
-            progress.end()
+    def wait_for(self, fact: Fact[T], done: Callable[[T], bool], *, what: str, timeout: float,
+                 interval: float = 1.0, show: Callable[[T], str] = str) -> T | _Unknown:
+        """Repeat a fact until `done(answer)` (see wait_until)."""
+        return wait_until(self.mode, lambda: self.fact(fact), done, what=what, timeout=timeout,
+                          interval=interval, show=show, who=self.alias)
 
     def write_file(self, path: str, text: str, *, owner: str = "root", mode: str = "0644",
                    secrets: tuple[Secret, ...] = ()) -> Output:
@@ -306,7 +177,7 @@ class Remote:
     def _execute(self, cmd: Cmd) -> Output:
         started = time.monotonic()
         try:
-            out = _exec(self._connected(), cmd, self.mode.echo)
+            out = _exec(self._connected(), cmd, self.mode.console)
         except BadHostKeyException as error:
             raise HostUnreachable(
                 f"{self.alias}: the host key CHANGED (now {error.key.fingerprint}); refusing to connect. If the "
@@ -339,9 +210,9 @@ class Remote:
             self._connection.close()
 
 
-def _exec(client, cmd: Cmd, echo) -> Output:
+def _exec(client, cmd: Cmd, console: Console) -> Output:
     """Run one command on an ssh channel: stdin is fed alongside (a command that exits without reading
-    it is no error), output is collected (and echoed live for `stream`), the exit status returned."""
+    it is no error), output is collected (and shown live for `stream`), the exit status returned."""
     channel = client.get_transport().open_session()
     channel.exec_command(cmd.line(interactive=False))
     data = cmd.input()
@@ -357,8 +228,7 @@ def _exec(client, cmd: Cmd, echo) -> Output:
                 buffer += chunk
                 progressed = True
                 if cmd.stream:
-                    echo.write(chunk.decode(errors="replace"))
-                    echo.flush()
+                    console.chunk(cmd.mask(chunk.decode(errors="replace")))
         if not progressed:
             time.sleep(0.005)
     exited = channel.recv_exit_status()
@@ -376,16 +246,11 @@ def _feed(channel, data: bytes) -> None:
         pass  # the command ended before reading all of its input; its exit status says how it went
 
 
-def note(remote_or_mode, text: str) -> None:
-    """A remark in a plan (nothing happens in a real run)."""
-    mode = getattr(remote_or_mode, "mode", remote_or_mode)
-    if isinstance(mode, Plan):
-        mode.emit(Event("note", title=text))
-
+# --- the session: hosts, steps, and what a step says -------------------------------------------------
 
 @dataclass
 class Session:
-    """The hosts of one task run, by role, and the run's mode."""
+    """The hosts of one task run, by role, and the run's mode. Steps speak only through it."""
 
     mode: Plan | Live
     settings: Settings
@@ -403,15 +268,51 @@ class Session:
     def planning(self) -> bool:
         return isinstance(self.mode, Plan)
 
-    def step(self, title: str, why: str = "", undo: str = "") -> None:
-        """Announce a step: a heading in plans, a progress line in real runs."""
+    @contextlib.contextmanager
+    def step(self, title: str, why: str = "", undo: str = "") -> Iterator[None]:
+        """A step: a heading in plans and a progress line in real runs; the commands run inside it are its
+        own, and a step opened inside another is its sub-step."""
+        depth = self.mode.depth
         if self.planning:
-            self.mode.emit(Event("step", title=title, why=why, undo=undo))
+            self.mode.emit(Event("step", title=title, why=why, undo=undo, depth=depth))
         else:
-            print(f"==> {title}", file=self.mode.echo, flush=True)
+            self.mode.console.line(("  " * depth) + ("==> " if depth == 0 else "--> ") + title)
             self.mode.log.write(step=title)
+        self.mode.depth = depth + 1
+        try:
+            yield
+        finally:
+            self.mode.depth = depth
+            if self.planning:
+                self.mode.emit(Event("end", title=title, depth=depth))
+            else:
+                self.mode.log.write(step_end=title)
 
-    def planned(self) -> "Session":
+    def say(self, text: str) -> None:
+        """What a step found or did, in a sentence: a line in real runs, a note in plans."""
+        if self.planning:
+            self.mode.emit(Event("note", title=text, depth=self.mode.depth))
+        else:
+            self.mode.console.line(("  " * self.mode.depth) + text.replace("\n", "\n" + "  " * self.mode.depth))
+
+    def show(self, text: str) -> None:
+        """A document shown as it is (a table, JSON, a diff, a script to copy)."""
+        if self.planning:
+            self.mode.emit(Event("text", title=text, depth=self.mode.depth))
+        else:
+            self.mode.console.line(text)
+
+    def note(self, text: str) -> None:
+        """A remark for the reader of a plan (nothing happens in a real run)."""
+        if self.planning:
+            self.mode.emit(Event("note", title=text, depth=self.mode.depth))
+
+    def wait_until(self, probe: Callable[[], T], done: Callable[[T], bool], *, what: str, timeout: float,
+                   interval: float = 1.0, show: Callable[[T], str] = str) -> T | _Unknown:
+        """Poll something that is not one fact on one host (several facts, or a question asked from here)."""
+        return wait_until(self.mode, probe, done, what=what, timeout=timeout, interval=interval, show=show)
+
+    def planned(self) -> Session:
         """The same hosts in Plan mode: what a run would do, printed, with nothing contacted."""
         mode = Plan()
         return Session(mode, self.settings, {role: Remote(role, r.alias, mode) for role, r in self.hosts.items()})

@@ -4,20 +4,16 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from dataclasses import dataclass
+from typing import ClassVar
 
 from . import mastodon_env, redis_cli, system
 from .command import Cmd, CommandFailed, Remote, Secret, Session, StepFailed, known
 from .executor import one_host_task
-from .facts import Output
+from .facts import Fact, Journal, Output, SecretFileText, UnitEnabled, UnitState
 from .settings import Settings
 
 SERVICES = ("web", "sidekiq", "streaming")
-
-
-def code_revision(cfg: Settings) -> Cmd:
-    """The git revision of the checkout, or a checksum of the version file when it is no git checkout."""
-    return Cmd(f"cd {cfg.mastodon_dir} && {{ git rev-parse HEAD 2>/dev/null || sha256sum lib/mastodon/version.rb; }}",
-               user=cfg.mastodon_user)
 
 
 def in_app(cfg: Settings, command: str, stream: bool = False) -> Cmd:
@@ -37,11 +33,100 @@ def units(cfg: Settings, services: str) -> dict[str, str]:
     return {x: dict(zip(SERVICES, cfg.mastodon_services))[x] for x in names}
 
 
-def health(cfg: Settings) -> Cmd:
-    """Both health endpoints; prints two lines: web's and streaming's answer."""
-    return Cmd(f"for url in http://127.0.0.1:{cfg.mastodon_web_port}/health "
-               f"http://127.0.0.1:{cfg.mastodon_streaming_port}/api/v1/streaming/health; do "
-               f"echo $(curl -s -m 5 $url || echo down); done", user=None)
+# --- facts -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Health(Fact["list[str]"]):
+    """Both health endpoints: web's answer, then streaming's (`down` when one does not answer)."""
+
+    web_port: int
+    streaming_port: int
+    passes: ClassVar[str] = "prints two lines, web's answer and streaming's: `OK` and `OK` when both are healthy"
+
+    def command(self) -> Cmd:
+        return Cmd(f"for url in http://127.0.0.1:{self.web_port}/health "
+                   f"http://127.0.0.1:{self.streaming_port}/api/v1/streaming/health; do "
+                   f"echo $(curl -s -m 5 $url || echo down); done", user=None)
+
+    @staticmethod
+    def parse(out: Output) -> list[str]:
+        return out.stdout.split()
+
+
+@dataclass(frozen=True)
+class AssetsPresent(Fact[bool]):
+    directory: str
+    user: str
+    passes: ClassVar[str] = "prints a file name when assets are precompiled; nothing when they are not"
+
+    def command(self) -> Cmd:
+        return Cmd(f"ls -A {self.directory}/public/packs {self.directory}/public/assets 2>/dev/null "
+                   f"| grep -v : | head -n 1", user=self.user)
+
+    @staticmethod
+    def parse(out: Output) -> bool:
+        return bool(out.stdout.strip())
+
+
+@dataclass(frozen=True)
+class EnvCopied(Fact[bool]):
+    """Phase 2's "is this done?" for new's settings: .env.production was written by copy-config."""
+
+    path: str
+    passes: ClassVar[str] = "prints 1 when new's .env.production was written by copy-config, else 0"
+
+    def command(self) -> Cmd:
+        return Cmd(f"grep -cxF {shlex.quote(mastodon_env.HEADER)} {self.path}")
+
+    @staticmethod
+    def parse(out: Output) -> bool:
+        return out.stdout.strip() not in ("", "0")
+
+
+@dataclass(frozen=True)
+class HomeFeedsPresent(Fact[bool]):
+    """Whether the Redis that a host's Mastodon uses holds home feeds."""
+
+    values: dict[str, str] | None  # the .env.production values (None: a plan's placeholders)
+    passes: ClassVar[str] = "prints a `feed:home:<id>` key when home feeds exist; nothing when Redis has none"
+
+    def command(self) -> Cmd:
+        return redis_cli.cli(self.values, "--scan --pattern 'feed:home:*' | head -n 1")
+
+    @staticmethod
+    def parse(out: Output) -> bool:
+        return bool(out.stdout.strip())
+
+
+@dataclass(frozen=True)
+class HttpsAnswer(Fact["tuple[int, str]"]):
+    """curl to https://DOMAIN/PATH dialled at `address`: SNI, Host and certificate as clients see them.
+    Prints the body, then the status code on the last line. A token travels on stdin (curl --config -)."""
+
+    domain: str
+    address: str
+    path: str
+    token: Secret | None = None
+    post: str | None = None  # a JSON body
+    passes: ClassVar[str] = "prints the answer's body, then its HTTP status on the last line: 200 is a pass"
+
+    def command(self) -> Cmd:
+        lines = [f'header = "Authorization: Bearer {self.token.reveal()}"'] if self.token else []
+        if self.post is not None:
+            lines += ['header = "Content-Type: application/json"', f"data = {json.dumps(self.post)}"]
+        return Cmd(f"curl -sS -m 20 --resolve {self.domain}:443:{self.address} -w '\\n%{{http_code}}' "
+                   f"--config - https://{self.domain}{self.path}", user=None, stdin="\n".join(lines) + "\n",
+                   secrets=(self.token,) if self.token else ())
+
+    @staticmethod
+    def parse(out: Output) -> tuple[int, str]:
+        body, _, code = out.stdout.rpartition("\n")
+        return (int(code) if code.isdigit() else 0), body
+
+
+def https_request(cfg: Settings, address: str, path: str, token: Secret | None = None,
+                  post: dict | None = None) -> HttpsAnswer:
+    return HttpsAnswer(cfg.domain, address, path, token, json.dumps(post) if post is not None else None)
 
 
 def env_path(s: Session) -> str:
@@ -50,8 +135,7 @@ def env_path(s: Session) -> str:
 
 def read_env(s: Session, remote: Remote) -> str | None:
     """A host's .env.production (full of secrets: never printed or logged); None when missing."""
-    return remote.fact(Cmd(f"cat {env_path(s)}", user=s.settings.mastodon_user, secret_output=True),
-                       lambda out: out.stdout if out.ok else None)
+    return remote.fact(SecretFileText(env_path(s), s.settings.mastodon_user))
 
 
 def env_values(env_text) -> dict[str, str] | None:
@@ -63,26 +147,26 @@ def env_values(env_text) -> dict[str, str] | None:
 
 def precompile_assets(s: Session, remote: Remote) -> None:
     cfg = s.settings
-    s.step("precompile assets", "new serves Mastodon's front end from precompiled assets (the front page "
-           "fails without them)", undo="nothing to undo: public/assets and public/packs only serve files")
-    present = remote.fact(Cmd(f"ls -A {cfg.mastodon_dir}/public/packs {cfg.mastodon_dir}/public/assets 2>/dev/null "
-                              f"| grep -v : | head -n 1", user=cfg.mastodon_user), lambda out: out.stdout.strip())
-    if known(present) and present:
-        print("  assets already precompiled", flush=True)
-        return
-    remote.run(in_app(cfg, "bundle exec rails assets:precompile", stream=True))
+    with s.step("precompile assets", "new serves Mastodon's front end from precompiled assets (the front page "
+                "fails without them)", undo="not needed: public/assets and public/packs only serve files"):
+        present = remote.fact(AssetsPresent(cfg.mastodon_dir, cfg.mastodon_user),
+                              then="when it prints a name, skip the next block")
+        if known(present) and present:
+            s.say("assets already precompiled")
+            return
+        remote.run(in_app(cfg, "bundle exec rails assets:precompile", stream=True))
 
 
 def _wait_healthy(s: Session, remote: Remote, chosen: dict[str, str]) -> None:
     """Both health endpoints (of the chosen services) answer OK; else the units' journal is shown."""
     wanted = [x in chosen for x in ("web", "streaming")]
+    cfg = s.settings
     try:
-        remote.wait_for(health(s.settings), lambda out: out.stdout.split(),
+        remote.wait_for(Health(cfg.mastodon_web_port, cfg.mastodon_streaming_port),
                         lambda answers: all(a == "OK" for a, w in zip(answers, wanted) if w),
                         what="the health endpoints answer OK", timeout=90, show=" ".join)
     except StepFailed as error:
-        journal = remote.fact(Cmd(f"journalctl -u {' -u '.join(chosen.values())} -n 25 --no-pager"),
-                              lambda out: out.stdout)
+        journal = remote.fact(Journal(tuple(chosen.values())))
         raise StepFailed(f"{error}. The units' last journal lines:\n{journal}") from None
 
 
@@ -90,7 +174,7 @@ def _systemctl(remote: Remote, action: str, unit: str) -> None:
     try:
         remote.run(system.systemctl(action, unit))
     except CommandFailed:
-        journal = remote.fact(Cmd(f"journalctl -u {unit} -n 25 --no-pager"), lambda out: out.stdout)
+        journal = remote.fact(Journal((unit,)))
         raise StepFailed(f"{unit} did not {action} on {remote.alias}. Its last journal lines:\n{journal}") from None
 
 
@@ -99,50 +183,50 @@ def restart_services(s: Session, remote: Remote, services: str = "web,sidekiq,st
     """Reload web (its socket stays open, so no request is refused), restart sidekiq and streaming,
     then wait until both health endpoints answer OK."""
     chosen = units(s.settings, services)
-    s.step(f"{'start' if start else 'restart'} Mastodon on {remote.role}", "units: " + ", ".join(chosen.values()),
-           undo="none needed: a reload or restart changes no state")
-    if enable:
-        remote.run(system.systemctl("enable", *chosen.values()))
-    for name, unit in chosen.items():
-        active = remote.fact(system.unit_state(unit), lambda out: out.stdout.strip()) == "active"
-        _systemctl(remote, "start" if start and not active else "reload" if name == "web" else "restart", unit)
-    _wait_healthy(s, remote, chosen)
+    with s.step(f"{'start' if start else 'restart'} Mastodon on {remote.role}", "units: " + ", ".join(chosen.values()),
+                undo="not needed: a reload or restart changes no state"):
+        if enable:
+            remote.run(system.systemctl("enable", *chosen.values()))
+        for name, unit in chosen.items():
+            active = remote.fact(UnitState(unit), then="a unit that is not active is started, not reloaded"
+                                 ) == "active"
+            _systemctl(remote, "start" if start and not active else "reload" if name == "web" else "restart", unit)
+        _wait_healthy(s, remote, chosen)
 
 
 def start_services(s: Session, remote: Remote, restart: bool) -> None:
     """Enable and start whatever unit is not yet; restart running ones only when `restart` (their
     configuration changed). Then wait for health."""
     chosen = units(s.settings, ",".join(SERVICES))
-    s.step(f"Mastodon runs on {remote.role}", "units enabled and active: " + ", ".join(chosen.values()),
-           undo=f"ssh {remote.alias} -- sudo systemctl disable --now " + " ".join(chosen.values()))
-    for name, unit in chosen.items():
-        if remote.fact(system.unit_enabled(unit), lambda out: out.stdout.strip()) != "enabled":
-            remote.run(system.systemctl("enable", unit))
-        if remote.fact(system.unit_state(unit), lambda out: out.stdout.strip()) != "active":
-            _systemctl(remote, "start", unit)
-        elif restart:
-            _systemctl(remote, "reload" if name == "web" else "restart", unit)
-    _wait_healthy(s, remote, chosen)
+    with s.step(f"Mastodon runs on {remote.role}", "units enabled and active: " + ", ".join(chosen.values()),
+                undo=f"ssh {remote.alias} -- sudo systemctl disable --now " + " ".join(chosen.values())):
+        for name, unit in chosen.items():
+            if remote.fact(UnitEnabled(unit), then="anything but `enabled`: enable it") != "enabled":
+                remote.run(system.systemctl("enable", unit))
+            if remote.fact(UnitState(unit), then="anything but `active`: start it") != "active":
+                _systemctl(remote, "start", unit)
+            elif restart:
+                _systemctl(remote, "reload" if name == "web" else "restart", unit)
+        _wait_healthy(s, remote, chosen)
 
 
 def feeds_present(s: Session, remote: Remote, env_text) -> bool | None:
     """Whether the host's Redis holds home feeds (None when planning)."""
-    values = env_values(env_text)
-    found = remote.fact(redis_cli.cli(values, "--scan --pattern 'feed:home:*' | head -n 1"),
-                        lambda out: bool(out.stdout.strip()))
+    found = remote.fact(HomeFeedsPresent(env_values(env_text)),
+                        then="when it prints a key, the feeds are built: skip the next block")
     return found if known(found) else None
 
 
 def build_feeds(s: Session, remote: Remote, env_text, account: str | None = None, concurrency: int = 5,
                 force: bool = False) -> None:
     cfg = s.settings
-    s.step("build home feeds", "new's Redis starts empty: without this every home timeline would be blank",
-           undo="nothing to undo: feeds are a cache (tootctl feeds clear empties them)")
-    if not account and not force and feeds_present(s, remote, env_text):
-        print("  home feeds already built", flush=True)
-        return
-    target = account or "--all"
-    remote.run(in_app(cfg, f"bin/tootctl feeds build {target} --concurrency {int(concurrency)}", stream=True))
+    with s.step("build home feeds", "new's Redis starts empty: without this every home timeline would be blank",
+                undo="not needed: feeds are a cache (tootctl feeds clear empties them)"):
+        if not account and not force and feeds_present(s, remote, env_text):
+            s.say("home feeds already built")
+            return
+        target = account or "--all"
+        remote.run(in_app(cfg, f"bin/tootctl feeds build {target} --concurrency {int(concurrency)}", stream=True))
 
 
 def _token(cfg: Settings) -> Secret | None:
@@ -151,66 +235,72 @@ def _token(cfg: Settings) -> Secret | None:
     return Secret(cfg.smoke_test_token_file.read_text().strip(), f"SMOKE_TEST_TOKEN_FILE ({cfg.smoke_test_token_file})")
 
 
-def https_request(cfg: Settings, address: str, path: str, token: Secret | None = None, post: dict | None = None) -> Cmd:
-    """curl to https://DOMAIN/PATH dialled at `address`: SNI, Host and certificate as clients see them.
-    Prints the body, then the status code on the last line. A token travels on stdin (curl --config -)."""
-    lines = [f'header = "Authorization: Bearer {token.reveal()}"'] if token else []
-    if post is not None:
-        lines += ['header = "Content-Type: application/json"', f"data = {json.dumps(json.dumps(post))}"]
-    return Cmd(f"curl -sS -m 20 --resolve {cfg.domain}:443:{address} -w '\\n%{{http_code}}' "
-               f"--config - https://{cfg.domain}{path}", user=None, stdin="\n".join(lines) + "\n",
-               secrets=(token,) if token else ())
-
-
-def _status_and_body(out: Output) -> tuple[int, str]:
-    body, _, code = out.stdout.rpartition("\n")
-    return (int(code) if code.isdigit() else 0), body
-
-
 def smoke_test(s: Session, post: bool = False) -> None:
     """Requests to new directly (from old, as a client would after DNS moves): health, the front
     page, a home timeline; optionally a post, which writes to old's database through the tunnel."""
     cfg = s.settings
-    s.step("smoke test of new", f"before traffic moves: https://{cfg.domain} on new ({cfg.new_address}) answers "
-           "like the live instance")
-    token = _token(s.settings)
-    checks = [("/health", None, lambda code, body: code == 200 and body.strip() == "OK"),
-              ("/", None, lambda code, body: code == 200)]
-    if token:
-        checks.append(("/api/v1/timelines/home?limit=1", token,
-                       lambda code, body: code == 200 and body.strip() not in ("", "[]")))
-    else:
-        print("  SMOKE_TEST_TOKEN_FILE is not set: home timelines are not checked", flush=True)
-    failed = []
-    for path, auth, good in checks:
-        code, body = s.old.fact(https_request(cfg, cfg.new_address, path, auth), _status_and_body,
-                                planned=(200, "OK"))
-        if not s.planning and not good(code, body):
-            failed.append(f"{path} answered {code}: {body.strip()[:200]}")
-    if post and token:
-        code, body = s.old.fact(https_request(cfg, cfg.new_address, "/api/v1/statuses", token, post={
-            "status": f"mastodon-migration smoke test {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            "visibility": "private"}), _status_and_body, planned=(200, "{}"))
-        if not s.planning and code != 200:
-            failed.append(f"a test post answered {code}: {body.strip()[:200]}")
-    if failed:
-        raise StepFailed("new is not ready for traffic: " + "; ".join(failed))
+    with s.step("smoke test of new", f"before traffic moves: https://{cfg.domain} on new ({cfg.new_address}) "
+                "answers like the live instance", undo="not needed: the requests change nothing (a --smoke-post "
+                "post is private; delete it in the web interface if you like)"):
+        token = _token(s.settings)
+        checks = [("/health", None, lambda code, body: code == 200 and body.strip() == "OK"),
+                  ("/", None, lambda code, body: code == 200)]
+        if token:
+            checks.append(("/api/v1/timelines/home?limit=1", token,
+                           lambda code, body: code == 200 and body.strip() not in ("", "[]")))
+        else:
+            s.say("SMOKE_TEST_TOKEN_FILE is not set: home timelines are not checked")
+        failed = []
+        for path, auth, good in checks:
+            code, body = s.old.fact(https_request(cfg, cfg.new_address, path, auth), planned=(200, "OK"),
+                                    then="anything but 200 stops the phase before the proxy is switched")
+            if not s.planning and not good(code, body):
+                failed.append(f"{path} answered {code}: {body.strip()[:200]}")
+        if post and token:
+            code, body = s.old.fact(https_request(cfg, cfg.new_address, "/api/v1/statuses", token, post={
+                "status": f"mastodon-migration smoke test {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                "visibility": "private"}), planned=(200, "{}"))
+            if not s.planning and code != 200:
+                failed.append(f"a test post answered {code}: {body.strip()[:200]}")
+        if failed:
+            raise StepFailed("new is not ready for traffic: " + "; ".join(failed))
 
 
 def use_local_database(s: Session) -> bool:
     """new's Mastodon talks to new's own (promoted) cluster. Returns whether the file changed."""
     cfg = s.settings
-    s.step("point Mastodon at new's database", f"DB_HOST=127.0.0.1, DB_PORT={cfg.pg_port} in new's .env.production",
-           undo="none after the promotion: new's database is the only primary")
-    text = read_env(s, s.new)
-    if text is None:
-        raise StepFailed(f"new has no {env_path(s)}")
-    want = mastodon_env.point_at_local_database(text, cfg.pg_port) if known(text) else "<new's .env.production>"
-    if known(text) and want == text:
-        return False
-    secret = Secret(want, f"new's .env.production with DB_HOST=127.0.0.1, DB_PORT={cfg.pg_port}")
-    s.new.write_file(env_path(s), want, owner=cfg.mastodon_user, mode="0600", secrets=(secret,))
-    return True
+    with s.step("point Mastodon at new's database", f"DB_HOST=127.0.0.1, DB_PORT={cfg.pg_port} in new's "
+                ".env.production", undo="none after the promotion: new's database is the only primary"):
+        text = read_env(s, s.new)
+        if text is None:
+            raise StepFailed(f"new has no {env_path(s)}")
+        want = mastodon_env.point_at_local_database(text, cfg.pg_port) if known(text) else "<new's .env.production>"
+        if known(text) and want == text:
+            return False
+        secret = Secret(want, f"new's .env.production with DB_HOST=127.0.0.1, DB_PORT={cfg.pg_port}")
+        s.new.write_file(env_path(s), want, owner=cfg.mastodon_user, mode="0600", secrets=(secret,))
+        return True
+
+
+@dataclass(frozen=True)
+class CanWrite(Fact[bool]):
+    """A write transaction as Mastodon's database role, the way its .env.production says (password on stdin)."""
+
+    port: int
+    user: str
+    database: str
+    password: Secret
+
+    passes: ClassVar[str] = "prints a transaction id and exits 0 once Mastodon's role can write on new"
+
+    def command(self) -> Cmd:
+        return Cmd(f"export PGPASSWORD={shlex.quote(self.password.reveal())}; psql -XAtq -h 127.0.0.1 -p {self.port} "
+                   f"-U {self.user} -d {self.database} -c 'SELECT pg_current_xact_id()'", user=None,
+                   secrets=(self.password,))
+
+    @staticmethod
+    def parse(out: Output) -> bool:
+        return out.ok
 
 
 def probe_write(s: Session) -> None:
@@ -221,17 +311,16 @@ def probe_write(s: Session) -> None:
     if token:
         s.old.wait_for(https_request(cfg, "127.0.0.1", "/api/v1/statuses", token, post={
             "status": f"mastodon-migration failover probe {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            "visibility": "private"}), _status_and_body, lambda answer: answer[0] == 200,
+            "visibility": "private"}), lambda answer: answer[0] == 200,
             what="a post through old's public endpoint is accepted", timeout=120, interval=0.1,
             show=lambda answer: f"HTTP {answer[0]}")
         return
     values = mastodon_env.parse(read_env(s, s.new) or "") if not s.planning else {}
     password = Secret(values.get("DB_PASS", ""), "DB_PASS in new's .env.production")
-    s.new.wait_for(Cmd(f"export PGPASSWORD={shlex.quote(password.reveal())}; psql -XAtq -h 127.0.0.1 -p {cfg.pg_port} "
-                       f"-U {values.get('DB_USER', 'mastodon')} -d {values.get('DB_NAME', 'mastodon_production')} "
-                       "-c 'SELECT pg_current_xact_id()'", user=None, secrets=(password,)),
-                   lambda out: out.ok, bool, what="Mastodon's database role can write on new", timeout=60,
-                   interval=0.1, show=lambda ok: "not yet")
+    s.new.wait_for(CanWrite(cfg.pg_port, values.get("DB_USER", "mastodon"),
+                            values.get("DB_NAME", "mastodon_production"), password), bool,
+                   what="Mastodon's database role can write on new", timeout=60, interval=0.1,
+                   show=lambda ok: "not yet")
 
 
 # --- tasks -----------------------------------------------------------------------------------------

@@ -1,11 +1,21 @@
-"""The migration's phases, each composed from subsystem steps: `fab -H old,new phaseN-...`."""
+"""The migration's phases, each composed from subsystem steps: `fab -H old,new phaseN-...`; and PHASES,
+the table that the runbook and status read."""
 from __future__ import annotations
 
+import inspect
+import re
 import time
+from dataclasses import dataclass
+from typing import Callable
 
-from . import dns, mastodon, nginx, postgres, preflight, sidekiq, system, transfer, tunnel
-from .command import Session, StepFailed
+from invoke.exceptions import Exit
+
+from . import mastodon, nginx, postgres, preflight, sidekiq, system, transfer, tunnel
+from .command import Session, StepFailed, known
+from .dns import steps as dns
 from .executor import two_host_task
+from .facts import UnitState, UnitStates, stopped
+from .settings import Settings
 
 
 def replicate(s: Session, max_rate: str = "") -> None:
@@ -17,7 +27,7 @@ def replicate(s: Session, max_rate: str = "") -> None:
     tunnel.ensure_tunnel(s)
     postgres.run_basebackup(s, max_rate=max_rate)
     report = postgres.show_replication_status(s)
-    if report is not None and not report["healthy"]:
+    if report is not None and not report.healthy:
         raise StepFailed("phase 1 ended but replication is not healthy (see above); run it again")
 
 
@@ -29,7 +39,7 @@ def phase1_replicate(s: Session, max_rate=""):
 
 def require_replication(s: Session, why: str) -> None:
     report = postgres.replication_report(s)
-    if report is not None and not report["healthy"]:
+    if report is not None and not report.healthy:
         raise StepFailed(f"{why}: replication from old to new is not healthy; run "
                          "fab -H old,new replication-status, or phase1-replicate first. Nothing was changed.")
 
@@ -60,9 +70,9 @@ def phase2_proxy(s: Session, force=False, smoke_post=False):
 
 def require_old_mastodon_stopped(s: Session) -> None:
     cfg = s.settings
-    running = [u for u in cfg.mastodon_services
-               if s.old.fact(system.unit_state(u), lambda out: out.stdout.strip()) not in ("inactive", "failed")]
-    if running and not s.planning:
+    states = s.old.fact(UnitStates(cfg.mastodon_services), then="each must be `inactive` or `failed`")
+    running = [u for u, state in states.items() if not stopped(state)] if known(states) else []
+    if running:
         raise StepFailed(f"old's {', '.join(running)} still run{'s' if len(running) == 1 else ''}: run drain first. "
                          "Nothing was changed.")
 
@@ -78,12 +88,13 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
     changed = mastodon.use_local_database(s)
     if promoted or changed:  # web first: it takes the writes; the rest follows once writes flow again
         mastodon.restart_services(s, s.new, services="web")
-    s.step("verify", "the first write that new's Mastodon accepts on its own database")
-    mastodon.probe_write(s)
-    if promoted and not s.planning:
-        accepted_at = time.time()
-        print(f"==> write-unavailability window: {accepted_at - fenced_at:.1f} s, from the fence of old "
-              f"(epoch {fenced_at:.3f}) to the first write new accepted (epoch {accepted_at:.3f})", flush=True)
+    with s.step("verify", "the first write that new's Mastodon accepts on its own database",
+                undo="not needed: the probe is a private post (or a transaction) on new"):
+        mastodon.probe_write(s)
+        if promoted and not s.planning:
+            accepted_at = time.time()
+            s.say(f"==> write-unavailability window: {accepted_at - fenced_at:.1f} s, from the fence of old "
+                  f"(epoch {fenced_at:.3f}) to the first write new accepted (epoch {accepted_at:.3f})")
     if promoted or changed:
         mastodon.restart_services(s, s.new, services="sidekiq,streaming")
     postgres.keep_old_down(s)
@@ -137,9 +148,10 @@ def clean_up(s: Session, stop_old_nginx: bool = False) -> None:
     transfer.remove_media_access(s)
     postgres.remove_replication_leftovers(s)
     if stop_old_nginx:
-        s.step("stop old's nginx", "DNS has moved and every resolver has let go of old's address")
-        if s.old.fact(system.unit_state("nginx"), lambda out: out.stdout.strip()) != "inactive":
-            s.old.run(system.systemctl("disable", "--now", "nginx"))
+        with s.step("stop old's nginx", "DNS has moved and every resolver has let go of old's address",
+                    undo="ssh old -- sudo systemctl enable --now nginx"):
+            if s.old.fact(UnitState("nginx"), then="`inactive`: already stopped, skip the next block") != "inactive":
+                s.old.run(system.systemctl("disable", "--now", "nginx"))
 
 
 @two_host_task(help={"apply": "act; without it only the plan is shown",
@@ -147,6 +159,53 @@ def clean_up(s: Session, stop_old_nginx: bool = False) -> None:
 def cleanup(s: Session, apply=False, stop_old_nginx=False):
     """After DNS has settled: remove the tunnel, keys, pg_hba blocks, role and slot (plan, or --apply)."""
     if not apply and not s.planning:
-        print("cleanup plan (nothing is changed without --apply):", flush=True)
+        s.show("cleanup plan (nothing is changed without --apply):")
         s = s.planned()
     clean_up(s, stop_old_nginx=stop_old_nginx)
+
+
+# --- the table of phases, for the runbook and status -------------------------------------------------
+
+@dataclass(frozen=True)
+class Phase:
+    number: int
+    name: str
+    task: Callable  # the fab task that runs it
+    steps: Callable[[Session], None]  # the function that runs its steps
+    preconditions: str
+    flags: str = ""  # what the task needs to act
+
+    @property
+    def task_name(self) -> str:
+        return self.task.name.replace("_", "-") if hasattr(self.task, "name") else self.task.__name__
+
+    def command(self, cfg: Settings) -> str:
+        return f"fab -H {cfg.old_ssh},{cfg.new_ssh} {self.task_name}" + (f" {self.flags}" if self.flags else "")
+
+    def purpose(self) -> str:
+        """What `fab --help TASK` says: the task's docstring."""
+        return re.sub(r"^Phase \d+: ", "", inspect.getdoc(self.task.body) or "")
+
+
+PHASES = (
+    Phase(1, "replicate", phase1_replicate, replicate,
+          "ssh and passwordless sudo on both hosts; the same PostgreSQL major version on both; new's data "
+          "directory empty (a fresh install) and room for old's databases; the tunnel port free on new."),
+    Phase(2, "proxy", phase2_proxy, proxy,
+          "phase 1 done: new streams from old with a lag under MAX_LAG_BYTES (checked first)."),
+    Phase(3, "failover", phase3_failover, failover,
+          "phase 2 done: old's nginx proxies everything to new (checked first, else stopping old's Mastodon "
+          "would be downtime); new's replica streams with a small lag."),
+    Phase(4, "dns", phase4_dns, move_dns,
+          "phase 3 done: new is the primary. `dns --lower-ttl` ran at least the original TTL ago (the "
+          "cutover refuses otherwise, unless --force)."),
+    Phase(5, "cleanup", cleanup, clean_up,
+          "phase 4 done, and the time it printed has passed: no resolver still holds old's address.", "--apply"),
+)
+
+
+def phase_by_number(number: int) -> Phase:
+    for phase in PHASES:
+        if phase.number == number:
+            return phase
+    raise Exit(f"--phase takes 1 to {len(PHASES)}; got {number}", code=2)

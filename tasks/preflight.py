@@ -1,35 +1,46 @@
 """preflight: read-only checks on both hosts before anything changes."""
 from __future__ import annotations
 
-
 from invoke.exceptions import Exit
 
-from . import checks, mastodon, postgres, system, tunnel
-from .command import HostUnreachable, Remote, Session, note
+from . import checks, tunnel
+from .command import HostUnreachable, Remote, Session
 from .executor import two_host_task
-from .facts import Output
+from .facts import (
+    ClusterIdentity,
+    DatabaseSize,
+    DataDirEntries,
+    Fact,
+    FreeDisk,
+    Glibc,
+    Listeners,
+    MastodonRevision,
+    Output,
+    Raw,
+    ReplicationCapacity,
+    ServerVersion,
+    SudoWorks,
+    UnitProcess,
+)
 
 
-def _raw(out: Output) -> Output:
-    return out
-
-
-def _gather(remote: Remote, commands: dict) -> dict[str, Output] | None:
-    """Run each read-only command; None when the host cannot be reached."""
+def _gather(remote: Remote, questions: dict[str, Fact]) -> dict[str, Output]:
+    """Each question's answer as it came (judged later); only "unreachable" when the host cannot be reached."""
     try:
-        return {name: remote.fact(cmd, _raw) for name, cmd in commands.items()}
+        return {name: remote.fact(Raw(fact)) for name, fact in questions.items()}
     except HostUnreachable as error:
         return {"unreachable": Output(255, stderr=str(error))}
 
 
 def gather(s: Session) -> dict[str, dict[str, Output]]:
     cfg = s.settings
-    common = {"sudo": system.sudo_works(), "version": postgres.server_version(cfg), "glibc": system.glibc(),
-              "identity": postgres.cluster_identity(cfg), "mastodon": mastodon.code_revision(cfg)}
-    old = dict(common, capacity=postgres.replication_capacity(cfg), size=postgres.database_size(cfg))
+    common = {"sudo": SudoWorks(), "version": ServerVersion(cfg.pg_port), "glibc": Glibc(),
+              "identity": ClusterIdentity(cfg.pg_port), "mastodon": MastodonRevision(cfg.mastodon_dir,
+                                                                                     cfg.mastodon_user)}
+    old = dict(common, capacity=ReplicationCapacity(cfg.pg_port), size=DatabaseSize(cfg.pg_port))
     parent = cfg.pg_data_dir.rsplit("/", 1)[0] or "/"
-    new = dict(common, entries=postgres.data_dir_entries(cfg), df=system.free_disk(parent),
-               listeners=system.listeners(cfg.tunnel_port), tunnel=system.unit_process(tunnel.UNIT))
+    new = dict(common, entries=DataDirEntries(cfg.pg_data_dir), df=FreeDisk(parent),
+               listeners=Listeners(cfg.tunnel_port), tunnel=UnitProcess(tunnel.UNIT))
     return {"old": _gather(s.old, old), "new": _gather(s.new, new)}
 
 
@@ -63,17 +74,17 @@ def table(results: list[checks.Check]) -> str:
 
 def run_preflight(s: Session) -> list[checks.Check]:
     """Gather and judge; in a plan, only list the checks."""
-    s.step("preflight", "read-only checks on both hosts before anything changes")
-    found = gather(s)
-    if s.planning:
-        note(s.mode, "each check above must pass before the migration starts (fab -H old,new preflight)")
-        return []
-    results = judge(s.settings, found)
-    print(table(results), flush=True)
-    failed = [r for r in results if r.status == checks.FAIL]
-    if failed:
-        raise Exit(f"preflight: {len(failed)} check(s) failed; fix them and run preflight again", code=1)
-    return results
+    with s.step("preflight", "read-only checks on both hosts before anything changes"):
+        found = gather(s)
+        if s.planning:
+            s.note("each check above must pass before the migration starts (fab -H old,new preflight)")
+            return []
+        results = judge(s.settings, found)
+        s.show(table(results))
+        failed = [r for r in results if r.status == checks.FAIL]
+        if failed:
+            raise Exit(f"preflight: {len(failed)} check(s) failed; fix them and run preflight again", code=1)
+        return results
 
 
 @two_host_task

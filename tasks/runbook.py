@@ -1,135 +1,79 @@
 """runbook: the whole migration as copy-paste Markdown, from the same steps the phases run.
 
-Each phase's step function runs in Plan mode against a Session whose events are collected instead of
-printed: the runbook shows exactly the commands and checks that phase runs, so the two cannot drift.
-`runbook_commands` and `drift` let a test hold a real run's log against the runbook.
+Each phase's step function runs in Plan mode against a Session whose events are collected: the runbook
+shows exactly the commands and checks that phase runs, so the two cannot drift. Steps nest as they do in
+the code (a step opened inside another is its sub-step). `runbook_commands` and `drift` let a test hold a
+real run's log against the runbook.
 """
 from __future__ import annotations
 
-import contextlib
-import inspect
-import io
 import re
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
 
-from invoke.exceptions import Exit
-
-from . import phases
-from .command import Event, Plan, Remote, Session, ssh_line
+from .command import Event, Plan, Remote, Session
 from .executor import two_host_task
+from .phases import PHASES, Phase, phase_by_number
 from .settings import Settings
+from .shell import ssh_line
 
-
-@dataclass(frozen=True)
-class Phase:
-    number: int
-    name: str
-    task: str  # the fab task that runs it
-    steps: str  # the name of its step function in phases.py
-    preconditions: str
-    flags: str = ""  # what the task needs to act
-
-    def command(self, cfg: Settings) -> str:
-        return f"fab -H {cfg.old_ssh},{cfg.new_ssh} {self.task}" + (f" {self.flags}" if self.flags else "")
-
-    def step_function(self) -> Callable[[Session], None] | None:
-        """The function that runs the phase's steps; None while the phase is not built yet."""
-        found = getattr(phases, self.steps, None)
-        return found if inspect.isfunction(found) else None
-
-    def purpose(self) -> str:
-        """What `fab --help TASK` says: the task's docstring."""
-        doc = inspect.getdoc(getattr(phases, self.task.replace("-", "_"))) or ""
-        return re.sub(r"^Phase \d+: ", "", doc)
-
-
-PHASES = (
-    Phase(1, "replicate", "phase1-replicate", "replicate",
-          "ssh and passwordless sudo on both hosts; the same PostgreSQL major version on both; new's data "
-          "directory empty (a fresh install) and room for old's databases; the tunnel port free on new."),
-    Phase(2, "proxy", "phase2-proxy", "proxy",
-          "phase 1 done: new streams from old with a lag under MAX_LAG_BYTES (checked first)."),
-    Phase(3, "failover", "phase3-failover", "failover",
-          "phase 2 done: old's nginx proxies everything to new (checked first, else stopping old's Mastodon "
-          "would be downtime); new's replica streams with a small lag."),
-    Phase(4, "dns", "phase4-dns", "move_dns",
-          "phase 3 done: new is the primary. `dns --lower-ttl` ran at least the original TTL ago (the "
-          "cutover refuses otherwise, unless --force)."),
-    Phase(5, "cleanup", "cleanup", "clean_up",
-          "phase 4 done, and the time it printed has passed: no resolver still holds old's address.", "--apply"),
-)
-
-
-def phase_by_number(number: int) -> Phase:
-    for phase in PHASES:
-        if phase.number == number:
-            return phase
-    raise Exit(f"--phase takes 1 to {len(PHASES)}; got {number}", code=2)
-
-
-# --- planning: a phase's events, as its real run would show them --------------------------------
-
-class _PrintsAsNotes(io.TextIOBase):
-    """What step code prints while planning, kept in place among the events as notes."""
-
-    def __init__(self, events: list[Event]):
-        self.events, self.pending = events, ""
-
-    def write(self, text: str) -> int:
-        self.pending += text
-        return len(text)
-
-    def flush_note(self) -> None:
-        if self.pending.strip():
-            self.events.append(Event("note", title=self.pending.strip("\n")))
-        self.pending = ""
+__all__ = ["PHASES", "drift", "phase_by_number", "plan", "render", "runbook_commands", "runbook_steps"]
 
 
 def plan(cfg: Settings, phase: Phase) -> list[Event]:
-    """The events of one phase planned offline (empty when the phase is not built yet)."""
-    steps = phase.step_function()
-    if steps is None:
-        return []
+    """The events of one phase planned offline."""
     events: list[Event] = []
-    printed = _PrintsAsNotes(events)
-
-    def collect(event: Event) -> None:
-        printed.flush_note()
-        events.append(event)
-
-    mode = Plan(collect)
-    session = Session(mode, cfg, {role: Remote(role, alias, mode) for role, alias in cfg.roles.items()})
-    with contextlib.redirect_stdout(printed):
-        steps(session)
-    printed.flush_note()
+    mode = Plan(events.append)
+    phase.steps(Session(mode, cfg, {role: Remote(role, alias, mode) for role, alias in cfg.roles.items()}))
     return events
 
 
 @dataclass
-class PlannedStep:
-    heading: Event  # kind "step"; an untitled one holds the checks made before the first step
-    events: list[Event]
+class StepNode:
+    """A step of a plan: its heading (None for what comes before the first step) and, in order, its
+    events and sub-steps."""
+
+    heading: Event | None
+    items: list = field(default_factory=list)  # Event | StepNode
+
+    @property
+    def events(self) -> list[Event]:
+        return [item for item in self.items if isinstance(item, Event)]
+
+    @property
+    def children(self) -> list[StepNode]:
+        return [item for item in self.items if isinstance(item, StepNode)]
 
     @property
     def commands(self) -> list[str]:
-        """Its commands (actions and checks) as the run log records them."""
+        """Its own commands (actions and checks, not its sub-steps') as the run log records them."""
         return [event.cmd.shown() for event in self.events if event.cmd is not None]
 
+    def preorder(self) -> list[StepNode]:
+        return [self] + [node for child in self.children for node in child.preorder()]
 
-def planned_steps(cfg: Settings, phase: Phase) -> list[PlannedStep]:
-    steps = [PlannedStep(Event("step"), [])]
-    for event in plan(cfg, phase):
+    def changes_something(self) -> bool:
+        return any(e.kind == "run" for e in self.events) or any(c.changes_something() for c in self.children)
+
+
+def step_tree(events: list[Event]) -> StepNode:
+    root = StepNode(None)
+    open_steps = [root]
+    for event in events:
         if event.kind == "step":
-            steps.append(PlannedStep(event, []))
+            node = StepNode(event)
+            open_steps[-1].items.append(node)
+            open_steps.append(node)
+        elif event.kind == "end":
+            open_steps.pop()
         else:
-            steps[-1].events.append(event)
-    return steps
+            open_steps[-1].items.append(event)
+    return root
 
 
 def runbook_steps(phase: int, cfg: Settings) -> list[tuple[str, list[str]]]:
-    """Each step's title and its commands, in plan order ("" first: checks before the first step)."""
-    return [(step.heading.title, step.commands) for step in planned_steps(cfg, phase_by_number(phase))]
+    """Each step's title and its own commands, in plan order (pre-order; "" first: checks before the first step)."""
+    tree = step_tree(plan(cfg, phase_by_number(phase)))
+    return [(node.heading.title if node.heading else "", node.commands) for node in tree.preorder()]
 
 
 def runbook_commands(phase: int, cfg: Settings) -> list[str]:
@@ -153,20 +97,23 @@ def _pattern(planned: str) -> re.Pattern:
 
 def drift(steps: list[tuple[str, list[str]]], records: list[dict]) -> list[str]:
     """What one real run of a phase did that its runbook does not show, from the run's log records
-    ({"step": title} and {"command": ...}, in order): its steps must come in the runbook's order, and
-    each command must be one the runbook shows in the same step (a step may repeat its commands: a
-    wait repeats a check, a loop goes over items read on the host)."""
-    found, index = [], 0
+    ({"step": title}, {"step_end": title} and {"command": ...}, in order): its steps must come in the
+    runbook's order, and each command must be one the runbook shows in the step it ran in (a step may
+    repeat its commands: a wait repeats a check, a loop goes over items read on the host)."""
+    found, cursor, current, enclosing = [], 0, 0, []
     patterns = [[_pattern(text) for text in commands] for _, commands in steps]
     for record in records:
         if "step" in record:
-            later = [i for i in range(index + 1, len(steps)) if steps[i][0] == record["step"]]
+            later = [i for i in range(cursor + 1, len(steps)) if steps[i][0] == record["step"]]
+            enclosing.append(current)
             if later:
-                index = later[0]
+                cursor = current = later[0]
             else:
-                found.append(f"step {record['step']!r} after step {steps[index][0]!r}")
-        elif "command" in record and not any(p.fullmatch(record["command"]) for p in patterns[index]):
-            found.append(f"in step {steps[index][0]!r}: {record['command']}")
+                found.append(f"step {record['step']!r} after step {steps[cursor][0]!r}")
+        elif "step_end" in record:
+            current = enclosing.pop() if enclosing else 0
+        elif "command" in record and not any(p.fullmatch(record["command"]) for p in patterns[current]):
+            found.append(f"in step {steps[current][0]!r}: {record['command']}")
     return found
 
 
@@ -177,9 +124,16 @@ def _text(text: str) -> str:
     return re.sub(r"([\\`*<>\[\]])", r"\\\1", text)
 
 
+def _prose(text: str) -> str:
+    """Prose in which `code` spans stay code; the rest is escaped."""
+    parts = re.split(r"(`[^`]+`)", text)
+    return "".join(part if part.startswith("`") and part.endswith("`") and len(part) > 1 else _text(part)
+                   for part in parts)
+
+
 def _sentence(label: str, text: str) -> str:
-    text = _text(text)
-    return f"{label}: {text}" + ("" if text.endswith((".", ":", "!", "?")) else ".")
+    text = _prose(text)
+    return f"{label}: {text}" + ("" if text.endswith((".", ":", "!", "?", "`")) else ".")
 
 
 def _fence(lines: list[str], language: str = "sh") -> str:
@@ -191,58 +145,115 @@ def _shown(event: Event) -> str:
     return event.cmd.mask(ssh_line(event.alias, event.cmd))
 
 
-def _undo(text: str) -> str:
+def _undo(heading: Event, node: StepNode) -> str:
+    text = heading.undo
+    if not node.changes_something() and (not text or text.startswith("not needed")):
+        return "Read-only: nothing to undo."
     if not text:
         return "Undo: not documented for this step."
     if text.startswith(("ssh ", "fab ")):
         return "Undo:\n\n" + _fence([text])
-    return "Undo: " + _text(text)
+    return _sentence("Undo", text)
 
 
-def _blocks(events: list[Event]) -> list[str]:
-    """Consecutive checks form one "Check:" block, consecutive actions one shell block; notes are prose."""
-    out, group, kind = [], [], None
+@dataclass
+class _Context:
+    """What rendering remembers across steps: where each placeholder was printed, which secrets were explained."""
+
+    printed_by: dict[str, str] = field(default_factory=dict)  # "<new's tunnel public key>" -> "1.5.1"
+    explained: set[str] = field(default_factory=set)
+
+
+def _run_block(group: list[Event], ctx: _Context) -> list[str]:
+    """Consecutive actions: one shell block that stops at the first failure, then where its values come from."""
+    shown = [_shown(event) for event in group]
+    out = ["Run:\n\n" + _fence(["(", "set -e", *shown, ")"])]
+    text = "\n".join(shown)
+    for placeholder, number in ctx.printed_by.items():
+        if placeholder in text:
+            out.append(f"Paste for {_text(placeholder)} what the check in {number} printed.")
+    for event in group:
+        for secret in event.cmd.secrets:
+            if secret.how and str(secret) not in ctx.explained:
+                ctx.explained.add(str(secret))
+                out.append(_sentence(_text(str(secret)), secret.how))
+    return out
+
+
+def _check(event: Event, number: str, ctx: _Context) -> list[str]:
+    out = ["Check:\n\n" + _fence([_shown(event)])]
+    if event.passes:
+        out.append(_sentence("Expect", event.passes + (f"; {event.then}" if event.then else "")))
+    if event.planned:
+        ctx.printed_by[event.planned] = number
+    return out
+
+
+def _events(events: list[Event], number: str, ctx: _Context) -> list[str]:
+    out, group = [], []
 
     def close():
         if group:
-            out.append(("Check:" if kind == "check" else "Run:") + "\n\n" + _fence(group))
+            out.extend(_run_block(group, ctx))
         group.clear()
 
     for event in events:
-        if event.kind != kind:
-            close()
-            kind = event.kind
-        if event.kind == "note":
-            multiline = "\n" in event.title
-            out.append(_fence(event.title.splitlines(), "text") if multiline else _sentence("Note", event.title))
+        if event.kind == "run":
+            group.append(event)
+            continue
+        close()
+        if event.kind == "check":
+            out.extend(_check(event, number, ctx))
+        elif event.kind == "repeat":
+            out.append(f"Repeat the check above until {_prose(event.title)}, at most {event.timeout:.0f} s.")
+        elif event.kind == "text":
+            out.append(_fence(event.title.splitlines(), "text"))
+        elif "\n" in event.title:
+            out.append(_fence(event.title.splitlines(), "text"))
         else:
-            group.append(_shown(event))
+            out.append(_sentence("Note", event.title))
     close()
     return out
 
 
-def _steps(cfg: Settings, phase: Phase) -> list[str]:
-    out = []
-    for index, step in enumerate(planned_steps(cfg, phase)):
-        if index:
-            out.append(f"### {phase.number}.{index} {_text(step.heading.title)}")
-            if step.heading.why:
-                out.append(_sentence("Why", step.heading.why))
-        out += _blocks(step.events)
-        if index:
-            read_only = all(event.kind == "check" for event in step.events)
-            out.append("Read-only: nothing to undo." if read_only and not step.heading.undo
-                       else _undo(step.heading.undo))
+def _step(node: StepNode, number: str, ctx: _Context) -> list[str]:
+    heading = node.heading
+    level = "#" * min(2 + number.count("."), 6)
+    out = [f"{level} {number} {_text(heading.title)}"]
+    if heading.why:
+        out.append(_sentence("Why", heading.why))
+    out.append(_undo(heading, node))
+    pending: list[Event] = []
+    children = 0
+    for item in node.items:
+        if isinstance(item, Event):
+            pending.append(item)
+            continue
+        out += _events(pending, number, ctx)
+        pending = []
+        children += 1
+        out += _step(item, f"{number}.{children}", ctx)
+    if pending and children:
+        out.append(f"Then, still in {number}:")
+    out += _events(pending, number, ctx)
     return out
 
 
 def render_phase(cfg: Settings, phase: Phase) -> str:
-    out = [f"## Phase {phase.number}: {phase.name}", f"`{phase.command(cfg)}`"]
-    if phase.step_function() is None:
-        out.append("Not built yet: this phase has no steps to show.")
-        return "\n\n".join(out)
-    out += [_sentence("Purpose", phase.purpose()), f"Preconditions: {phase.preconditions}"]
-    out += _steps(cfg, phase)
+    out = [f"## Phase {phase.number}: {phase.name}", f"`{phase.command(cfg)}`",
+           _sentence("Purpose", phase.purpose()), f"Preconditions: {phase.preconditions}"]
+    tree, ctx = step_tree(plan(cfg, phase)), _Context()
+    index = 0
+    pending: list[Event] = []
+    for item in tree.items:
+        if isinstance(item, Event):
+            pending.append(item)
+            continue
+        out += _events(pending, str(phase.number), ctx)
+        pending = []
+        index += 1
+        out += _step(item, f"{phase.number}.{index}", ctx)
+    out += _events(pending, str(phase.number), ctx)
     return "\n\n".join(out)
 
 
@@ -252,10 +263,15 @@ def render(cfg: Settings, only: int = 0) -> str:
              f"Rendered by `fab -H {cfg.old_ssh},{cfg.new_ssh} runbook` from the steps the phases run, with the "
              f"settings in `{cfg.path}`. Run a phase with its `fab` command, or by hand with the commands below: "
              "they are the ones the phase runs, as `ssh HOST -- '...'` with any input as a here-document.\n\n"
-             "- A check only reads. The phase looks at its answer to decide whether the action after it is still "
-             "needed, so an action that is already done is skipped and a phase can be run again.\n"
-             "- `<secret: WHERE>` stands for a secret kept in WHERE; secrets never appear here. Other values in "
-             "angle brackets are read on the hosts when the phase runs (a key, a file's contents).\n"
+             "- A check only reads. Under it, \"Expect\" says what its answer looks like and what the phase does "
+             "with it: an action that is already done is skipped, so a phase can be run again.\n"
+             "- A run block is a subshell with `set -e`: it stops at the first command that fails, and your own "
+             "shell stays open. Paste a block whole.\n"
+             "- \"Repeat the check above until ...\" is a wait: run the check again every few seconds, up to the "
+             "time given.\n"
+             "- `<secret: WHAT>` stands for a secret; secrets never appear here. Where the phase makes one up, the "
+             "runbook says how to make your own. Other values in angle brackets are read on the hosts when the "
+             "phase runs (a key, a file's contents): the runbook names the check that prints them.\n"
              "- Backup names carry the time they are made; the time shown is when this runbook was rendered.")
     return "\n\n".join([intro, *(render_phase(cfg, phase) for phase in chosen)]) + "\n"
 
@@ -263,4 +279,4 @@ def render(cfg: Settings, only: int = 0) -> str:
 @two_host_task(help={"phase": "render only this phase (1-4, or 5: cleanup)"})
 def runbook(s: Session, phase=0):
     """Render the migration as a Markdown runbook (connects to nothing): fab -H old,new runbook > RUNBOOK.md"""
-    print(render(s.settings, int(phase)), end="", flush=True)
+    s.show(render(s.settings, int(phase)).rstrip("\n"))

@@ -1,56 +1,35 @@
 """status: where this migration stands, read from the hosts (not from a record of past runs).
 
-Round trips are few, for speed: one read-only script per host (old's needs its .env.production and
-nginx site first: the Redis password and the site's path), the replication report while new is still
-a replica, and the DNS questions in parallel. Judging the phases from what was read is pure.
+Round trips are few, for speed: the facts of each host are asked in one batch (old's needs its
+.env.production and nginx site first: the Redis password and the site's path), the replication report
+while new is still a replica, and the DNS questions in parallel. Each subsystem says what "done" means
+through its own fact (tunnel.INSTALLED, nginx.ProxiesToNew, postgres.PROMOTED, ...); judging the phases
+from what was read is pure.
 """
 from __future__ import annotations
 
 import json as json_module
-import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from . import dns, dns_answers, mastodon, mastodon_env, nginx, postgres, redis_cli, sidekiq, tunnel
-from .command import Cmd, HostUnreachable, Session, StepFailed, known, note
-from .dns_answers import Answer
-from .dns_records import Target, same, targets
+from . import mastodon, nginx, postgres, sidekiq, tunnel
+from .command import HostUnreachable, Session, StepFailed, known
+from .dns import answers as dns_answers
+from .dns import steps as dns
+from .dns.answers import Answer
+from .dns.records import Target, same, targets
 from .executor import two_host_task
-from .facts import Output, Unparseable, human_bytes
-from .runbook import PHASES
+from .facts import Batch, UnitStates, Unparseable, human_bytes, stopped
+from .phases import PHASES
+from .postgres import ReplicationReport
 from .settings import Settings
 from .sidekiq_jobs import DURABLE_SETS
 
 DONE, IN_PROGRESS, NOT_STARTED, UNKNOWN = "done", "in progress", "not started", "unknown"
-SECTION = "@@ "
-MOVED_PATTERN = sidekiq.MOVED.rsplit(":", 1)[0] + ":*"  # the keys every drain set aside, whatever its time
 
 
-# --- one read-only script per host ---------------------------------------------------------------
-
-def sections_script(parts: dict[str, str]) -> str:
-    """Each part's output under a line `@@ NAME`. A missing unit or file is an answer, not an error: error
-    messages are silenced and the script exits 0."""
-    return "\n".join(["exec 2>/dev/null", *(f"echo '{SECTION}{name}'\n{shell}" for name, shell in parts.items()),
-                      "true"])
-
-
-def parse_sections(out: Output) -> dict[str, str]:
-    found: dict[str, list[str]] = {}
-    for line in out.stdout.splitlines():
-        if line.startswith(SECTION):
-            found[line[len(SECTION):]] = []
-        elif found:
-            found[next(reversed(found))].append(line)
-    return {name: "\n".join(lines).strip() for name, lines in found.items()}
-
-
-def unit_states(text: str, units: tuple[str, ...]) -> dict[str, str]:
-    """`systemctl is-active A B C` prints one state per unit, in order."""
-    states = text.split()
-    return {unit: states[i] if i < len(states) else "unknown" for i, unit in enumerate(units)}
-
+# --- one batch of facts per host ------------------------------------------------------------------
 
 @dataclass
 class NewFacts:
@@ -62,25 +41,16 @@ class NewFacts:
     unreachable: str = ""
 
 
-def new_script(s: Session) -> Cmd:
+def new_facts(s: Session) -> Batch:
     cfg = s.settings
-    return Cmd(sections_script({
-        "tunnel": f"systemctl is-active {tunnel.UNIT}",
-        "tunnel_file": f"test -e {tunnel.UNIT_FILE} && echo installed",
-        "units": "systemctl is-active " + " ".join(cfg.mastodon_services),
-        "env": f"grep -cxF {shlex.quote(mastodon_env.HEADER)} {mastodon.env_path(s)}",
-        "promoted": f"cat {postgres.PROMOTION_RECORD}"}))
+    return Batch((("tunnel", tunnel.RUNNING), ("tunnel_file", tunnel.INSTALLED),
+                  ("units", UnitStates(cfg.mastodon_services)), ("env", mastodon.EnvCopied(mastodon.env_path(s))),
+                  ("promoted", postgres.PROMOTED)))
 
 
-def parse_new(cfg: Settings, out: Output) -> NewFacts:
-    found = parse_sections(out)
-    try:
-        promoted = json_module.loads(found.get("promoted") or "null")
-    except ValueError:
-        promoted = None
-    return NewFacts(tunnel=found.get("tunnel") or "unknown", tunnel_installed=found.get("tunnel_file") == "installed",
-                    units=unit_states(found.get("units", ""), cfg.mastodon_services),
-                    env_copied=found.get("env", "0") not in ("", "0"), promoted=promoted)
+def as_new_facts(found: dict) -> NewFacts:
+    return NewFacts(tunnel=found["tunnel"] or "unknown", tunnel_installed=bool(found["tunnel_file"]),
+                    units=found["units"] or {}, env_copied=bool(found["env"]), promoted=found["promoted"])
 
 
 @dataclass
@@ -94,30 +64,25 @@ class OldFacts:
     unreachable: str = ""
 
 
-def old_script(s: Session, site: str, env_text) -> Cmd:
+def old_facts(s: Session, site: str, env_text) -> Batch:
     """The site's first line, Mastodon's units, and Sidekiq's keys in the Redis old's Mastodon uses."""
-    cfg = s.settings
-    parts = {"site": f"head -n 1 {shlex.quote(site)}"} if site else {}
-    parts.update({"units": "systemctl is-active " + " ".join(cfg.mastodon_services),
-                  "durable": "\n".join(f'[ "$(r EXISTS {key})" = 1 ] && echo {key}' for key in DURABLE_SETS),
-                  "moved": f"r --scan --pattern '{MOVED_PATTERN}' | wc -l"})
-    return redis_cli.script(mastodon.env_values(env_text), sections_script(parts))
+    values = mastodon.env_values(env_text)
+    parts = (("site", nginx.ProxiesToNew(site)),) if site else ()
+    return Batch(parts + (("units", UnitStates(s.settings.mastodon_services)),
+                          ("durable", sidekiq.DurableLeft(values)), ("moved", sidekiq.MovedKeys(values))))
 
 
-def parse_old(cfg: Settings, site: str, out: Output) -> OldFacts:
-    found = parse_sections(out)
-    moved = found.get("moved", "")
-    return OldFacts(site=site, proxies=found["site"].startswith(nginx.MARK_LINE) if "site" in found else None,
-                    units=unit_states(found.get("units", ""), cfg.mastodon_services),
-                    durable_left=found.get("durable", "").split(), moved=int(moved) if moved.isdigit() else 0)
+def as_old_facts(site: str, found: dict) -> OldFacts:
+    return OldFacts(site=site, proxies=found.get("site"), units=found["units"] or {},
+                    durable_left=found["durable"] or [], moved=found["moved"] or 0)
 
 
 def read_new(s: Session) -> NewFacts:
     try:
-        facts = s.new.fact(new_script(s), lambda out: parse_new(s.settings, out))
+        found = s.new.fact(new_facts(s))
     except HostUnreachable as error:
         return NewFacts(unreachable=str(error))
-    return facts if known(facts) else NewFacts()
+    return as_new_facts(found) if known(found) else NewFacts()
 
 
 def read_old(s: Session) -> OldFacts:
@@ -128,16 +93,17 @@ def read_old(s: Session) -> OldFacts:
             site, why = nginx.find_site(s.old, cfg.domain), ""
         except StepFailed as error:
             site, why = "", str(error)
-        facts = s.old.fact(old_script(s, site, env_text), lambda out: parse_old(cfg, site, out))
+        found = s.old.fact(old_facts(s, site, env_text))
     except HostUnreachable as error:
         return OldFacts(unreachable=str(error))
-    if not known(facts):
+    if not known(found):
         return OldFacts()
+    facts = as_old_facts(site, found)
     facts.site_problem = why
     return facts
 
 
-def read_replication(s: Session) -> tuple[dict | None, str]:
+def read_replication(s: Session) -> tuple[ReplicationReport | None, str]:
     """postgres.replication_report, or why it could not be read (e.g. old's cluster is down)."""
     try:
         return postgres.replication_report(s), ""
@@ -197,12 +163,12 @@ def read_dns(s: Session) -> tuple[list[DnsAnswer], str]:
     try:
         sources = dns_sources(s)
     except StepFailed as error:
-        note(s.mode, f"DNS is not checked: {error}")
+        s.note(f"DNS is not checked: {error}")
         return [], str(error)
     questions = [(source, ask, target) for source, ask in sources.items() for target in targets(s.settings)]
     if s.planning:
         for source, _, target in questions:
-            note(s.mode, _planned_question(source, target))
+            s.note(_planned_question(source, target))
         return [], ""
     with ThreadPoolExecutor(max_workers=len(questions) or 1) as pool:
         answers = list(pool.map(lambda q: q[1](q[2].name, q[2].rtype), questions))
@@ -215,7 +181,7 @@ def read_dns(s: Session) -> tuple[list[DnsAnswer], str]:
 class Evidence:
     new: NewFacts
     old: OldFacts
-    replication: dict | None = None
+    replication: ReplicationReport | None = None
     replication_problem: str = ""
     dns: list[DnsAnswer] = field(default_factory=list)
     dns_problem: str = ""
@@ -230,34 +196,22 @@ class PhaseStatus:
     command: str
 
 
-def lag_seconds(report: dict) -> float | None:
-    """How far behind new's replay is in time: nothing when it has replayed all old sent, else the age of
-    its last replayed transaction (an upper bound)."""
-    if report["lag_bytes"] == 0:
-        return 0.0
-    return (report["new"] or {}).get("replay_age_seconds")
-
-
-def replication_evidence(report: dict | None, problem: str) -> str:
+def replication_evidence(report: ReplicationReport | None, problem: str) -> str:
     if report is None:
         return f"replication not read: {problem}"
-    new = report["new"] or {}
-    if report["lag_bytes"] is None:
-        return (f"no replica streams from old (new: {'in recovery' if new.get('in_recovery') else 'a primary'}, "
-                f"WAL receiver {new.get('receiver_status') or 'not running'})" if new else
+    new = report.standby
+    if report.lag_bytes is None:
+        return (f"no replica streams from old (new: {'in recovery' if new.in_recovery else 'a primary'}, "
+                f"WAL receiver {new.receiver_status or 'not running'})" if new else
                 "no replica streams from old; no cluster answers on new")
-    seconds = lag_seconds(report)
-    lag = f"lag {human_bytes(report['lag_bytes'])}, " + (f"{seconds:.1f} s" if seconds is not None else "? s")
-    return f"new streams from old, {lag}" + ("" if report["healthy"] else
-                                           f": NOT healthy (needs under {human_bytes(report['max_lag_bytes'])})")
+    seconds = report.lag_seconds
+    lag = f"lag {human_bytes(report.lag_bytes)}, " + (f"{seconds:.1f} s" if seconds is not None else "? s")
+    return f"new streams from old, {lag}" + ("" if report.healthy else
+                                           f": NOT healthy (needs under {human_bytes(report.max_lag_bytes)})")
 
 
 def _units(units: dict[str, str]) -> str:
     return ", ".join(f"{unit} {state}" for unit, state in units.items()) or "not read"
-
-
-def _stopped(state: str) -> bool:
-    return state in ("inactive", "failed")
 
 
 def _phase1(ev: Evidence) -> tuple[str, list[str]]:
@@ -266,9 +220,9 @@ def _phase1(ev: Evidence) -> tuple[str, list[str]]:
     if new.promoted:
         return DONE, evidence + ["new was promoted since: replication has ended, as planned"]
     evidence.append(replication_evidence(report, ev.replication_problem))
-    if new.tunnel == "active" and report and report["healthy"]:
+    if new.tunnel == "active" and report and report.healthy:
         return DONE, evidence
-    started = new.tunnel_installed or bool(report and ((report["new"] or {}).get("in_recovery") or report["old"]["slot"]))
+    started = new.tunnel_installed or bool(report and ((report.standby and report.standby.in_recovery) or report.slot))
     return (IN_PROGRESS if started else NOT_STARTED), evidence
 
 
@@ -288,14 +242,14 @@ def _phase3(ev: Evidence) -> tuple[str, list[str]]:
     old, promoted = ev.old, ev.new.promoted
     sidekiq_state = (f"old's Sidekiq: {', '.join(old.durable_left)} still on old" if old.durable_left else
                      f"old's Sidekiq: no {'/'.join(DURABLE_SETS)} left on old, {old.moved} key(s) set aside "
-                     f"as {MOVED_PATTERN}")
+                     f"as {sidekiq.MOVED_PATTERN}")
     evidence = [f"old's Mastodon: {_units(old.units)}", sidekiq_state,
                 f"new promoted at {promoted.get('promoted_at')}, timeline {promoted.get('timeline')}, WAL "
                 f"{promoted.get('lsn')}" if promoted else "new not promoted"]
-    stopped = bool(old.units) and all(_stopped(state) for state in old.units.values())
-    if promoted and stopped and not old.durable_left:
+    old_down = bool(old.units) and all(stopped(state) for state in old.units.values())
+    if promoted and old_down and not old.durable_left:
         return DONE, evidence
-    started = bool(promoted or old.moved or (old.proxies and any(_stopped(state) for state in old.units.values())))
+    started = bool(promoted or old.moved or (old.proxies and any(stopped(state) for state in old.units.values())))
     return (IN_PROGRESS if started else NOT_STARTED), evidence
 
 
@@ -346,7 +300,8 @@ def table(phases: list[PhaseStatus], command: str | None) -> str:
 
 def as_json(phases: list[PhaseStatus], command: str | None, evidence: Evidence) -> str:
     return json_module.dumps({"phases": [asdict(p) for p in phases], "next": command,
-                              "replication": evidence.replication, "dns": [asdict(a) for a in evidence.dns]}, indent=2)
+                              "replication": evidence.replication.as_dict() if evidence.replication else None,
+                              "dns": [asdict(a) for a in evidence.dns]}, indent=2)
 
 
 def gather(s: Session) -> Evidence:
@@ -363,4 +318,4 @@ def status(s: Session, json=False):
         return
     phases = judge(s.settings, evidence)
     command = next_command(s.settings, phases)
-    print(as_json(phases, command, evidence) if json else table(phases, command), flush=True)
+    s.show(as_json(phases, command, evidence) if json else table(phases, command))

@@ -1,41 +1,13 @@
-"""Host-level facts: sudo, glibc, free disk, listening ports, systemd units."""
+"""Host-level actions: marked lines and blocks in shared files, whole files that converge, units."""
 from __future__ import annotations
 
 import shlex
 import time
 
-from .command import Cmd, StepFailed, known
-
-
-def sudo_works() -> Cmd:
-    """ssh works and sudo needs no password (tasks run unattended)."""
-    return Cmd("sudo -n true", user=None)
-
-
-def glibc() -> Cmd:
-    return Cmd("getconf GNU_LIBC_VERSION", user=None)
-
-
-def free_disk(path: str) -> Cmd:
-    return Cmd(f"df -PB1 {shlex.quote(path)}", user=None)
-
-
-def listeners(port: int) -> Cmd:
-    """Who listens on a TCP port: process names (as root) and the socket owner's uid."""
-    return Cmd(f"ss -Htlnpe 'sport = :{port}'")
-
-
-def unit_process(unit: str) -> Cmd:
-    """The main process of a unit and its uid (readable even where its sockets are not)."""
-    return Cmd(f'pid=$(systemctl show -p MainPID --value {unit}); echo "$pid $(ps -o uid= -p "$pid")"', user=None)
-
+from .command import Cmd, Remote, StepFailed, known
+from .facts import CountLines, PresentPaths
 
 MARK = "mastodon-migration"  # every line or block this tool adds to a shared file carries this mark
-
-
-def read_file(path: str, user: str = "root") -> Cmd:
-    """A file's text (exit 1 when missing); only for files that hold no secret."""
-    return Cmd(f"cat {shlex.quote(path)}", user=user)
 
 
 def replace_lines(path: str, marker: str, lines: str, user: str, mode: str = "0600", secrets=()) -> Cmd:
@@ -62,21 +34,18 @@ def put_block(path: str, name: str, lines: list[str], user: str, backup_suffix: 
                user=user, stdin=block(name, lines))
 
 
-def unit_state(unit: str) -> Cmd:
-    """`systemctl is-active` prints active/inactive/failed/activating (exit code varies)."""
-    return Cmd(f"systemctl is-active {unit}", user=None)
-
-
-def unit_enabled(unit: str) -> Cmd:
-    """`systemctl is-enabled` prints enabled/disabled/static/masked."""
-    return Cmd(f"systemctl is-enabled {unit}", user=None)
+def delete_blocks(path: str, name: str, user: str) -> Cmd:
+    """Remove the block(s) marked `name` from a config file ('' : every block this tool put there)."""
+    label = f" {name}" if name else " "
+    end = "$" if name else ""
+    return Cmd(f"sed -i '/^# BEGIN {MARK}{label}{end}/,/^# END {MARK}{label}{end}/d' {shlex.quote(path)}", user=user)
 
 
 def systemctl(*words: str) -> Cmd:
     return Cmd("systemctl " + " ".join(words))
 
 
-def converge_file(remote, path: str, want: str, have, *, header: str, force: bool, owner: str = "root",
+def converge_file(remote: Remote, path: str, want: str, have, *, header: str, force: bool, owner: str = "root",
                   mode: str = "0644", secrets=()) -> bool:
     """Make `path` hold `want`. A file that differs and was not written by this tool (it lacks
     `header`) is replaced only with `force`; a replaced file is kept as PATH.mig-TIMESTAMP.
@@ -93,17 +62,15 @@ def converge_file(remote, path: str, want: str, have, *, header: str, force: boo
     return True
 
 
-def remove_files(remote, *paths: str) -> None:
+def remove_files(remote: Remote, *paths: str) -> None:
     """Remove the files that exist (checked first, so a re-run does nothing)."""
-    listed = " ".join(shlex.quote(p) for p in paths)
-    present = remote.fact(Cmd(f"ls -d {listed} 2>/dev/null"), lambda out: out.stdout.split())
+    present = remote.fact(PresentPaths(paths), then="the next block removes those it printed")
     if not known(present) or present:
         remote.run(Cmd(f"rm -f {' '.join(shlex.quote(p) for p in (present if known(present) else paths))}"))
 
 
-def remove_marked_lines(remote, path: str, marker: str, user: str) -> None:
+def remove_marked_lines(remote: Remote, path: str, marker: str, user: str) -> None:
     """Drop the lines holding `marker` from a shared file (authorized_keys, .pgpass), if there are any."""
-    found = remote.fact(Cmd(f"grep -cF {shlex.quote(marker)} {shlex.quote(path)}", user=user),
-                        lambda out: out.stdout.strip() not in ("", "0"))
-    if found is not False:
+    found = remote.fact(CountLines(path, marker, user), then="when it prints 0, skip the next block")
+    if not known(found) or found:
         remote.run(replace_lines(path, marker, "", user=user))

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import re
-import sys
-import time
 from dataclasses import dataclass
 
 import dns.exception
@@ -12,11 +10,11 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from .command import StepFailed
-from .dns_records import Record, same
+from ..core import StepFailed
+from .records import Record, same
 
 QUERY_TIMEOUT = 3.0
-POLL_INTERVAL = 2.0
+POLL_INTERVAL = 2.0  # between two rounds of questions while waiting for the servers
 
 
 def address_and_port(server: str) -> tuple[str, int]:
@@ -94,22 +92,3 @@ def lagging(servers: tuple[str, ...], expected: list[Expected]) -> list[str]:
                 now = answer.problem or (answer.record.show() if answer.record else "no record")
                 found.append(f"{server} {item.name} {item.rtype}: {now}")
     return found
-
-
-def await_answers(servers: tuple[str, ...], expected: list[Expected], *, timeout: float, out=None) -> None:
-    """Poll every server until each answers every expected value; show progress; StepFailed on timeout."""
-    out = out or sys.stdout
-    wanted = ", ".join(f"{e.name} {e.rtype} {e.content}" + (f" TTL {e.ttl}" if e.ttl else "") for e in expected)
-    deadline, shown = time.monotonic() + timeout, None
-    while True:
-        behind = lagging(servers, expected)
-        if not behind:
-            print(f"  every authoritative server ({', '.join(servers)}) answers {wanted}", file=out, flush=True)
-            return
-        if behind != shown:
-            shown = behind
-            print(f"  waiting for {len(behind)} answer(s): " + "; ".join(behind), file=out, flush=True)
-        if time.monotonic() > deadline:
-            raise StepFailed(f"after {timeout:.0f} s the authoritative servers still do not all answer {wanted}: "
-                             + "; ".join(behind))
-        time.sleep(POLL_INTERVAL)

@@ -10,10 +10,10 @@ import os
 import socket
 from functools import cached_property
 
-from . import dns_answers
-from .command import Secret, StepFailed
-from .dns_records import CHANGED, Record, Swap, judge_refusal, same
-from .settings import Settings
+from ..core import Secret, StepFailed
+from ..settings import Settings
+from . import answers
+from .records import CHANGED, Record, Swap, judge_refusal, same
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 MAX_RETRIES = 4  # the SDK retries 429 and 5xx, waiting as retry-after asks (up to 60 s), else backing off
@@ -87,7 +87,7 @@ class CloudflareProvider:
             except OSError as error:
                 raise StepFailed(f"cannot resolve Cloudflare's name server {host} ({error}): set DNS_VERIFY_SERVERS "
                                  "to the zone's name server addresses") from None
-            addresses += [dns_answers.server_text(info[4][0], 53) for info in infos]
+            addresses += [answers.server_text(info[4][0], 53) for info in infos]
         return tuple(dict.fromkeys(addresses))
 
     def describe(self, change: Swap) -> str:

@@ -2,12 +2,12 @@
 authoritative servers (DNS_VERIFY_SERVERS), which answer only once the change is published."""
 from __future__ import annotations
 
-import sys
+from typing import Callable
 
-from . import dns_answers
-from .command import StepFailed
-from .dns_records import REQUESTED, Record, Swap
-from .settings import Settings
+from ..core import StepFailed
+from ..settings import Settings
+from . import answers
+from .records import REQUESTED, Record, Swap
 
 WAIT_TIMEOUT = 3600.0  # time for a person to make the change and for the registrar to publish it
 
@@ -15,9 +15,9 @@ WAIT_TIMEOUT = 3600.0  # time for a person to make the change and for the regist
 class ManualProvider:
     label = "manual (at your registrar)"
 
-    def __init__(self, cfg: Settings, out=None):
+    def __init__(self, cfg: Settings, say: Callable[[str], None]):
         self.cfg = cfg
-        self.out = out or sys.stdout
+        self.say = say  # how the instructions reach the operator (the session's output channel)
 
     def authoritative_servers(self) -> tuple[str, ...]:
         if not self.cfg.dns_verify_servers:
@@ -28,11 +28,11 @@ class ManualProvider:
         return self.cfg.dns_verify_servers
 
     def read(self, name: str, rtype: str) -> Record | None:
-        return dns_answers.read(self.authoritative_servers()[0], name, rtype)
+        return answers.read(self.authoritative_servers()[0], name, rtype)
 
     def swap(self, change: Swap) -> str:
         """Ask for the change; the caller waits until the authoritative servers answer it."""
-        print(f"  ACTION NEEDED: {self.describe(change)}", file=self.out, flush=True)
+        self.say(f"ACTION NEEDED: {self.describe(change)}")
         return REQUESTED
 
     def describe(self, change: Swap) -> str:

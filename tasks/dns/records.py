@@ -9,8 +9,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Protocol
 
-from .command import StepFailed
-from .settings import Settings
+from ..core import StepFailed
+from ..settings import Settings
 
 CHANGED, UNCHANGED, REQUESTED = "changed", "unchanged", "requested"  # outcomes of a swap
 

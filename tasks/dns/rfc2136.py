@@ -15,10 +15,10 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
-from . import dns_answers
-from .command import Secret, StepFailed
-from .dns_records import CHANGED, Record, Swap, after_refusal
-from .settings import Settings
+from ..core import Secret, StepFailed
+from ..settings import Settings
+from . import answers
+from .records import CHANGED, Record, Swap, after_refusal
 
 UPDATE_TIMEOUT = 10.0
 _KEY_CLAUSE = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(.*?)\}\s*;', re.S)
@@ -59,10 +59,10 @@ class Rfc2136Provider:
 
     def __init__(self, cfg: Settings):
         self.cfg = cfg
-        self.server = dns_answers.server_text(cfg.rfc2136_server, cfg.rfc2136_port)
+        self.server = answers.server_text(cfg.rfc2136_server, cfg.rfc2136_port)
 
     def read(self, name: str, rtype: str) -> Record | None:
-        return dns_answers.read(self.server, name, rtype)
+        return answers.read(self.server, name, rtype)
 
     def authoritative_servers(self) -> tuple[str, ...]:
         return self.cfg.dns_verify_servers or (self.server,)

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .command import StepFailed
-from .settings import Settings
+from ..core import StepFailed
+from ..settings import Settings
 
 
 def now() -> datetime:

@@ -3,22 +3,23 @@
 Order: `dns --lower-ttl` well ahead; the cutover (`dns`) once the original TTL has run out since then;
 `dns --verify`; later `dns --restore-ttl`. Until `retire_after()`, old keeps proxying to new, so a
 client that still holds old's address is served. What must survive between runs (original TTLs, when
-they were lowered, when records switched) is kept in a JSON file next to the run log (dns_state).
+they were lowered, when records switched) is kept in a JSON file next to the run log (state).
 """
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Callable
 
-from . import dns_answers, mastodon
-from .command import Session, StepFailed, note
-from .dns_answers import Expected
-from .dns_cloudflare import CloudflareProvider
-from .dns_manual import WAIT_TIMEOUT, ManualProvider
-from .dns_records import REQUESTED, Provider, Record, Swap, Target, same, targets
-from .dns_rfc2136 import Rfc2136Provider
-from .dns_state import DnsState, RecordState, now
-from .executor import two_host_task
+from .. import mastodon
+from ..command import Session, StepFailed
+from ..executor import two_host_task
+from . import answers
+from .answers import Expected
+from .cloudflare import CloudflareProvider
+from .manual import WAIT_TIMEOUT, ManualProvider
+from .records import REQUESTED, Provider, Record, Swap, Target, same, targets
+from .rfc2136 import Rfc2136Provider
+from .state import DnsState, RecordState, now
 
 VERIFY_TIMEOUT = 300.0
 RETIRE_MARGIN = timedelta(hours=1)  # resolvers that stretch TTLs, peers' pooled connections to old
@@ -30,25 +31,27 @@ def provider_for(s: Session) -> Provider:
         return CloudflareProvider(cfg)
     if cfg.dns_provider == "rfc2136":
         return Rfc2136Provider(cfg)
-    return ManualProvider(cfg, out=getattr(s.mode, "echo", None))
-
-
-def _say(s: Session, text: str) -> None:
-    if s.planning:
-        note(s.mode, text)
-    else:
-        print(f"  {text}", file=s.mode.echo, flush=True)
+    return ManualProvider(cfg, say=s.say)
 
 
 def _plan_swap(s: Session, provider: Provider, change: Swap) -> None:
     """--dry: the change and how it would be made; nothing is read or contacted."""
-    note(s.mode, f"{change.name} {change.rtype}: if it holds {change.expected.content}, make it {change.content} "
-                 f"with TTL {change.ttl}")
+    s.note(f"{change.name} {change.rtype}: if it holds {change.expected.content}, make it {change.content} "
+           f"with TTL {change.ttl}")
     how = provider.describe(change)
     if "\n" in how:
-        print(how, flush=True)  # a script: printed as it is, to be copied
+        s.show(how)  # a script: shown as it is, to be copied
     else:
-        note(s.mode, how)
+        s.note(how)
+
+
+def _plan_swaps(s: Session, provider: Provider, swaps: list[Swap], timeout: float, *, with_ttl: bool) -> None:
+    """--dry: each change; where a person makes them (manual), the wait for the authoritative servers."""
+    for change in swaps:
+        _plan_swap(s, provider, change)
+    if isinstance(provider, ManualProvider) and swaps:
+        await_answers(s, _planned_servers(s, provider),
+                      [Expected(c.name, c.rtype, c.content, c.ttl if with_ttl else None) for c in swaps], timeout)
 
 
 def _mismatch(target: Target, record: Record | None) -> str:
@@ -94,7 +97,7 @@ def _apply(s: Session, provider: Provider, changes: list[tuple[Target, Swap]],
     state, requested = DnsState.load(s.settings), []
     for target, change in changes:
         outcome = provider.swap(change)
-        _say(s, f"{target.key}: {change.expected.show()} -> {change.content}, TTL {change.ttl}: {outcome}")
+        s.say(f"{target.key}: {change.expected.show()} -> {change.content}, TTL {change.ttl}: {outcome}")
         s.mode.log.write(dns=target.key, provider=provider.label, before=change.expected.content,
                          after=change.content, ttl=change.ttl, outcome=outcome)
         if outcome == REQUESTED:
@@ -104,10 +107,31 @@ def _apply(s: Session, provider: Provider, changes: list[tuple[Target, Swap]],
             state.save()
     if requested:
         expected = [Expected(c.name, c.rtype, c.content, c.ttl if with_ttl else None) for _, c in requested]
-        dns_answers.await_answers(provider.authoritative_servers(), expected, timeout=timeout, out=s.mode.echo)
+        await_answers(s, provider.authoritative_servers(), expected, timeout)
         for target, change in requested:
             remember(state.entry(target.key), change)
         state.save()
+
+
+def await_answers(s: Session, servers: tuple[str, ...], expected: list[Expected], timeout: float) -> None:
+    """Until every authoritative server answers every expected value (asked from here, each directly)."""
+    wanted = ", ".join(f"{e.name} {e.rtype} {e.content}" + (f" TTL {e.ttl}" if e.ttl else "") for e in expected)
+
+    def probe() -> list[str]:
+        if s.planning:
+            for item in expected:
+                for server in servers:
+                    address, port = answers.address_and_port(server)
+                    s.note(f"check: dig +norecurse @{address} -p {port} {item.name} {item.rtype}  # flag aa, "
+                           f"answer {item.content}" + (f", TTL {item.ttl}" if item.ttl else ""))
+            return []
+        return answers.lagging(servers, expected)
+
+    s.wait_until(probe, lambda behind: not behind, what=f"every authoritative server answers {wanted}",
+                 timeout=timeout, interval=answers.POLL_INTERVAL,
+                 show=lambda behind: f"{len(behind)} answer(s) behind: " + "; ".join(behind))
+    if not s.planning:
+        s.say(f"every authoritative server ({', '.join(servers)}) answers {wanted}")
 
 
 def _lowered(entry: RecordState, change: Swap) -> None:
@@ -125,107 +149,108 @@ def _restored(entry: RecordState, change: Swap) -> None:
 def show_plan(s: Session) -> None:
     """Current and target value of every configured record, and whether the cutover may run yet."""
     cfg, provider = s.settings, provider_for(s)
-    s.step("DNS plan", f"{provider.label}, zone {cfg.dns_zone}: each record now and after the cutover")
-    if s.planning:
+    with s.step("DNS plan", f"{provider.label}, zone {cfg.dns_zone}: each record now and after the cutover",
+                undo="not needed: the plan only reads"):
+        if s.planning:
+            for t in targets(cfg):
+                s.note(f"{t.key}: now {t.old} (expected; --dry reads nothing) -> target {t.new}")
+            return
+        state, moment = DnsState.load(cfg), now()
         for t in targets(cfg):
-            note(s.mode, f"{t.key}: now {t.old} (expected; --dry reads nothing) -> target {t.new}")
-        return
-    state, moment = DnsState.load(cfg), now()
-    for t in targets(cfg):
-        record = provider.read(t.name, t.rtype)
-        if record is None or _mismatch(t, record):
-            verdict = f"CANNOT SWITCH: {_mismatch(t, record)}"
-        elif same(record.content, t.new):
-            verdict = "unchanged (already at the target)"
-        else:
-            why = _not_ready(s, state.records.get(t.key), record, moment)
-            verdict = f"switch (not yet: {why})" if why else "switch (allowed now)"
-        _say(s, f"{t.key}: now {record.show() if record else 'missing'} -> target {t.new}: {verdict}")
+            record = provider.read(t.name, t.rtype)
+            if record is None or _mismatch(t, record):
+                verdict = f"CANNOT SWITCH: {_mismatch(t, record)}"
+            elif same(record.content, t.new):
+                verdict = "unchanged (already at the target)"
+            else:
+                why = _not_ready(s, state.records.get(t.key), record, moment)
+                verdict = f"switch (not yet: {why})" if why else "switch (allowed now)"
+            s.say(f"{t.key}: now {record.show() if record else 'missing'} -> target {t.new}: {verdict}")
 
 
 def lower_ttls(s: Session, timeout: float = WAIT_TIMEOUT) -> None:
     """Set DNS_TTL on every DNS-only record; remember each original TTL and when it was lowered."""
     cfg, provider = s.settings, provider_for(s)
     state = DnsState.load(cfg)
-    s.step("lower the DNS TTL", f"to {cfg.dns_ttl} s, so that after the cutover resolvers let go of old's address "
-                                f"within {cfg.dns_ttl} s; original TTLs are kept in {state.path}")
-    if s.planning:
-        for t in targets(cfg):
-            _plan_swap(s, provider, Swap(t.name, t.rtype, Record(t.old, 0), t.old, cfg.dns_ttl))
-        return
-    changes = []
-    for t, record in _read_all(provider, targets(cfg), "TTLs not lowered, NOTHING was changed"):
-        if record.proxied:
-            _say(s, f"{t.key}: proxied: clients see Cloudflare's addresses, there is no TTL to lower")
-        elif record.ttl <= cfg.dns_ttl:
-            _say(s, f"{t.key}: TTL {record.ttl} s: unchanged")
-            state.records.setdefault(t.key, RecordState(original_ttl=record.ttl))
-        else:
-            changes.append((t, Swap(t.name, t.rtype, record, record.content, cfg.dns_ttl)))
-    state.save()
-    _apply(s, provider, changes, _lowered, with_ttl=True, timeout=timeout)
+    with s.step("lower the DNS TTL", f"to {cfg.dns_ttl} s, so that after the cutover resolvers let go of old's address "
+                                    f"within {cfg.dns_ttl} s; original TTLs are kept in {state.path}",
+                undo=f"fab -H {cfg.old_ssh},{cfg.new_ssh} dns --restore-ttl"):
+        if s.planning:
+            _plan_swaps(s, provider, [Swap(t.name, t.rtype, Record(t.old, 0), t.old, cfg.dns_ttl)
+                                      for t in targets(cfg)], timeout, with_ttl=True)
+            return
+        changes = []
+        for t, record in _read_all(provider, targets(cfg), "TTLs not lowered, NOTHING was changed"):
+            if record.proxied:
+                s.say(f"{t.key}: proxied: clients see Cloudflare's addresses, there is no TTL to lower")
+            elif record.ttl <= cfg.dns_ttl:
+                s.say(f"{t.key}: TTL {record.ttl} s: unchanged")
+                state.records.setdefault(t.key, RecordState(original_ttl=record.ttl))
+            else:
+                changes.append((t, Swap(t.name, t.rtype, record, record.content, cfg.dns_ttl)))
+        state.save()
+        _apply(s, provider, changes, _lowered, with_ttl=True, timeout=timeout)
 
 
 def cutover(s: Session, force: bool = False, timeout: float = WAIT_TIMEOUT) -> None:
     """Switch every record from old's address to new's by compare-and-swap, once the original TTL
     has run out since the lowering (or at once with `force`)."""
     cfg, provider = s.settings, provider_for(s)
-    s.step("DNS cutover", f"{', '.join(cfg.dns_names)} from old ({cfg.old_address}) to new ({cfg.new_address}); "
-                          "old keeps proxying for clients that still resolve to it")
-    if s.planning:
-        for t in targets(cfg):
-            _plan_swap(s, provider, Swap(t.name, t.rtype, Record(t.old, cfg.dns_ttl), t.new, cfg.dns_ttl))
-        note(s.mode, "refused while an original TTL has not run out since dns --lower-ttl (unless --force); "
-                     "all records are read first, and one holding neither address stops the cutover unchanged")
-        return
-    state, moment = DnsState.load(cfg), now()
-    changes = []
-    for t, record in _read_all(provider, targets(cfg), "cutover refused, NOTHING was changed"):
-        if same(record.content, t.new):
-            _say(s, f"{t.key}: unchanged (already {t.new})")
-            entry = state.entry(t.key)
-            if entry.switched_at is None:  # switched outside this tool: count from now, to be safe
-                entry.switched_at, entry.ttl_at_switch = moment, record.ttl
-        else:
-            changes.append((t, Swap(t.name, t.rtype, record, t.new, record.ttl)))
-    waits = [f"{t.key}: {why}" for t, c in changes
-             if (why := _not_ready(s, state.records.get(t.key), c.expected, moment))]
-    if waits and not force:
-        raise StepFailed("cutover refused, NOTHING was changed: resolvers may still hold old's address with the "
-                         "long TTL:\n" + "\n".join(f"  - {w}" for w in waits) + "\nRun it again then, or add --force "
-                         "(old keeps proxying, and must do so until the time dns prints afterwards).")
-    for wait in waits:
-        _say(s, f"--force: switching although {wait}")
-    state.save()
-    _apply(s, provider, changes, _switched, with_ttl=False, timeout=timeout)
+    with s.step("DNS cutover", f"{', '.join(cfg.dns_names)} from old ({cfg.old_address}) to new ({cfg.new_address}); "
+                              "old keeps proxying for clients that still resolve to it",
+                undo=f"switch each record back to old's address ({cfg.old_address}) at {provider.label}; old "
+                     "still proxies to new, so either answer is served"):
+        if s.planning:
+            s.note("refused while an original TTL has not run out since dns --lower-ttl (unless --force); "
+                   "all records are read first, and one holding neither address stops the cutover unchanged")
+            _plan_swaps(s, provider, [Swap(t.name, t.rtype, Record(t.old, cfg.dns_ttl), t.new, cfg.dns_ttl)
+                                      for t in targets(cfg)], timeout, with_ttl=False)
+            return
+        state, moment = DnsState.load(cfg), now()
+        changes = []
+        for t, record in _read_all(provider, targets(cfg), "cutover refused, NOTHING was changed"):
+            if same(record.content, t.new):
+                s.say(f"{t.key}: unchanged (already {t.new})")
+                entry = state.entry(t.key)
+                if entry.switched_at is None:  # switched outside this tool: count from now, to be safe
+                    entry.switched_at, entry.ttl_at_switch = moment, record.ttl
+            else:
+                changes.append((t, Swap(t.name, t.rtype, record, t.new, record.ttl)))
+        waits = [f"{t.key}: {why}" for t, c in changes
+                 if (why := _not_ready(s, state.records.get(t.key), c.expected, moment))]
+        if waits and not force:
+            raise StepFailed("cutover refused, NOTHING was changed: resolvers may still hold old's address with the "
+                             "long TTL:\n" + "\n".join(f"  - {w}" for w in waits) + "\nRun it again then, or add --force "
+                             "(old keeps proxying, and must do so until the time dns prints afterwards).")
+        for wait in waits:
+            s.say(f"--force: switching although {wait}")
+        state.save()
+        _apply(s, provider, changes, _switched, with_ttl=False, timeout=timeout)
 
 
 def verify_records(s: Session, timeout: float = VERIFY_TIMEOUT) -> None:
     """Every authoritative server answers new's address (AA bit); proxied records: the API read-back
     and new's origin over HTTPS."""
     cfg, provider = s.settings, provider_for(s)
-    s.step("verify DNS", "at the source: each authoritative server directly, no resolver or cache")
-    if s.planning:
-        servers = _planned_servers(s, provider)
-        for t in targets(cfg):
-            for server in servers:
-                address, port = dns_answers.address_and_port(server)
-                note(s.mode, f"check: dig +norecurse @{address} -p {port} {t.name} {t.rtype}  "
-                             f"# flag aa, answer {t.new}")
-        return
-    current = _read_all(provider, targets(cfg), "cannot verify")
-    behind = [f"{t.key} holds {r.content}" for t, r in current if not same(r.content, t.new)]
-    if behind:
-        raise StepFailed(f"{provider.label}: {', '.join(behind)}, not new's address yet: run the cutover (fab -H "
-                         f"{cfg.old_ssh},{cfg.new_ssh} dns) first")
-    proxied = [t for t, r in current if r.proxied]
-    for t in proxied:
-        _say(s, f"{t.key}: proxied; Cloudflare's API shows {t.new} (its edge follows within seconds)")
-    if proxied:
-        _check_origin(s)
-    dns_only = [Expected(t.name, t.rtype, t.new) for t, r in current if not r.proxied]
-    if dns_only:
-        dns_answers.await_answers(provider.authoritative_servers(), dns_only, timeout=timeout, out=s.mode.echo)
+    with s.step("verify DNS", "at the source: each authoritative server directly, no resolver or cache",
+                undo="not needed: it only asks"):
+        if s.planning:
+            await_answers(s, _planned_servers(s, provider), [Expected(t.name, t.rtype, t.new) for t in targets(cfg)],
+                          timeout)
+            return
+        current = _read_all(provider, targets(cfg), "cannot verify")
+        behind = [f"{t.key} holds {r.content}" for t, r in current if not same(r.content, t.new)]
+        if behind:
+            raise StepFailed(f"{provider.label}: {', '.join(behind)}, not new's address yet: run the cutover (fab -H "
+                             f"{cfg.old_ssh},{cfg.new_ssh} dns) first")
+        proxied = [t for t, r in current if r.proxied]
+        for t in proxied:
+            s.say(f"{t.key}: proxied; Cloudflare's API shows {t.new} (its edge follows within seconds)")
+        if proxied:
+            _check_origin(s)
+        dns_only = [Expected(t.name, t.rtype, t.new) for t, r in current if not r.proxied]
+        if dns_only:
+            await_answers(s, provider.authoritative_servers(), dns_only, timeout)
 
 
 def _planned_servers(s: Session, provider: Provider) -> tuple[str, ...]:
@@ -235,45 +260,48 @@ def _planned_servers(s: Session, provider: Provider) -> tuple[str, ...]:
     try:
         return provider.authoritative_servers()
     except StepFailed as missing:  # a plan still shows the rest; the real run stops here
-        note(s.mode, f"NOTE: {missing}")
+        s.note(str(missing))
         return ()
 
 
 def _check_origin(s: Session) -> None:
     """Cloudflare's edge now fetches from new: new must answer HTTPS for the domain (asked from old)."""
     cfg = s.settings
-    status = s.old.fact(mastodon.https_request(cfg, cfg.new_address, "/health"),
-                        lambda out: out.stdout.rpartition("\n")[2].strip())
-    if status != "200":
+    status, _ = s.old.fact(mastodon.https_request(cfg, cfg.new_address, "/health"), planned=(200, "OK"),
+                           then="anything but 200: Cloudflare's edge cannot reach new")
+    if status != 200:
         raise StepFailed(f"new's origin https://{cfg.domain}/health at {cfg.new_address} answered "
                          f"{status or 'nothing'} (asked from old): Cloudflare's edge cannot reach new")
-    _say(s, f"new's origin answers https://{cfg.domain}/health at {cfg.new_address}")
+    s.say(f"new's origin answers https://{cfg.domain}/health at {cfg.new_address}")
 
 
 def restore_ttls(s: Session, timeout: float = WAIT_TIMEOUT) -> None:
     """Put back the TTL each record had before dns --lower-ttl."""
     cfg, provider = s.settings, provider_for(s)
     state = DnsState.load(cfg)
-    s.step("restore the DNS TTL", f"the TTLs from before the migration, as kept in {state.path}")
-    remembered = [(t, state.records[t.key]) for t in targets(cfg)
-                  if t.key in state.records and state.records[t.key].original_ttl]
-    if not remembered:
-        _say(s, f"nothing to restore: {state.path} holds no original TTL (dns --lower-ttl records them)")
-        return
-    if s.planning:
+    with s.step("restore the DNS TTL", f"the TTLs from before the migration, as kept in {state.path}",
+                undo=f"fab -H {cfg.old_ssh},{cfg.new_ssh} dns --lower-ttl"):
+        remembered = [(t, state.records[t.key]) for t in targets(cfg)
+                      if t.key in state.records and state.records[t.key].original_ttl]
+        if not remembered:
+            s.say(f"nothing to restore: {state.path} holds no original TTL (dns --lower-ttl records them)")
+            return
+        if s.planning:
+            swaps = []
+            for t, entry in remembered:
+                content = t.new if entry.switched_at else t.old
+                swaps.append(Swap(t.name, t.rtype, Record(content, 0), content, entry.original_ttl))
+            _plan_swaps(s, provider, swaps, timeout, with_ttl=True)
+            return
+        current = dict(_read_all(provider, [t for t, _ in remembered], "TTLs not restored, NOTHING was changed"))
+        changes = []
         for t, entry in remembered:
-            content = t.new if entry.switched_at else t.old
-            _plan_swap(s, provider, Swap(t.name, t.rtype, Record(content, 0), content, entry.original_ttl))
-        return
-    current = dict(_read_all(provider, [t for t, _ in remembered], "TTLs not restored, NOTHING was changed"))
-    changes = []
-    for t, entry in remembered:
-        record = current[t]
-        if record.proxied or record.ttl == entry.original_ttl:
-            _say(s, f"{t.key}: TTL {record.ttl}: unchanged")
-        else:
-            changes.append((t, Swap(t.name, t.rtype, record, record.content, entry.original_ttl)))
-    _apply(s, provider, changes, _restored, with_ttl=True, timeout=timeout)
+            record = current[t]
+            if record.proxied or record.ttl == entry.original_ttl:
+                s.say(f"{t.key}: TTL {record.ttl}: unchanged")
+            else:
+                changes.append((t, Swap(t.name, t.rtype, record, record.content, entry.original_ttl)))
+        _apply(s, provider, changes, _restored, with_ttl=True, timeout=timeout)
 
 
 def retire_after(s: Session) -> datetime | None:
@@ -294,10 +322,10 @@ def retire_after(s: Session) -> datetime | None:
 def show_retire_time(s: Session) -> None:
     """The reminder after a cutover: old's proxy serves resolvers that still hold its address until then."""
     when = None if s.planning else retire_after(s)
-    _say(s, "old keeps proxying until every resolver has dropped its address: run cleanup after "
-            + (f"{when:%Y-%m-%d %H:%M:%S} UTC" if when else
-               f"the switch + the TTL resolvers were given + {RETIRE_MARGIN.seconds // 60} min "
-               "(shown by the real cutover)"))
+    s.say("old keeps proxying until every resolver has dropped its address: run cleanup after "
+          + (f"{when:%Y-%m-%d %H:%M:%S} UTC" if when else
+             f"the switch + the TTL resolvers were given + {RETIRE_MARGIN.seconds // 60} min "
+             "(shown by the real cutover)"))
 
 
 @two_host_task(help={"plan": "show current and target values only",

@@ -152,8 +152,8 @@ def pair():
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "fresh_pair: asserts the state of the freshly provisioned pair; runs before "
-                                       "the e2e tests that change the pair")
+    config.addinivalue_line("markers", "fresh_pair: asserts the state of the freshly provisioned pair; runs "
+                                       "before the e2e tests that change the pair")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -162,5 +162,5 @@ def pytest_collection_modifyitems(config, items):
     slots = [i for i, item in enumerate(items) if item.get_closest_marker("docker")]
     docker_items = [items[i] for i in slots]
     docker_items.sort(key=lambda item: 0 if item.get_closest_marker("fresh_pair") else 1)
-    for i, item in zip(slots, docker_items):
+    for i, item in zip(slots, docker_items, strict=True):
         items[i] = item

@@ -1,9 +1,9 @@
 """The stand-in Mastodon on old, as a client and as the migration see it.
 
-- A status posted through old's nginx (127.0.0.1:8441, SNI and Host = the domain, verified against the test CA) is
-  readable back, reaches a follower's home timeline and arrives on the follower's streaming WebSocket.
-- Rate limiting behind a proxy that is not trusted, host authorization and force_ssl, checked inside old against
-  127.0.0.1:3000 (and a second web process on the private address for the untrusted peer).
+- A status posted through old's nginx (127.0.0.1:8441, SNI and Host = the domain, verified against the test
+  CA) is readable back, reaches a follower's home timeline and arrives on the follower's streaming WebSocket.
+- Rate limiting behind a proxy that is not trusted, host authorization and force_ssl, checked inside old
+  against 127.0.0.1:3000 (and a second web process on the private address for the untrusted peer).
 """
 
 from __future__ import annotations
@@ -73,11 +73,12 @@ def test_status_roundtrip_timeline_and_streaming(pair, accounts):
 
 def curl_in_old(pair, url, *args: str) -> tuple[int, dict, str]:
     """curl inside old; returns status, headers (lower-case), body."""
-    r = pair.exec("old", "curl", "-sS", "--max-time", "10", "-D", "/dev/stderr", "-o", "/dev/stdout", *args, url)
+    r = pair.exec("old", "curl", "-sS", "--max-time", "10", "-D", "/dev/stderr", "-o", "/dev/stdout",
+                  *args, url)
     head, _, _ = r.stderr.replace("\r\n", "\n").partition("\n\n")   # text mode may have turned CRLF into LF
     lines = head.split("\n")
     status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     return status, headers, r.stdout
 
 
@@ -85,7 +86,8 @@ def test_host_authorization(pair):
     https = ("-H", "X-Forwarded-Proto: https")
     status, _, _ = curl_in_old(pair, "http://127.0.0.1:3000/api/v1/instance", "-H", "Host: evil.test", *https)
     assert status == 403
-    status, _, _ = curl_in_old(pair, "http://127.0.0.1:3000/api/v1/instance", "-H", f"Host: {pair.domain}", *https)
+    status, _, _ = curl_in_old(pair, "http://127.0.0.1:3000/api/v1/instance", "-H", f"Host: {pair.domain}",
+                               *https)
     assert status == 200
     status, _, body = curl_in_old(pair, "http://127.0.0.1:3000/health", "-H", "Host: evil.test")
     assert (status, body.strip()) == (200, "OK")   # /health is exempt
@@ -119,8 +121,8 @@ def extra_web(pair):
               "-E", "RAILS_ENV=production", "-E", "PORT=3001", "-E", "BIND=0.0.0.0",
               "-E", "STANDIN_THROTTLE_UNAUTHENTICATED_API=5/60", *argv, check=True)
     try:
-        pair.sh("old", "for i in $(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:3001/health && exit 0; "
-                       "sleep 0.2; done; exit 1", check=True)
+        pair.sh("old", "for i in $(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:3001/health "
+                       "&& exit 0; sleep 0.2; done; exit 1", check=True)
         yield 3001
     finally:
         pair.exec("old", "systemctl", "stop", unit)

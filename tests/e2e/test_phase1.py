@@ -34,7 +34,8 @@ def wait_until(predicate, timeout, what):
 
 
 def streaming(pair):
-    return pair.exec("new", *PSQL, "-c", "SELECT status FROM pg_stat_wal_receiver").stdout.strip() == "streaming"
+    return (pair.exec("new", *PSQL, "-c", "SELECT status FROM pg_stat_wal_receiver").stdout.strip()
+            == "streaming")
 
 
 def actions(output: str) -> list[str]:
@@ -51,7 +52,8 @@ def actions(output: str) -> list[str]:
 def test_tunnel_refuses_a_port_held_by_another_process(pair):
     holder = subprocess.Popen(["docker", "exec", pair.container("new"), "python3", "-c",
                                "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
-                               "socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 5433)); s.listen(); time.sleep(120)"])
+                               "socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 5433)); s.listen(); "
+                               "time.sleep(120)"])
     try:
         wait_until(lambda: "5433" in pair.exec("new", "ss", "-Htln").stdout, 10, "the squatter to listen")
         result = fab("-H", "old,new", "tunnel")
@@ -71,7 +73,8 @@ def test_a_backup_whose_tunnel_dies_cleans_up_and_changes_nothing_on_old(pair):
     backup = threading.Thread(target=lambda: result.update(
         run=fab("-H", "old,new", "basebackup", "--max-rate=64k", timeout=300)))
     backup.start()
-    wait_until(lambda: sql(pair, "old", "SELECT count(*) FROM pg_stat_replication") != "0", 60, "the copy to start")
+    wait_until(lambda: sql(pair, "old", "SELECT count(*) FROM pg_stat_replication") != "0", 60,
+               "the copy to start")
     time.sleep(1)
     pair.exec("new", "systemctl", "kill", "-s", "KILL", TUNNEL_UNIT, check=True)
     backup.join(timeout=280)
@@ -100,12 +103,14 @@ def test_a_second_run_changes_nothing(pair):
 
 def test_writes_on_old_reach_new_and_lag_drops_to_zero(pair):
     marker = f"phase1-{time.time_ns()}"
-    sql(pair, "old", f"CREATE TABLE IF NOT EXISTS mig_probe (v text); INSERT INTO mig_probe VALUES ('{marker}')")
+    sql(pair, "old", "CREATE TABLE IF NOT EXISTS mig_probe (v text); "
+                     f"INSERT INTO mig_probe VALUES ('{marker}')")
     wait_until(lambda: pair.exec("new", *PSQL, "-c", f"SELECT count(*) FROM mig_probe WHERE v = '{marker}'"
                                  ).stdout.strip() == "1", 5, "the write to reach new")
     def lag_is_zero():
         status = fab("-H", "old,new", "replication-status", "--json")
-        return status.returncode == 0 and json.loads(status.stdout[status.stdout.index("{"):])["lag_bytes"] == 0
+        return (status.returncode == 0
+                and json.loads(status.stdout[status.stdout.index("{"):])["lag_bytes"] == 0)
     wait_until(lag_is_zero, 20, "replication-status to report lag 0")
 
 
@@ -149,7 +154,7 @@ def test_a_killed_tunnel_comes_back_by_itself(pair):
 
 def test_a_restarted_new_comes_back_streaming(pair):
     subprocess.run(["docker", "restart", pair.container("new")], check=True, capture_output=True, timeout=120)
-    wait_until(lambda: pair.exec("new", "systemctl", "is-system-running").stdout.strip() in ("running", "degraded"),
-               60, "new to boot")
+    wait_until(lambda: (pair.exec("new", "systemctl", "is-system-running").stdout.strip()
+                        in ("running", "degraded")), 60, "new to boot")
     wait_until(lambda: streaming(pair), 60, "replication to resume after the restart")
     assert fab("-H", "old,new", "replication-status").returncode == 0

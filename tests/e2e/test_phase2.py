@@ -76,7 +76,8 @@ def test_requests_through_old_are_served_by_new(pair, accounts):
     status, _, _ = pair.request("GET", f"/api/v1/timelines/home?probe={marker}", token=author.token)
     assert status == 200
     assert marker in pair.exec("new", "cat", "/var/log/nginx/access.log", check=True).stdout
-    assert marker not in pair.exec("old", "sh", "-c", "journalctl -u mastodon-web --no-pager | tail -200").stdout
+    assert marker not in pair.exec("old", "sh", "-c",
+                                   "journalctl -u mastodon-web --no-pager | tail -200").stdout
 
 
 def test_new_logs_the_real_client_address(pair, accounts):
@@ -104,7 +105,8 @@ def test_a_websocket_through_old_receives_a_status_posted_through_old(pair, acco
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             message = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if message.get("event") == "update" and str(json.loads(message["payload"])["id"]) == str(posted["id"]):
+            if (message.get("event") == "update"
+                    and str(json.loads(message["payload"])["id"]) == str(posted["id"])):
                 return
     pytest.fail("the status did not arrive on the WebSocket opened through old")
 
@@ -123,8 +125,9 @@ def test_an_upload_through_old_lands_on_new(pair, accounts):
                         "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
             f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()
-    conn_status, _, answer = pair.request("POST", "/api/v2/media", token=author.token, raw_body=body,
-                                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    conn_status, _, answer = pair.request(
+        "POST", "/api/v2/media", token=author.token, raw_body=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert conn_status in (200, 202), answer
     url = json.loads(answer)["url"]
     path = MEDIA + url.split("/system", 1)[1]

@@ -69,13 +69,15 @@ def test_refused_with_lag_over_the_threshold(pair, tokens, tmp_path):
 def test_refused_with_replication_broken(pair, tokens):
     pair.exec("new", "systemctl", "stop", TUNNEL, check=True)
     try:
-        wait_until(lambda: sql(pair, "old", "SELECT count(*) FROM pg_stat_replication") == "0", 30, "the stream to end")
+        wait_until(lambda: sql(pair, "old", "SELECT count(*) FROM pg_stat_replication") == "0", 30,
+                   "the stream to end")
         result = fab("-H", "old,new", "phase3-failover")
         assert result.returncode != 0 and "not healthy" in result.stderr, result.stderr
         assert old_untouched(pair)
     finally:
         pair.exec("new", "systemctl", "start", TUNNEL, check=True)
-    wait_until(lambda: fab("-H", "old,new", "replication-status").returncode == 0, 60, "replication to resume")
+    wait_until(lambda: fab("-H", "old,new", "replication-status").returncode == 0, 60,
+               "replication to resume")
 
 
 def test_a_tunnel_that_dies_before_catch_up_brings_old_back(pair, tokens):
@@ -83,8 +85,9 @@ def test_a_tunnel_that_dies_before_catch_up_brings_old_back(pair, tokens):
     # On old, the moment the fence is written, the tunnel's ssh session dies (before the shutdown checkpoint
     # can travel); new's tunnel unit is then held down so it cannot come back in time.
     watcher = subprocess.Popen(["docker", "exec", pair.container("old"), "sh", "-c",
-                                "until grep -q 'BEGIN mastodon-migration fence' /etc/postgresql/15/main/pg_hba.conf;"
-                                " do sleep 0.01; done; pkill -KILL -u postgres -x sshd"])
+                                "until grep -q 'BEGIN mastodon-migration fence' "
+                                "/etc/postgresql/15/main/pg_hba.conf; do sleep 0.01; done; "
+                                "pkill -KILL -u postgres -x sshd"])
     result = {}
     promote = threading.Thread(target=lambda: result.update(
         run=fab("-H", "old,new", "promote", "--catchup-timeout", "5", timeout=300)))
@@ -92,7 +95,8 @@ def test_a_tunnel_that_dies_before_catch_up_brings_old_back(pair, tokens):
     watcher.wait(timeout=120)
     pair.exec("new", "sh", "-c", f"systemctl mask --runtime {TUNNEL} && systemctl stop {TUNNEL}", check=True)
     promote.join(timeout=280)
-    pair.exec("new", "sh", "-c", f"systemctl unmask --runtime {TUNNEL} && systemctl start {TUNNEL}", check=True)
+    pair.exec("new", "sh", "-c", f"systemctl unmask --runtime {TUNNEL} && systemctl start {TUNNEL}",
+              check=True)
     run = result["run"]
     assert run.returncode != 0
     assert re.search(r"old's last checkpoint \S+; new received \S+, replayed \S+", run.stderr), run.stderr
@@ -100,9 +104,11 @@ def test_a_tunnel_that_dies_before_catch_up_brings_old_back(pair, tokens):
     assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "t"
     assert pair.exec("old", "systemctl", "is-active", "postgresql@15-main").stdout.strip() == "active"
     assert "fence" not in pair.exec("old", "cat", "/etc/postgresql/15/main/pg_hba.conf").stdout
-    wait_until(lambda: fab("-H", "old,new", "replication-status").returncode == 0, 60, "replication to resume")
+    wait_until(lambda: fab("-H", "old,new", "replication-status").returncode == 0, 60,
+               "replication to resume")
     # old serves again: a write through the public endpoint goes to old's database through the tunnel
-    status, _, body = pair.request("POST", "/api/v1/statuses", token=tokens[0], body={"status": "after the timeout"})
+    status, _, body = pair.request("POST", "/api/v1/statuses", token=tokens[0],
+                                   body={"status": "after the timeout"})
     assert status == 200, body
     assert missing_ids(pair, "old", [str(json.loads(body)["id"])]) == []
 
@@ -140,10 +146,12 @@ def test_failover_under_live_load_loses_no_acknowledged_write(pair, tokens, orig
 def test_after_the_failover(pair, tokens):
     assert pair.exec("old", "systemctl", "is-active", "postgresql@15-main").stdout.strip() != "active"
     assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "f"
-    status, _, body = pair.request("POST", "/api/v1/statuses", token=tokens[1], body={"status": "on new alone"})
+    status, _, body = pair.request("POST", "/api/v1/statuses", token=tokens[1],
+                                   body={"status": "on new alone"})
     assert status == 200, body
     assert missing_ids(pair, "new", [str(json.loads(body)["id"])]) == []
-    assert all(pair.exec("old", "systemctl", "is-active", unit).stdout.strip() == "inactive" for unit in OLD_UNITS)
+    assert all(pair.exec("old", "systemctl", "is-active", unit).stdout.strip() == "inactive"
+               for unit in OLD_UNITS)
 
 
 def test_a_rerun_reports_already_promoted_and_changes_nothing(pair, tokens):
@@ -157,7 +165,8 @@ def test_the_naive_order_of_the_original_procedure_loses_writes(pair, tokens):
     """Baseline on a fresh pair: promote new while old still takes writes through the tunnel, then
     repoint and restart. The number of acknowledged writes missing on new is recorded next to ours (0)."""
     subprocess.run([str(REPO / ".venv/bin/python"), "docker/pair.py", "down"], cwd=REPO, capture_output=True)
-    subprocess.run([str(REPO / ".venv/bin/python"), "docker/pair.py", "up"], cwd=REPO, capture_output=True, check=True)
+    subprocess.run([str(REPO / ".venv/bin/python"), "docker/pair.py", "up"], cwd=REPO, capture_output=True,
+                   check=True)
     assert fab("-H", "old,new", "phase1-replicate", timeout=600).returncode == 0
     assert fab("-H", "old,new", "phase2-proxy", timeout=900).returncode == 0
     fresh_tokens = [account.token for account in active_accounts(pair)]
@@ -165,7 +174,8 @@ def test_the_naive_order_of_the_original_procedure_loses_writes(pair, tokens):
     time.sleep(3)
     pair.exec("new", *PSQL, "-c", "SELECT pg_promote(true, 60)", check=True)
     time.sleep(1)  # "as quickly as possible": the admin edits .env.production and restarts
-    pair.exec("new", "sed", "-i", "s/^DB_PORT=.*/DB_PORT=5432/", "/home/mastodon/live/.env.production", check=True)
+    pair.exec("new", "sed", "-i", "s/^DB_PORT=.*/DB_PORT=5432/", "/home/mastodon/live/.env.production",
+              check=True)
     pair.exec("new", "sh", "-c", "systemctl reload mastodon-web && systemctl restart mastodon-sidekiq "
               "mastodon-streaming", check=True)
     time.sleep(5)

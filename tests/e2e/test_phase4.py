@@ -68,13 +68,14 @@ def test_rfc2136_cutover_moves_the_live_client_with_zero_failures(pair, tokens, 
     try:
         env = {"MIGRATION_ENV": str(settings_file(
             tmp_path, DNS_PROVIDER="rfc2136", RFC2136_SERVER="127.0.0.1", RFC2136_PORT=bind.port,
-            RFC2136_KEY_NAME="migration.key", RFC2136_KEY_FILE=bind.key_file, DNS_VERIFY_SERVERS=bind.server))}
+            RFC2136_KEY_NAME="migration.key", RFC2136_KEY_FILE=bind.key_file,
+            DNS_VERIFY_SERVERS=bind.server))}
         seen = set()
 
         def route():  # the client's resolver: the authoritative answer, asked each second
             if not hasattr(route, "at") or time.monotonic() - route.at > 1:
-                answer = dns.query.udp(dns.message.make_query("social.test", "A"), "127.0.0.1", port=bind.port,
-                                       timeout=2)
+                answer = dns.query.udp(dns.message.make_query("social.test", "A"), "127.0.0.1",
+                                       port=bind.port, timeout=2)
                 route.address, route.at = answer.answer[0][0].address, time.monotonic()
                 seen.add(route.address)
             return port_for(pair, route.address)
@@ -119,8 +120,10 @@ def test_cleanup_shows_a_plan_then_leaves_nothing_behind(pair, tokens):
     assert pair.exec("new", "systemctl", "is-active", "mastodon-migration-tunnel").stdout.strip() == "active"
     applied = fab("-H", "old,new", "cleanup", "--apply", timeout=300)
     assert applied.returncode == 0, applied.stdout + applied.stderr
-    assert pair.exec("new", "test", "-e", "/etc/systemd/system/mastodon-migration-tunnel.service").returncode != 0
-    assert "mastodon-migration" not in pair.exec("old", "cat", "/var/lib/postgresql/.ssh/authorized_keys").stdout
+    assert pair.exec("new", "test", "-e",
+                     "/etc/systemd/system/mastodon-migration-tunnel.service").returncode != 0
+    assert "mastodon-migration" not in pair.exec("old", "cat",
+                                                 "/var/lib/postgresql/.ssh/authorized_keys").stdout
     assert "mastodon-migration" not in pair.exec("old", "cat", "/home/mastodon/.ssh/authorized_keys").stdout
     assert "mastodon-migration" not in pair.exec("old", "cat", "/etc/postgresql/15/main/pg_hba.conf").stdout
     assert "mig_replicator" not in pair.exec("new", "cat", "/var/lib/postgresql/.pgpass").stdout

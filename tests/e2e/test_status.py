@@ -43,7 +43,8 @@ def status(env, *flags):
     result = fab("-H", "old,new", "status", *flags, env=env)
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
-    print(f"\nstatus {' '.join(flags)} took {elapsed:.2f} s")  # a measurement (the goal is 3 s), not an assertion
+    # a measurement (the goal is 3 s), not an assertion
+    print(f"\nstatus {' '.join(flags)} took {elapsed:.2f} s")
     return result.stdout
 
 

@@ -28,10 +28,12 @@ def test_the_demo_migrates_and_loses_no_acknowledged_write(pair, demo):
     report = json.loads((REPO / "build" / "report.json").read_text())
     assert [p["exit"] for p in report["phases"]] == [0] * 5
     # requests fail only while old is fenced and new takes over (phase 3)
-    assert {p["name"]: p["failures"] for p in report["phases"] if not p["name"].startswith("phase 3")} == {
-        "phase 1: replicate": 0, "phase 2: proxy": 0, "phase 4: DNS": 0, "cleanup": 0}, report["first_failures"]
+    failures = {p["name"]: p["failures"] for p in report["phases"] if not p["name"].startswith("phase 3")}
+    assert failures == {"phase 1: replicate": 0, "phase 2: proxy": 0, "phase 4: DNS": 0, "cleanup": 0}, \
+        report["first_failures"]
     assert report["acknowledged_writes"] == len(report["acknowledged_ids"]) > 100
-    assert report["acknowledged_writes_lost"] == len(missing_ids(pair, "new", report["acknowledged_ids"])) == 0
+    assert (report["acknowledged_writes_lost"]
+            == len(missing_ids(pair, "new", report["acknowledged_ids"])) == 0)
     assert (REPO / "build" / "report.md").read_text().startswith("# Live migration on the simulated pair")
     assert (REPO / "build" / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -41,7 +43,8 @@ def test_every_command_a_phase_ran_is_in_its_runbook(demo):
     records = [json.loads(line) for line in cfg.log_file.read_text().splitlines()]
     for number, task in PHASES.items():
         start = max(i for i, r in enumerate(records) if r.get("task") == task and r.get("event") == "start")
-        end = next(i for i in range(start, len(records)) if records[i].get("task") == task and "event" in records[i]
+        end = next(i for i in range(start, len(records))
+                   if records[i].get("task") == task and "event" in records[i]
                    and records[i]["event"] != "start")
         ran = records[start + 1:end]
         assert any("command" in r for r in ran) or number == 4, task

@@ -19,8 +19,8 @@ class Account:
 
 
 def token(pair, username: str) -> str:
-    r = pair.exec("old", "runuser", "-u", "mastodon", "--", "/home/mastodon/live/bin/standin", "token", username,
-                  check=True)
+    r = pair.exec("old", "runuser", "-u", "mastodon", "--", "/home/mastodon/live/bin/standin", "token",
+                  username, check=True)
     return r.stdout.strip()
 
 
@@ -44,5 +44,6 @@ def active_accounts(pair) -> list[Account]:
     count = int(size) if str(size).isdigit() else sizes[size]["accounts"]
     names = [f"user{i:04d}" for i in range(1, count + 1) if i % 10]
     script = "; ".join(f"/home/mastodon/live/bin/standin token {name}" for name in names)
-    tokens = pair.exec("old", "runuser", "-u", "mastodon", "--", "sh", "-c", script, check=True).stdout.split()
+    tokens = pair.exec("old", "runuser", "-u", "mastodon", "--", "sh", "-c", script,
+                       check=True).stdout.split()
     return [Account(name, token) for name, token in zip(names, tokens, strict=True)]

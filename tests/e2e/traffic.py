@@ -117,7 +117,8 @@ class Traffic:
     def summary(self) -> str:
         writes = [r for r in self.requests if r.kind == "write"]
         return (f"{len(self.requests)} requests ({len(writes)} writes), {len(self.failures)} failed"
-                + (f"; first failures: {[(r.status, r.error[:80]) for r in self.failures[:3]]}" if self.failures else ""))
+                + (f"; first failures: {[(r.status, r.error[:80]) for r in self.failures[:3]]}"
+                   if self.failures else ""))
 
 
 def missing_ids(pair, host: str, ids: list[str]) -> list[str]:
@@ -126,7 +127,7 @@ def missing_ids(pair, host: str, ids: list[str]) -> list[str]:
     for i in range(0, len(ids), 500):
         batch = ids[i:i + 500]
         query = ("SELECT id FROM statuses WHERE id IN (" + ",".join(str(int(x)) for x in batch) + ")")
-        found = pair.exec(host, "sudo", "-u", "postgres", "psql", "-XAtq", "-d", "mastodon_production", "-c", query,
-                          check=True).stdout.split()
+        found = pair.exec(host, "sudo", "-u", "postgres", "psql", "-XAtq", "-d", "mastodon_production",
+                          "-c", query, check=True).stdout.split()
         missing += sorted(set(batch) - set(found))
     return missing

@@ -53,7 +53,8 @@ class Bind:
     def start(self) -> None:
         key = subprocess.run(["tsig-keygen", "-a", ALGORITHM, KEY_NAME], check=True, capture_output=True,
                              text=True).stdout
-        for path, text in ((self.key_file, key), (self.raw_key_file, key.split('secret "')[1].split('"')[0] + "\n")):
+        secret = key.split('secret "')[1].split('"')[0]
+        for path, text in ((self.key_file, key), (self.raw_key_file, secret + "\n")):
             path.write_text(text)
             path.chmod(0o600)
         (self.dir / "zone.db").write_text(self.zone_text)
@@ -65,7 +66,9 @@ options {{
 }};
 controls {{ }};
 include "{self.key_file}";
-zone "{self.zone}" {{ type primary; file "{self.dir}/zone.db"; update-policy {{ grant {KEY_NAME} zonesub ANY; }}; }};
+zone "{self.zone}" {{
+    type primary; file "{self.dir}/zone.db"; update-policy {{ grant {KEY_NAME} zonesub ANY; }};
+}};
 """)
         log = (self.dir / "named.log").open("w")
         self.process = subprocess.Popen([NAMED, "-g", "-n", "1", "-c", str(self.dir / "named.conf")],
@@ -106,8 +109,8 @@ zone "{self.zone}" {{ type primary; file "{self.dir}/zone.db"; update-policy {{ 
 
     def update(self, change) -> None:
         secret = self.raw_key_file.read_text().strip()
-        update = dns.update.UpdateMessage(self.zone, keyring=dns.tsigkeyring.from_text({KEY_NAME: (ALGORITHM, secret)}),
-                                          keyalgorithm=ALGORITHM)
+        keyring = dns.tsigkeyring.from_text({KEY_NAME: (ALGORITHM, secret)})
+        update = dns.update.UpdateMessage(self.zone, keyring=keyring, keyalgorithm=ALGORITHM)
         change(update)
         assert dns.query.tcp(update, "127.0.0.1", port=self.port, timeout=5).rcode() == 0
 

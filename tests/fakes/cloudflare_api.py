@@ -31,7 +31,8 @@ class ApiError(Exception):
 class FakeCloudflare:
     def __init__(self, token: str, zone: str = "example.social", name_servers=("127.0.0.1",)):
         self.token = token
-        self.zone = {"id": uuid.uuid4().hex, "name": zone, "status": "active", "name_servers": list(name_servers)}
+        self.zone = {"id": uuid.uuid4().hex, "name": zone, "status": "active",
+                     "name_servers": list(name_servers)}
         self.records: dict[str, dict] = {}
         self.requests: list[dict] = []
         self.faults: list[ApiError] = []
@@ -52,16 +53,18 @@ class FakeCloudflare:
         self._server.server_close()
 
     def add_record(self, name: str, rtype: str, content: str, ttl: int = 3600, proxied: bool = False) -> dict:
-        record = {"id": uuid.uuid4().hex, "zone_id": self.zone["id"], "zone_name": self.zone["name"], "name": name,
-                  "type": rtype, "content": content, "ttl": 1 if proxied else ttl, "proxied": proxied,
-                  "proxiable": True, "comment": None, "tags": [], "settings": {}, "meta": {}}
+        record = {"id": uuid.uuid4().hex, "zone_id": self.zone["id"], "zone_name": self.zone["name"],
+                  "name": name, "type": rtype, "content": content, "ttl": 1 if proxied else ttl,
+                  "proxied": proxied, "proxiable": True, "comment": None, "tags": [], "settings": {},
+                  "meta": {}}
         self.records[record["id"]] = record
         return record
 
     def record(self, name: str, rtype: str) -> dict:
         return next(r for r in self.records.values() if r["name"] == name and r["type"] == rtype)
 
-    def fail_next(self, status: int, code: int, message: str, headers: dict | None = None, times: int = 1) -> None:
+    def fail_next(self, status: int, code: int, message: str, headers: dict | None = None,
+                  times: int = 1) -> None:
         self.faults += [ApiError(status, code, message, headers)] * times
 
     def calls(self, method: str | None = None) -> list[dict]:
@@ -71,20 +74,24 @@ class FakeCloudflare:
 
     def answer(self, method: str, path: str, query: dict, body, headers: dict) -> dict:
         """The envelope's success part: `result`, and `result_info` for lists."""
-        self.requests.append({"method": method, "path": path, "query": query, "body": body, "headers": headers})
+        self.requests.append({"method": method, "path": path, "query": query, "body": body,
+                              "headers": headers})
         if headers.get("authorization") != f"Bearer {self.token}":
             raise ApiError(403, 9109, "Invalid access token")
         if self.faults:
             raise self.faults.pop(0)
         parts = path.removeprefix(PREFIX).strip("/").split("/")
         if parts == ["zones"] and method == "GET":
-            return self._page([self.zone] if query.get("name", self.zone["name"]) == self.zone["name"] else [], query)
-        if len(parts) < 3 or parts[:1] != ["zones"] or parts[1] != self.zone["id"] or parts[2] != "dns_records":
+            matches = query.get("name", self.zone["name"]) == self.zone["name"]
+            return self._page([self.zone] if matches else [], query)
+        if (len(parts) < 3 or parts[:1] != ["zones"] or parts[1] != self.zone["id"]
+                or parts[2] != "dns_records"):
             raise ApiError(*NOT_FOUND)
         if len(parts) == 3 and method == "GET":
             name = query.get("name.exact", query.get("name"))
             return self._page([r for r in self.records.values()
-                               if name in (None, r["name"]) and query.get("type") in (None, r["type"])], query)
+                               if name in (None, r["name"]) and query.get("type") in (None, r["type"])],
+                              query)
         if len(parts) == 4 and method in ("PATCH", "PUT"):
             if parts[3] not in self.records:
                 raise ApiError(404, 81044, "Record does not exist.")
@@ -99,7 +106,8 @@ class FakeCloudflare:
             body = {"proxied": False, "comment": None, "tags": [], **body}  # PUT: what is omitted is reset
         ttl = body.get("ttl", record["ttl"])
         if not (ttl == 1 or 60 <= ttl <= 86400):
-            raise ApiError(400, 9021, "Invalid TTL. Must be between 60 and 86400 seconds, or 1 for Automatic.")
+            raise ApiError(400, 9021, "Invalid TTL. Must be between 60 and 86400 seconds, "
+                                      "or 1 for Automatic.")
         record.update(body)
         if record["proxied"]:
             record["ttl"] = 1

@@ -31,7 +31,8 @@ def rfc2136_keys(bind, key_file: Path | None = None) -> dict:
 
 
 def live(cfg: settings.Settings, *old_answers) -> tuple[Session, io.StringIO]:
-    """A real-run session whose hosts are scripted (old replays `old_answers`); what it says is in the buffer."""
+    """A real-run session whose hosts are scripted (old replays `old_answers`); what it says is in the
+    buffer."""
     echo = io.StringIO()
     mode = Live(RunLog(cfg.log_file), echo=echo)
     hosts = {"old": Remote("old", "old", mode, ScriptedConnection(*old_answers)),
@@ -49,5 +50,6 @@ def age_lowering(cfg: settings.Settings, seconds: float) -> None:
     state = json.loads(path.read_text())
     for entry in state["records"].values():
         if entry["lowered_at"]:
-            entry["lowered_at"] = (datetime.fromisoformat(entry["lowered_at"]) - timedelta(seconds=seconds)).isoformat()
+            lowered_at = datetime.fromisoformat(entry["lowered_at"]) - timedelta(seconds=seconds)
+            entry["lowered_at"] = lowered_at.isoformat()
     path.write_text(json.dumps(state))

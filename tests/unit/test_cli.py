@@ -1,18 +1,17 @@
 """The command line as an operator uses it: fab -l, --help, --dry, role errors, planned tasks."""
 import subprocess
 
-
 from .conftest import fab
 
-PLANNED = ["preflight", "tunnel", "basebackup", "replication-status", "copy-config", "precompile", "feeds-build",
-           "render-nginx-proxy", "drain", "promote", "restart", "dns", "status", "runbook", "cleanup",
-           "phase1-replicate", "phase2-proxy", "phase3-failover", "phase4-dns"]
+PLANNED = ["preflight", "tunnel", "basebackup", "replication-status", "copy-config", "precompile",
+           "feeds-build", "render-nginx-proxy", "drain", "promote", "restart", "dns", "status", "runbook",
+           "cleanup", "phase1-replicate", "phase2-proxy", "phase3-failover", "phase4-dns"]
 
 
 def test_every_planned_task_is_listed_with_a_docstring():
     listing = fab("-l").stdout
-    lines = {line.split()[0]: line for line in listing.splitlines()[2:] if line.startswith("  ") and line.split()
-             and not line.startswith("    ")}
+    lines = {line.split()[0]: line for line in listing.splitlines()[2:]
+             if line.startswith("  ") and line.split() and not line.startswith("    ")}
     for name in PLANNED:
         assert name in lines, name
         assert len(lines[name].split()) > 1, f"{name} has no docstring"

@@ -1,10 +1,12 @@
+import io
 import json
 import subprocess
 
 import pytest
 
-from tasks.command import (Cmd, CommandFailed, Event, Live, Plan, Remote, RunLog, Secret, Session,
-                           UNKNOWN, ssh_line)
+from tasks.command import UNKNOWN, Cmd, CommandFailed, Event, Live, Plan, Remote, RunLog, Secret, Session
+from tasks.facts import UnitState
+from tasks.shell import ssh_line
 
 
 class ScriptedChannel:
@@ -104,7 +106,8 @@ def test_ssh_line_is_copy_pasteable_and_passes_bash_n():
 
 def test_secrets_are_masked_in_plans():
     password = Secret("hunter2-very-secret", "new:~postgres/.pgpass")
-    cmd = Cmd("psql", user="postgres", stdin="ALTER ROLE r PASSWORD 'hunter2-very-secret';", secrets=(password,))
+    cmd = Cmd("psql", user="postgres", stdin="ALTER ROLE r PASSWORD 'hunter2-very-secret';",
+              secrets=(password,))
     text = ssh_line("old", cmd)
     assert "hunter2" not in text
     assert "<secret: new:~postgres/.pgpass>" in text
@@ -114,7 +117,7 @@ def test_secrets_are_masked_in_plans():
 def test_plan_mode_records_and_touches_nothing():
     events = []
     remote = Remote("new", "new", Plan(events.append), connection=None)
-    assert remote.fact(Cmd("systemctl is-active x"), lambda out: out.stdout) is UNKNOWN
+    assert remote.fact(UnitState("x")) is UNKNOWN
     assert remote.run(Cmd("systemctl start x")).ok
     remote.write_file("/etc/x.conf", "a=1\n", owner="postgres", mode="0600")
     assert [e.kind for e in events] == ["check", "run", "run"]
@@ -140,11 +143,36 @@ def test_live_mode_runs_logs_and_masks(tmp_path):
     assert "hunter2" not in (tmp_path / "echo").read_text()
 
 
-def test_session_step_is_a_heading_in_plans(example_settings):
+def test_a_step_is_a_scope_and_steps_nest(example_settings):
     events = []
     session = Session(Plan(events.append), example_settings)
-    session.step("tunnel", "carry replication")
-    assert events == [Event("step", title="tunnel", why="carry replication")]
+    session.hosts["new"] = Remote("new", "new", session.mode)
+    with session.step("tunnel", "carry replication"):
+        with session.step("tunnel key"):
+            session.new.run(Cmd("ssh-keygen"))
+        session.say("done")
+    assert [(e.kind, e.title, e.depth) for e in events] == [
+        ("step", "tunnel", 0), ("step", "tunnel key", 1), ("run", "", 2), ("end", "tunnel key", 1),
+        ("note", "done", 1), ("end", "tunnel", 0)]
+    assert events[0] == Event("step", title="tunnel", why="carry replication")
+
+
+def test_steps_are_logged_with_their_end_and_say_goes_to_the_console(example_settings, tmp_path):
+    echo = io.StringIO()
+    mode = Live(RunLog(tmp_path / "run.log"), echo=echo)
+    session = Session(mode, example_settings,
+                      {"new": Remote("new", "new", mode, ScriptedConnection((0, "", "")))})
+    with pytest.raises(RuntimeError):
+        with session.step("outer"):
+            with session.step("inner"):
+                session.say("found it")
+                session.new.run(Cmd("true"))
+                raise RuntimeError("interrupted")
+    records = [json.loads(x) for x in (tmp_path / "run.log").read_text().splitlines()]
+    assert [r.get("step") or r.get("step_end") or r["command"] for r in records] == [
+        "outer", "inner", "sudo true", "inner", "outer"]
+    assert [("step" in r, "step_end" in r) for r in records][-2:] == [(False, True), (False, True)]
+    assert echo.getvalue() == "==> outer\n  --> inner\n    found it\n      new$ sudo true\n"
 
 
 def test_marked_lines_and_blocks_converge(tmp_path):

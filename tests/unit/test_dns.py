@@ -6,11 +6,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tasks import dns
 from tasks.command import StepFailed
-from tasks.dns_answers import address_and_port
-from tasks.dns_records import Target, targets
-from tasks.dns_rfc2136 import read_key
+from tasks.dns import steps as dns
+from tasks.dns.answers import address_and_port
+from tasks.dns.records import Target, targets
+from tasks.dns.rfc2136 import read_key
 from tests.fakes.bind import free_port
 from tests.fakes.dns_env import env_file, live, load, state_file
 
@@ -39,7 +39,8 @@ def write_state(cfg, **records):
     (T0, T0 + timedelta(seconds=10), T0 + timedelta(seconds=3600)),  # forced: the original TTL still runs
     (None, T0, T0 + timedelta(seconds=60)),
 ])
-def test_old_may_retire_when_no_resolver_can_hold_its_address_plus_a_margin(tmp_path, lowered_at, switched_at, retire):
+def test_old_may_retire_when_no_resolver_can_hold_its_address_plus_a_margin(tmp_path, lowered_at, switched_at,
+                                                                             retire):
     cfg = load(tmp_path)
     write_state(cfg, original_ttl=3600, lowered_at=lowered_at, switched_at=switched_at, ttl_at_switch=60)
     assert dns.retire_after(live(cfg)[0]) == retire + dns.RETIRE_MARGIN
@@ -63,7 +64,8 @@ def test_a_damaged_state_file_is_named_with_what_to_do(tmp_path):
 def test_flags_are_one_at_a_time():
     result = fab("--dry", "-H", "old,new", "dns", "--verify", "--force")
     assert result.returncode == 1
-    assert "choose one of --plan, --lower-ttl, --verify, --restore-ttl, or none for the cutover" in result.stderr
+    assert ("choose one of --plan, --lower-ttl, --verify, --restore-ttl, or none for the cutover"
+            in result.stderr)
 
 
 def key_file(tmp_path, text):
@@ -74,7 +76,8 @@ def key_file(tmp_path, text):
 
 
 @pytest.mark.parametrize("text, error", [
-    ('key "other" { algorithm hmac-sha256; secret "c2VjcmV0"; };', "declares key 'other' but RFC2136_KEY_NAME is"),
+    ('key "other" { algorithm hmac-sha256; secret "c2VjcmV0"; };',
+     "declares key 'other' but RFC2136_KEY_NAME is"),
     ('key "k.example" { algorithm hmac-sha512; secret "c2VjcmV0"; };',
      "declares algorithm hmac-sha512 but RFC2136_KEY_ALGORITHM is hmac-sha256"),
     ("not base64 at all!", "holds neither a base64 TSIG secret nor a BIND key clause"),
@@ -118,8 +121,8 @@ def tripwire():
 @pytest.mark.parametrize("provider", ["rfc2136", "manual"])
 @pytest.mark.parametrize("flag", [[], ["--plan"], ["--lower-ttl"], ["--verify"], ["--restore-ttl"]])
 def test_dry_runs_contact_no_dns_server(tmp_path, tripwire, provider, flag):
-    keys = {"DNS_PROVIDER": provider, "DNS_VERIFY_SERVERS": f"127.0.0.1:{tripwire}", "RFC2136_SERVER": "127.0.0.1",
-            "RFC2136_PORT": tripwire, "RFC2136_KEY_NAME": "k.example",
+    keys = {"DNS_PROVIDER": provider, "DNS_VERIFY_SERVERS": f"127.0.0.1:{tripwire}",
+            "RFC2136_SERVER": "127.0.0.1", "RFC2136_PORT": tripwire, "RFC2136_KEY_NAME": "k.example",
             "RFC2136_KEY_FILE": key_file(tmp_path, "c2VjcmV0")}
     settings_file = env_file(tmp_path, **keys)
     write_state(load(tmp_path, **keys), original_ttl=3600, lowered_at=None, switched_at=T0, ttl_at_switch=60)

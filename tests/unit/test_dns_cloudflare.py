@@ -6,10 +6,10 @@ import time
 import httpx
 import pytest
 
-from tasks import dns, dns_answers
 from tasks.command import StepFailed
-from tasks.dns_records import Conflict
-from tests.fakes.bind import bind, bind_server  # noqa: F401 (fixtures)
+from tasks.dns import answers as dns_answers
+from tasks.dns import steps as dns
+from tasks.dns.records import Conflict
 from tests.fakes.cloudflare_api import FakeCloudflare
 from tests.fakes.dns_env import env_file, live, load, state_file
 
@@ -84,7 +84,8 @@ def test_the_swap_compares_before_it_patches(cfg, api):
     provider = dns.CloudflareProvider(cfg)
     record = provider.read("www.example.social", "A")
     api.record("www.example.social", "A")["content"] = "192.0.2.7"
-    with pytest.raises(Conflict, match="holds 192.0.2.7 .TTL 3600, DNS only., not the expected 198.51.100.10"):
+    with pytest.raises(Conflict, match="holds 192.0.2.7 .TTL 3600, DNS only., "
+                                       "not the expected 198.51.100.10"):
         provider.swap(dns.Swap("www.example.social", "A", record, NEW, 3600))
     assert not api.calls("PATCH")
 
@@ -101,7 +102,8 @@ def test_rate_limit_and_server_errors_are_retried_as_the_api_asks(cfg, api):
 
 def test_a_rate_limit_that_lasts_is_a_clear_error(cfg, api):
     api.fail_next(429, 971, "Please wait", {"retry-after-ms": "10"}, times=10)
-    with pytest.raises(StepFailed, match=r"rate limit still applied after 4 retries \(HTTP 429: 971 Please wait\)"):
+    with pytest.raises(StepFailed, match=r"rate limit still applied after 4 retries "
+                                         r"\(HTTP 429: 971 Please wait\)"):
         dns.cutover(live(cfg)[0], force=True)
 
 
@@ -110,14 +112,15 @@ def test_a_bad_token_is_a_clear_error_and_never_shown(tmp_path, api):
     with pytest.raises(StepFailed) as refused:
         dns.show_plan(live(cfg)[0])
     assert str(refused.value) == (f"Cloudflare refused the API token (HTTP 403: 9109 Invalid access token): "
-                                  f"CLOUDFLARE_API_TOKEN_FILE ({tmp_path}/cloudflare.token) must hold a token with "
-                                  "Zone:Read and DNS:Edit on example.social")
+                                  f"CLOUDFLARE_API_TOKEN_FILE ({tmp_path}/cloudflare.token) must hold a "
+                                  "token with Zone:Read and DNS:Edit on example.social")
 
 
 def test_lower_ttl_leaves_proxied_records_alone(cfg, api):
     session, echo = live(cfg)
     dns.lower_ttls(session)
-    assert "example.social A: proxied: clients see Cloudflare's addresses, there is no TTL to lower" in echo.getvalue()
+    assert ("example.social A: proxied: clients see Cloudflare's addresses, there is no TTL to lower"
+            in echo.getvalue())
     assert patches(api) == {"www.example.social": {"name": "www.example.social", "type": "A", "content": OLD,
                                                    "ttl": 60, "proxied": False}}
     with pytest.raises(StepFailed, match=r"www.example.social A: its original TTL \(3600 s\) runs until"):
@@ -134,9 +137,11 @@ def test_verify_reads_proxied_records_back_and_asks_dns_only_ones_at_the_source(
     assert "example.social A: proxied; Cloudflare's API shows 203.0.113.20" in echo.getvalue()
     [(line, _)] = session.old._connection.calls  # the origin check, from old
     assert line.startswith("curl -sS -m 20 --resolve example.social:443:203.0.113.20 ")
-    assert f"every authoritative server ({bind.server}) answers www.example.social A 203.0.113.20" in echo.getvalue()
+    assert (f"every authoritative server ({bind.server}) answers www.example.social A 203.0.113.20"
+            in echo.getvalue())
 
-    with pytest.raises(StepFailed, match="new's origin .* answered 502 .asked from old.: Cloudflare's edge cannot"):
+    with pytest.raises(StepFailed, match="new's origin .* answered 502 .asked from old.: "
+                                         "Cloudflare's edge cannot"):
         dns.verify_records(live(cfg, (0, "bad gateway\n502", ""))[0])
 
 
@@ -149,10 +154,12 @@ def test_the_fake_models_the_put_that_unproxies(api):
 
 
 def test_dry_run_contacts_no_api_and_describes_the_patch(tmp_path, api):
-    result = fab("--dry", "-H", "old,new", "dns", env_file=env_file(tmp_path, **cloudflare_keys(tmp_path, api)))
+    result = fab("--dry", "-H", "old,new", "dns",
+                 env_file=env_file(tmp_path, **cloudflare_keys(tmp_path, api)))
     assert result.returncode == 0, result.stderr
     assert not api.requests
-    assert (f"# GET {api.base_url}/zones?name=example.social, GET .../dns_records?type=A&name.exact=example.social; "
+    assert (f"# GET {api.base_url}/zones?name=example.social, "
+            "GET .../dns_records?type=A&name.exact=example.social; "
             f"only if it holds 198.51.100.10: PATCH {api.base_url}/zones/<zone id>/dns_records/<record id> "
             '{"name": "example.social", "type": "A", "content": "203.0.113.20", "ttl": 60 (1 if proxied), '
             '"proxied": <as read>}') in result.stdout
@@ -162,8 +169,9 @@ def test_dry_run_contacts_no_api_and_describes_the_patch(tmp_path, api):
 def test_token_from_the_environment(tmp_path, api):
     keys = cloudflare_keys(tmp_path, api)
     del keys["CLOUDFLARE_API_TOKEN_FILE"]
-    result = fab("-H", "old,new", "dns", "--plan", env_file=env_file(tmp_path, **keys), CLOUDFLARE_API_TOKEN=TOKEN)
+    result = fab("-H", "old,new", "dns", "--plan", env_file=env_file(tmp_path, **keys),
+                 CLOUDFLARE_API_TOKEN=TOKEN)
     assert result.returncode == 0, result.stderr
-    assert "example.social A: now 198.51.100.10 (TTL 1, proxied) -> target 203.0.113.20: switch (allowed now)" \
-        in result.stdout
+    assert ("example.social A: now 198.51.100.10 (TTL 1, proxied) -> target 203.0.113.20: "
+            "switch (allowed now)" in result.stdout)
     assert TOKEN not in result.stdout + result.stderr + (tmp_path / "logs" / "migration.log").read_text()

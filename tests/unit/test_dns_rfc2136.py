@@ -4,10 +4,10 @@ import subprocess
 
 import pytest
 
-from tasks import dns, dns_answers
 from tasks.command import StepFailed
-from tasks.dns_records import Conflict
-from tests.fakes.bind import bind, bind_server  # noqa: F401 (fixtures)
+from tasks.dns import answers as dns_answers
+from tasks.dns import steps as dns
+from tasks.dns.records import Conflict
 from tests.fakes.dns_env import age_lowering, env_file, live, load, rfc2136_keys, state_file
 
 from .conftest import fab
@@ -34,7 +34,8 @@ def test_lower_ttl_records_the_original_and_the_cutover_waits_for_it(cfg, bind):
     dns.lower_ttls(live(cfg)[0])  # a re-run keeps the original TTL, not the lowered one
     assert json.loads(state_file(cfg).read_text())["records"] == state
 
-    with pytest.raises(StepFailed, match=r"(?s)cutover refused, NOTHING was changed.*original TTL \(3600 s\)"):
+    with pytest.raises(StepFailed, match=r"(?s)cutover refused, NOTHING was changed.*"
+                                         r"original TTL \(3600 s\)"):
         dns.cutover(live(cfg)[0])
     assert answer(bind).content == OLD
 
@@ -50,7 +51,8 @@ def test_force_switches_before_the_ttl_ran_out_and_a_rerun_is_unchanged(cfg, bin
     dns.lower_ttls(live(cfg)[0])
     session, echo = live(cfg)
     dns.cutover(session, force=True)
-    assert "--force: switching although example.social A: its original TTL (3600 s) runs until" in echo.getvalue()
+    assert ("--force: switching although example.social A: its original TTL (3600 s) runs until"
+            in echo.getvalue())
     assert answer(bind).content == NEW and answer(bind, "www.example.social").content == NEW
     retire = dns.retire_after(session)
 
@@ -87,8 +89,9 @@ def test_a_bad_key_is_a_clear_error(tmp_path, bind):
     wrong.write_text("c2VjcmV0IHRoYXQgaXMgbm90IHRoZSBrZXk=\n")
     wrong.chmod(0o600)
     cfg = load(tmp_path, **rfc2136_keys(bind, key_file=wrong))
-    with pytest.raises(StepFailed, match=r"rejected the TSIG key migration.key \(PeerBadSignature\): check that "
-                                         r"RFC2136_KEY_FILE \(.*wrong.key\) holds that key's secret"):
+    with pytest.raises(StepFailed, match=r"rejected the TSIG key migration.key \(PeerBadSignature\): "
+                                         r"check that RFC2136_KEY_FILE \(.*wrong.key\) holds that key's "
+                                         r"secret"):
         dns.cutover(live(cfg)[0], force=True)
     assert answer(bind).content == OLD
 
@@ -141,7 +144,8 @@ def test_the_operator_flow_through_fab(tmp_path, bind):
 def test_the_dry_run_prints_nsupdate_scripts_that_do_the_same(tmp_path, bind):
     for key_file in (bind.key_file, bind.raw_key_file):
         bind.reset()
-        result = fab("--dry", "-H", "old,new", "dns", env_file=env_file(tmp_path, **rfc2136_keys(bind, key_file)))
+        result = fab("--dry", "-H", "old,new", "dns",
+                     env_file=env_file(tmp_path, **rfc2136_keys(bind, key_file)))
         assert result.returncode == 0, result.stderr
         secret = bind.raw_key_file.read_text().strip()
         assert secret not in result.stdout and str(key_file) in result.stdout
@@ -154,4 +158,5 @@ def test_answers_count_only_from_an_authoritative_server(bind):
     assert dns_answers.ask(bind.server, "example.org", "A").problem == \
         "not authoritative (no AA bit): not a server of this zone"
     bind.update(lambda u: u.replace("alias.example.social.", 300, "CNAME", "example.social."))
-    assert dns_answers.ask(bind.server, "alias.example.social", "A") == dns_answers.Answer()  # not the target's A
+    # not the target's A
+    assert dns_answers.ask(bind.server, "alias.example.social", "A") == dns_answers.Answer()

@@ -50,4 +50,5 @@ def test_one_host_tasks_keep_fabrics_per_host_calls():
 
 def test_mixed_command_line():
     calls = expand("old,new", pair, single, pair)
-    assert [type(c).__name__ for c in calls] == ["TwoHostCall", "ConnectionCall", "ConnectionCall", "TwoHostCall"]
+    assert [type(c).__name__ for c in calls] == ["TwoHostCall", "ConnectionCall", "ConnectionCall",
+                                                 "TwoHostCall"]

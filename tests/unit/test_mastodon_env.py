@@ -22,21 +22,24 @@ def test_rewrite_points_the_database_at_the_tunnel_and_trusts_old():
 
 
 def test_database_url_overrides_are_rewritten_too():
-    text = mastodon_env.rewrite_for_new("DATABASE_URL=postgresql://u:pw@db.internal:5432/mastodon\n", 5433, "10.0.0.1")
+    text = mastodon_env.rewrite_for_new("DATABASE_URL=postgresql://u:pw@db.internal:5432/mastodon\n", 5433,
+                                        "10.0.0.1")
     assert mastodon_env.parse(text)["DATABASE_URL"] == "postgresql://u:pw@127.0.0.1:5433/mastodon"
     back = mastodon_env.point_at_local_database(text, 5432)
     assert mastodon_env.parse(back)["DATABASE_URL"] == "postgresql://u:pw@127.0.0.1:5432/mastodon"
 
 
 def test_missing_keys_are_added_and_trusted_proxies_kept():
-    text = mastodon_env.rewrite_for_new("LOCAL_DOMAIN=x.test\nTRUSTED_PROXY_IP=10.1.1.1 10.1.1.2\n", 5433, "10.9.9.9")
+    text = mastodon_env.rewrite_for_new("LOCAL_DOMAIN=x.test\nTRUSTED_PROXY_IP=10.1.1.1 10.1.1.2\n", 5433,
+                                        "10.9.9.9")
     values = mastodon_env.parse(text)
     assert values["TRUSTED_PROXY_IP"] == "10.1.1.1,10.1.1.2,10.9.9.9"
     assert values["DB_PORT"] == "5433"
 
 
 def test_diff_shows_no_secret():
-    diff = mastodon_env.masked_diff(OLD, mastodon_env.rewrite_for_new(OLD, 5433, "172.30.99.11"), "old", "new")
+    diff = mastodon_env.masked_diff(OLD, mastodon_env.rewrite_for_new(OLD, 5433, "172.30.99.11"),
+                                    "old", "new")
     assert "s3cr3t" not in diff and "abcdef" not in diff
     assert "+DB_PORT=5433" in diff and "-DB_PORT=5432" in diff
     assert "DB_PASS=<secret>" in mastodon_env.masked(OLD)

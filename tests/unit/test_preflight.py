@@ -12,7 +12,8 @@ def healthy():
            "mastodon": Output(0, "abc123  lib/mastodon/version.rb\n"),
            "capacity": Output(0, "replica|10|10\n"), "size": Output(0, "52428800\n")}
     new = {"sudo": Output(0), "version": Output(0, "150013\n"), "glibc": Output(0, "glibc 2.36\n"),
-           "identity": Output(0, f"f|7399||{DATA}\n"), "mastodon": Output(0, "abc123  lib/mastodon/version.rb\n"),
+           "identity": Output(0, f"f|7399||{DATA}\n"),
+           "mastodon": Output(0, "abc123  lib/mastodon/version.rb\n"),
            "entries": Output(0, "PG_VERSION\nbase\n"), "df": Output(0, DF), "listeners": Output(0, ""),
            "tunnel": Output(0, "0\n")}
     return {"old": old, "new": new}

@@ -40,7 +40,8 @@ def test_unknown_key_suggests_the_right_one(tmp_path):
 
 
 def test_cross_key_problems(tmp_path):
-    text = EXAMPLE.read_text().replace("NEW_SSH=new", "NEW_SSH=old").replace("TUNNEL_PORT=5433", "TUNNEL_PORT=5432")
+    text = (EXAMPLE.read_text().replace("NEW_SSH=new", "NEW_SSH=old")
+            .replace("TUNNEL_PORT=5433", "TUNNEL_PORT=5432"))
     with pytest.raises(SettingsError) as error:
         settings.load(write(tmp_path, text))
     assert "must name two different hosts" in str(error.value)

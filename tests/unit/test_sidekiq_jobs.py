@@ -32,7 +32,8 @@ def test_merge_adds_only_what_new_lacks_and_keeps_order():
     assert plan.commands[0] == resp("ZADD", "schedule", "NX", "1700000100", job("b"))
     assert plan.commands[-2:] == [resp("RPUSH", "queue:default", job("newest")),
                                   resp("RPUSH", "queue:default", job("oldest"))]
-    again = merge(old_sets, old_queues, {"schedule": {"a", "b"}, "retry": {"c"}, "queue:default": {"newest", "oldest"}})
+    again = merge(old_sets, old_queues,
+                  {"schedule": {"a", "b"}, "retry": {"c"}, "queue:default": {"newest", "oldest"}})
     assert again.commands == [] and sum(again.added.values()) == 0
 
 
@@ -45,7 +46,8 @@ def test_redis_password_stays_off_the_command_line():
     assert "p@ss" not in cmd.line()
     assert "p@ss-very-secret" in cmd.input()
     assert "p@ss" not in cmd.shown()
-    assert redis_cli.target({"REDIS_URL": "redis://:pw%40x@10.0.0.5:6380/2"}) == ("10.0.0.5", "6380", "2", "pw@x")
+    assert redis_cli.target({"REDIS_URL": "redis://:pw%40x@10.0.0.5:6380/2"}) == ("10.0.0.5", "6380", "2",
+                                                                                   "pw@x")
 
 
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
@@ -63,8 +65,10 @@ def test_merge_through_a_real_redis(tmp_path):
                      {"push": [job("q2"), job("q1")]}, {})
         cmd = redis_cli.script(values, "r --pipe", stdin=plan.pipe)
         assert subprocess.run(["sh", "-s"], input=cmd.input(), text=True, capture_output=True).returncode == 0
-        out = lambda args: subprocess.run(["sh", "-s"], input=redis_cli.cli(values, args).input(), text=True,
-                                          capture_output=True).stdout
+
+        def out(args):
+            return subprocess.run(["sh", "-s"], input=redis_cli.cli(values, args).input(), text=True,
+                                  capture_output=True).stdout
         assert sidekiq_jobs.jid(out("ZRANGE retry 0 -1").splitlines()[0]) == "x"
         assert out("RPOP queue:push").strip() == job("q1")
         assert out("SMEMBERS queues").split() == ["push"]

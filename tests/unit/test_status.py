@@ -7,10 +7,10 @@ import pytest
 
 from tasks import status
 from tasks.command import Live, Plan, Remote, RunLog, Session
-from tasks.dns_answers import Answer
-from tasks.dns_records import Record, Target
-from tasks.facts import Output
-from tests.fakes.bind import bind, bind_server  # noqa: F401 (fixtures)
+from tasks.dns.answers import Answer
+from tasks.dns.records import Record, Target
+from tasks.facts import Output, Slot, Standby, parse_sections
+from tasks.postgres import ReplicationReport
 from tests.fakes.dns_env import load, rfc2136_keys
 
 from .conftest import fab
@@ -20,15 +20,19 @@ MARK = "# Written by mastodon-migration (render-nginx-proxy)"
 PROMOTION = ('{\n  "promoted_at": "2026-11-25T20:07:39+0000",\n  "timeline": "2",\n  "lsn": "0/30868E0",\n'
              '  "old_shutdown_checkpoint": "0/30866A0"\n}')
 
-# What the scripts printed on the pair (tests/e2e/test_status.py's run logs): new fresh and after phase 1;
-# old serving itself. After phase 3 (promoted; drained and moved) they are written from the scripts.
-NEW_FRESH = "@@ tunnel\ninactive\n@@ tunnel_file\n@@ units\ninactive\ninactive\ninactive\n@@ env\n@@ promoted\n"
-NEW_REPLICA = "@@ tunnel\nactive\n@@ tunnel_file\ninstalled\n@@ units\ninactive\ninactive\ninactive\n@@ env\n@@ promoted\n"
-OLD_SERVING = ("@@ site\n# Shaped like Mastodon's dist/nginx.conf (4.2+), for the simulated `old` host.\n@@ units\n"
-               "active\nactive\nactive\n@@ durable\nschedule\nretry\ndead\n@@ moved\n0\n")
-NEW_PROMOTED = (f"@@ tunnel\nactive\n@@ tunnel_file\ninstalled\n@@ units\nactive\nactive\nactive\n@@ env\n1\n"
-                f"@@ promoted\n{PROMOTION}\n")
-OLD_DRAINED = f"@@ site\n{MARK}\n@@ units\ninactive\ninactive\ninactive\n@@ durable\n@@ moved\n2\n"
+# What the batches printed on the pair (captured with `docker exec` on a fresh pair): new fresh, old serving
+# itself. The other states are written in the same form: each part under `@@ NAME`, its exit status `@@= N`.
+NEW_FRESH = ("@@ tunnel\ninactive\n@@= 3\n@@ tunnel_file\n@@= 1\n"
+             "@@ units\ninactive\ninactive\ninactive\n@@= 3\n@@ env\n@@= 2\n@@ promoted\n@@= 1\n")
+NEW_REPLICA = NEW_FRESH.replace("@@ tunnel\ninactive\n@@= 3", "@@ tunnel\nactive\n@@= 0").replace(
+    "@@ tunnel_file\n@@= 1", "@@ tunnel_file\n@@= 0")
+OLD_SERVING = ("@@ site\n# Shaped like Mastodon's dist/nginx.conf (4.2+), for the simulated `old` host.\n"
+               "@@= 0\n@@ units\nactive\nactive\nactive\n@@= 0\n@@ durable\nschedule\nretry\ndead\n@@= 0\n"
+               "@@ moved\n0\n@@= 0\n")
+NEW_PROMOTED = (f"@@ tunnel\nactive\n@@= 0\n@@ tunnel_file\n@@= 0\n@@ units\nactive\nactive\nactive\n@@= 0\n"
+                f"@@ env\n1\n@@= 0\n@@ promoted\n{PROMOTION}\n@@= 0\n")
+OLD_DRAINED = (f"@@ site\n{MARK}\n@@= 0\n@@ units\ninactive\ninactive\ninactive\n@@= 3\n@@ durable\n@@= 1\n"
+               "@@ moved\n2\n@@= 0\n")
 SITE = "/etc/nginx/sites-available/social.test"
 
 # replication_report's three queries on the pair: old's senders and slot, new's view; after phase 1, and fresh
@@ -43,59 +47,71 @@ def cfg(tmp_path):
     return load(tmp_path)
 
 
-def test_sections_of_a_script_split_by_their_markers():
-    assert status.parse_sections(Output(0, "@@ a\none\ntwo\n@@ b\n@@ c\nthree\n")) == {
-        "a": "one\ntwo", "b": "", "c": "three"}
-    assert status.parse_sections(Output(1, "noise before\n@@ a\nx\n")) == {"a": "x"}
+def test_sections_of_a_batch_split_by_their_markers():
+    assert parse_sections(Output(0, "@@ a\none\ntwo\n@@= 1\n@@ b\n@@ c\nthree\n")) == {
+        "a": (1, "one\ntwo\n"), "b": (0, ""), "c": (0, "three\n")}
+    assert parse_sections(Output(1, "noise before\n@@ a\nx\n")) == {"a": (0, "x\n")}
+
+
+def parse_new(cfg, text):
+    return status.as_new_facts(status.new_facts(planning(cfg)).parse(Output(0, text)))
+
+
+def parse_old(cfg, site, text):
+    return status.as_old_facts(site, status.old_facts(planning(cfg), site, None).parse(Output(0, text)))
 
 
 def test_the_scripts_silence_errors_and_mark_each_part(cfg):
     session = planning(cfg)
-    script = status.new_script(session).script
-    assert script.startswith("exec 2>/dev/null\necho '@@ tunnel'\nsystemctl is-active mastodon-migration-tunnel")
-    assert "grep -cxF '# Copied from old by mastodon-migration copy-config: the database is reached through the " \
-           "tunnel.' /home/mastodon/live/.env.production" in script
-    old = status.old_script(session, SITE, None).script
+    script = status.new_facts(session).command().script
+    assert script.startswith("exec 2>/dev/null\necho '@@ tunnel'\n"
+                             "systemctl is-active mastodon-migration-tunnel\n"
+                             'echo "@@= $?"')
+    assert ("grep -cxF '# Copied from old by mastodon-migration copy-config: the database is reached "
+            "through the tunnel.' /home/mastodon/live/.env.production" in script)
+    old = status.old_facts(session, SITE, None).command().script
     assert "echo '@@ site'\nhead -n 1 /etc/nginx/sites-available/social.test" in old
     assert "r --scan --pattern 'mastodon-migration:moved:*' | wc -l" in old
 
 
 def test_new_fresh_replica_and_promoted(cfg):
-    fresh = status.parse_new(cfg, Output(0, NEW_FRESH))
-    assert (fresh.tunnel, fresh.tunnel_installed, fresh.env_copied, fresh.promoted) == ("inactive", False, False, None)
-    assert fresh.units == {"mastodon-web": "inactive", "mastodon-sidekiq": "inactive", "mastodon-streaming": "inactive"}
-    replica = status.parse_new(cfg, Output(0, NEW_REPLICA))
+    fresh = parse_new(cfg, NEW_FRESH)
+    assert ((fresh.tunnel, fresh.tunnel_installed, fresh.env_copied, fresh.promoted)
+            == ("inactive", False, False, None))
+    assert fresh.units == {"mastodon-web": "inactive", "mastodon-sidekiq": "inactive",
+                           "mastodon-streaming": "inactive"}
+    replica = parse_new(cfg, NEW_REPLICA)
     assert (replica.tunnel, replica.tunnel_installed) == ("active", True)
-    promoted = status.parse_new(cfg, Output(0, NEW_PROMOTED))
+    promoted = parse_new(cfg, NEW_PROMOTED)
     assert promoted.env_copied and promoted.promoted["timeline"] == "2"
-    damaged = status.parse_new(cfg, Output(0, NEW_FRESH.replace("@@ promoted\n", "@@ promoted\n{half")))
+    damaged = parse_new(cfg, NEW_FRESH.replace("@@ promoted\n@@= 1", "@@ promoted\n{half\n@@= 0"))
     assert damaged.promoted is None
 
 
 def test_old_serving_and_drained(cfg):
-    serving = status.parse_old(cfg, SITE, Output(0, OLD_SERVING))
+    serving = parse_old(cfg, SITE, OLD_SERVING)
     assert (serving.proxies, serving.durable_left, serving.moved) == (False, ["schedule", "retry", "dead"], 0)
-    drained = status.parse_old(cfg, SITE, Output(0, OLD_DRAINED))
+    drained = parse_old(cfg, SITE, OLD_DRAINED)
     assert (drained.proxies, drained.durable_left, drained.moved) == (True, [], 2)
     assert set(drained.units.values()) == {"inactive"}
-    unread = status.parse_old(cfg, "", Output(0, "@@ units\nactive\n@@ durable\n@@ moved\n"))
+    unread = parse_old(cfg, "", "@@ units\nactive\n@@ durable\n@@ moved\n")
     assert unread.proxies is None and unread.units["mastodon-streaming"] == "unknown"
 
 
 def test_lag_in_seconds_is_zero_when_all_is_replayed():
-    assert status.lag_seconds({"lag_bytes": 0, "new": {"replay_age_seconds": 300.0}}) == 0.0
-    assert status.lag_seconds({"lag_bytes": 4096, "new": {"replay_age_seconds": 2.5}}) == 2.5
-    assert status.lag_seconds({"lag_bytes": 4096, "new": None}) is None
+    assert report(lag=0, age=300.0).lag_seconds == 0.0
+    assert report(lag=4096, age=2.5).lag_seconds == 2.5
+    assert ReplicationReport(False, 4096, 1, [], None, None).lag_seconds is None
 
 
 def facts(cfg, new=NEW_FRESH, old=OLD_SERVING, **kw):
-    return status.Evidence(status.parse_new(cfg, Output(0, new)), status.parse_old(cfg, SITE, Output(0, old)), **kw)
+    return status.Evidence(parse_new(cfg, new), parse_old(cfg, SITE, old), **kw)
 
 
-def report(healthy=True, lag=0, in_recovery=True, slot=True):
-    return {"healthy": healthy, "lag_bytes": lag, "max_lag_bytes": 16777216,
-            "old": {"senders": [], "slot": {"name": "mig_new"} if slot else None},
-            "new": {"in_recovery": in_recovery, "receiver_status": "streaming", "replay_age_seconds": 12.5}}
+def report(healthy=True, lag=0, in_recovery=True, slot=True, age=12.5):
+    standby = Standby(in_recovery, "streaming", "0/3000000", "0/3000000", "", age, "7712197592948643839")
+    return ReplicationReport(healthy, lag, 16777216, [],
+                             Slot("mig_new", True, "reserved", 0) if slot else None, standby)
 
 
 def states(cfg, evidence):
@@ -130,7 +146,7 @@ def test_a_tunnel_that_stopped_leaves_phase1_in_progress(cfg):
 
 
 def test_copied_configuration_means_phase2_is_under_way(cfg):
-    preparing = NEW_REPLICA.replace("@@ env\n", "@@ env\n1\n")
+    preparing = NEW_REPLICA.replace("@@ env\n@@= 2", "@@ env\n1\n@@= 0")
     assert states(cfg, facts(cfg, preparing, replication=report()))[0][:2] == ["done", "in progress"]
 
 
@@ -153,7 +169,8 @@ def test_dns_answers_decide_phase4_and_then_cleanup_is_next(cfg):
     assert states(cfg, promoted)[0][3] == "in progress"
     promoted.dns = answers("new", "new")
     assert states(cfg, promoted) == (["done"] * 4 + ["not started"], "fab -H old,new cleanup --apply")
-    cleaned = facts(cfg, NEW_PROMOTED.replace("installed\n", ""), OLD_DRAINED, dns=answers("new"))
+    cleaned = facts(cfg, NEW_PROMOTED.replace("@@ tunnel_file\n@@= 0", "@@ tunnel_file\n@@= 1"), OLD_DRAINED,
+                    dns=answers("new"))
     assert states(cfg, cleaned) == (["done"] * 5, None)
 
 
@@ -162,7 +179,8 @@ def test_dns_that_cannot_be_asked_is_unknown_not_a_guess(cfg):
     phase4 = status.judge(cfg, evidence)[3]
     assert (phase4.state, phase4.evidence) == ("unknown", ["DNS not asked: set DNS_VERIFY_SERVERS"])
     assert status.next_command(cfg, status.judge(cfg, evidence)) == "fab -H old,new phase4-dns"
-    assert states(cfg, facts(cfg, NEW_PROMOTED, OLD_DRAINED, dns=answers("old", "no answer")))[0][3] == "unknown"
+    assert (states(cfg, facts(cfg, NEW_PROMOTED, OLD_DRAINED, dns=answers("old", "no answer")))[0][3]
+            == "unknown")
 
 
 def test_an_unreachable_host_makes_every_phase_unknown_and_points_at_preflight(cfg):
@@ -175,8 +193,8 @@ def test_an_unreachable_host_makes_every_phase_unknown_and_points_at_preflight(c
 def test_each_answer_says_whose_address_it_is():
     target = Target("example.social", "AAAA", "2001:db8::10", "2001:db8::20")
     judged = [status.judge_answer("s", target, answer).holds for answer in (
-        Answer(Record("2001:db8:0::20", 60)), Answer(Record("2001:db8::10", 60)), Answer(Record("2001:db8::99", 60)),
-        Answer(), Answer(problem="no answer (timeout)"))]
+        Answer(Record("2001:db8:0::20", 60)), Answer(Record("2001:db8::10", 60)),
+        Answer(Record("2001:db8::99", 60)), Answer(), Answer(problem="no answer (timeout)"))]
     assert judged == ["new", "old", "other", "no record", "no answer"]
 
 
@@ -210,7 +228,8 @@ def test_manual_dns_without_servers_says_what_to_set(cfg):
 def live(cfg, old_answers=(), new_answers=()):
     mode = Live(RunLog(cfg.log_file), echo=io.StringIO())
     old, new = ScriptedConnection(*old_answers), ScriptedConnection(*new_answers)
-    return Session(mode, cfg, {"old": Remote("old", "old", mode, old), "new": Remote("new", "new", mode, new)}), old, new
+    hosts = {"old": Remote("old", "old", mode, old), "new": Remote("new", "new", mode, new)}
+    return Session(mode, cfg, hosts), old, new
 
 
 def planning(cfg, emit=lambda event: None):
@@ -227,14 +246,14 @@ def test_a_replica_is_read_in_few_round_trips(cfg):
     assert (len(old.calls), len(new.calls)) == (5, 2)
     assert "export REDISCLI_AUTH=hush" in old.calls[2][1] and "-h 127.0.0.1" in old.calls[2][1]
     assert states(cfg, evidence)[0][:3] == ["done", "not started", "not started"]
-    assert evidence.replication["lag_bytes"] == 0 and evidence.new.tunnel == "active"
+    assert evidence.replication.lag_bytes == 0 and evidence.new.tunnel == "active"
     logged = cfg.log_file.read_text()
     assert "hush" not in logged and "REDISCLI_AUTH=<secret: REDIS_PASSWORD in .env.production>" in logged
 
 
 def test_a_fresh_pair_read_as_captured(cfg):
-    session, _, _ = live(cfg, old_answers=[(0, "REDIS_HOST=127.0.0.1\n", ""), (0, SITE + "\n", ""), (0, OLD_SERVING, ""),
-                                           (0, "", ""), (0, "", "")],
+    session, _, _ = live(cfg, old_answers=[(0, "REDIS_HOST=127.0.0.1\n", ""), (0, SITE + "\n", ""),
+                                           (0, OLD_SERVING, ""), (0, "", ""), (0, "", "")],
                          new_answers=[(1, NEW_FRESH, ""), (0, NO_STANDBY, "")])
     evidence = status.gather(session)
     assert states(cfg, evidence) == (["not started", "not started", "not started", "unknown", "not started"],
@@ -262,7 +281,8 @@ def test_status_only_reads(cfg):
     events = []
     status.gather(planning(cfg, events.append))
     assert {event.kind for event in events} == {"check", "note"}
-    assert len([event for event in events if event.kind == "check"]) == 7  # new, env, site, old, replication (3)
+    # new, env, site, old, replication (3)
+    assert len([event for event in events if event.kind == "check"]) == 7
 
 
 def test_dry_prints_the_checks_and_contacts_nothing():

@@ -1,0 +1,111 @@
+"""Commands as values: what runs on a host, as whom, with what input, and what came back.
+
+Nothing here touches a host. A `Cmd` is described once; the command layer (command.py) runs it,
+prints it for `fab --dry`, or hands it to the runbook, all from this one description.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from .core import Secret
+
+_SHELL_SYNTAX = re.compile(r"[|&;<>()$`\n*?~]|^\s*cd\s")
+
+
+@dataclass(frozen=True)
+class Cmd:
+    """A command for one host. `user`: None runs as the ssh user, otherwise through sudo.
+
+    `stdin` travels on standard input (how files and secrets reach a host: never on the command
+    line); `secrets` are masked wherever the command or its output is shown; `secret_output` keeps
+    what the command prints out of logs and messages; `stream` shows the command's own output live
+    (progress of long work).
+    """
+
+    script: str
+    user: str | None = "root"
+    stdin: str | None = None
+    secrets: tuple[Secret, ...] = ()
+    secret_output: bool = False
+    stream: bool = False
+
+    @property
+    def scripted(self) -> bool:
+        """Shell syntax (pipes, &&, redirects, $) runs as a script on `sh -s`'s stdin: no nested quoting."""
+        return bool(_SHELL_SYNTAX.search(self.script))
+
+    def line(self, interactive: bool = True) -> str:
+        """The command line run on the host. Real runs use `sudo -n` so nothing waits for a password."""
+        program = "sh -s" if self.scripted else self.script
+        if self.user is None:
+            return program
+        sudo = "sudo" if interactive else "sudo -n"
+        if self.user != "root":
+            sudo += f" -H -u {self.user}"
+        return f"{sudo} {program}"
+
+    def input(self) -> str | None:
+        """What the command reads on stdin: the data, or the script (with the data as its here-document)."""
+        if not self.scripted:
+            return self.stdin
+        if self.stdin is None:
+            return self.script + "\n"
+        delimiter, body = heredoc(self.stdin, "DATA")
+        return f"{{ {self.script}\n}} <<'{delimiter}'\n{body}{delimiter}\n"
+
+    def mask(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret.reveal():  # an empty value would "match" between every two characters
+                text = text.replace(secret.reveal(), str(secret))
+        return text
+
+    def shown(self) -> str:
+        """The command as shown to people and logs: the line, then its input; secrets masked."""
+        return self.mask(self.line() + ("" if self.input() is None else "\n" + self.input().rstrip("\n")))
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a remote command returned."""
+
+    exited: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+    def why(self) -> str:
+        """A one-line reason for a failure, for error messages: the first line that names an error
+        (nginx -t ends with a generic line), else the last line."""
+        lines = [x.strip() for x in (self.stderr or self.stdout).strip().splitlines() if x.strip()]
+        named = [x for x in lines if re.search(r"\[emerg\]|\berror\b|ERROR|FATAL", x)]
+        return (named or lines or [f"exit code {self.exited}"])[0 if named else -1]
+
+
+def heredoc(text: str, delimiter: str = "EOF") -> tuple[str, str]:
+    """A here-document delimiter that does not occur in `text`, and the body ending in a newline."""
+    while delimiter in text.splitlines():
+        delimiter += "_"
+    return delimiter, text if text.endswith("\n") or not text else text + "\n"
+
+
+def quote(text: str) -> str:
+    """Shell quoting that stays readable: double quotes when the text has single quotes but
+    nothing that double quotes would expand."""
+    if "'" in text and not re.search(r'[$`"\\!]', text):
+        return f'"{text}"'
+    return shlex.quote(text)
+
+
+def ssh_line(alias: str, cmd: Cmd) -> str:
+    """The copy-pasteable form: `ssh ALIAS -- 'CMD'`, with stdin as a quoted here-document."""
+    text = f"ssh {alias} -- {quote(cmd.line())}"
+    stdin = cmd.input()
+    if stdin is None:
+        return text
+    delimiter, body = heredoc(cmd.mask(stdin))
+    return f"{text} <<'{delimiter}'\n{body}{delimiter}"
