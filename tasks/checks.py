@@ -1,4 +1,5 @@
 """Preflight judgements: pure functions from command output to PASS / WARN / FAIL with a reason."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ class Check:
 def sudo(host: str, out: Output) -> Check:
     if out.ok:
         return Check("ssh and sudo", host, PASS, "ssh works, sudo needs no password")
-    return Check("ssh and sudo", host, FAIL,
-                 f"sudo -n true failed ({out.why()}); give the ssh user passwordless sudo")
+    return Check(
+        "ssh and sudo", host, FAIL, f"sudo -n true failed ({out.why()}); give the ssh user passwordless sudo"
+    )
 
 
 def pg_versions(cfg: Settings, old: Output, new: Output) -> Check:
@@ -32,15 +34,24 @@ def pg_versions(cfg: Settings, old: Output, new: Output) -> Check:
         try:
             majors[host] = facts.ServerVersion.parse(out)
         except Unparseable as error:
-            return Check("PostgreSQL version", host, FAIL,
-                         f"no PostgreSQL answers on port {cfg.pg_port}: {error}")
+            return Check(
+                "PostgreSQL version", host, FAIL, f"no PostgreSQL answers on port {cfg.pg_port}: {error}"
+            )
     if majors["old"] != majors["new"]:
-        return Check("PostgreSQL version", "both", FAIL,
-                     f"old runs {majors['old']}, new runs {majors['new']}: a physical replica needs the same "
-                     f"major version; install postgresql-{majors['old']} on new")
+        return Check(
+            "PostgreSQL version",
+            "both",
+            FAIL,
+            f"old runs {majors['old']}, new runs {majors['new']}: a physical replica needs the same "
+            f"major version; install postgresql-{majors['old']} on new",
+        )
     if majors["old"] != cfg.pg_version:
-        return Check("PostgreSQL version", "both", FAIL,
-                     f"both run {majors['old']} but PG_VERSION={cfg.pg_version}; fix the settings")
+        return Check(
+            "PostgreSQL version",
+            "both",
+            FAIL,
+            f"both run {majors['old']} but PG_VERSION={cfg.pg_version}; fix the settings",
+        )
     return Check("PostgreSQL version", "both", PASS, f"both run PostgreSQL {majors['old']}")
 
 
@@ -54,13 +65,19 @@ def primary_ready(cfg: Settings, out: Output) -> Check:
     if cap.wal_level not in ("replica", "logical"):
         problems.append(f"wal_level is {cap.wal_level}: set wal_level = replica and restart PostgreSQL")
     if cap.free_wal_senders < 2:
-        problems.append(f"{cap.free_wal_senders} free WAL sender(s), pg_basebackup -Xs needs 2: raise max_wal_senders")
+        problems.append(
+            f"{cap.free_wal_senders} free WAL sender(s), pg_basebackup -Xs needs 2: raise max_wal_senders"
+        )
     if cap.free_slots < 1:
         problems.append("no free replication slot: raise max_replication_slots")
     if problems:
         return Check(name, "old", FAIL, "; ".join(problems))
-    return Check(name, "old", PASS, f"wal_level={cap.wal_level}, {cap.free_wal_senders} free WAL senders, "
-                                    f"{cap.free_slots} free slots")
+    return Check(
+        name,
+        "old",
+        PASS,
+        f"wal_level={cap.wal_level}, {cap.free_wal_senders} free WAL senders, {cap.free_slots} free slots",
+    )
 
 
 def glibc(old: Output, new: Output) -> Check:
@@ -69,9 +86,13 @@ def glibc(old: Output, new: Output) -> Check:
     except Unparseable as error:
         return Check("glibc", "both", WARN, f"could not compare: {error}")
     if versions[0] != versions[1]:
-        return Check("glibc", "both", WARN,
-                     f"old has glibc {versions[0]}, new {versions[1]}: collations may differ and text indexes "
-                     "can break on a physical copy; plan a REINDEX of text indexes after the move")
+        return Check(
+            "glibc",
+            "both",
+            WARN,
+            f"old has glibc {versions[0]}, new {versions[1]}: collations may differ and text indexes "
+            "can break on a physical copy; plan a REINDEX of text indexes after the move",
+        )
     return Check("glibc", "both", PASS, f"both have glibc {versions[0]}")
 
 
@@ -81,15 +102,25 @@ def new_cluster(cfg: Settings, identity: Output, entries: Output, old_identity: 
     if not identity.ok:  # no cluster answers: the directory must be empty
         if entries.ok and not entries.stdout.strip():
             return Check(name, "new", PASS, f"{cfg.pg_data_dir} is empty")
-        return Check(name, "new", FAIL, f"no cluster answers on port {cfg.pg_port} and {cfg.pg_data_dir} "
-                                        "is not empty; start the default cluster or empty the directory")
+        return Check(
+            name,
+            "new",
+            FAIL,
+            f"no cluster answers on port {cfg.pg_port} and {cfg.pg_data_dir} "
+            "is not empty; start the default cluster or empty the directory",
+        )
     try:
         ident = facts.ClusterIdentity.parse(identity)
     except Unparseable as error:
         return Check(name, "new", FAIL, str(error))
     if ident.data_directory != cfg.pg_data_dir:
-        return Check(name, "new", FAIL, f"the cluster on port {cfg.pg_port} uses {ident.data_directory}, "
-                                        f"not PG_DATA_DIR={cfg.pg_data_dir}; fix the settings")
+        return Check(
+            name,
+            "new",
+            FAIL,
+            f"the cluster on port {cfg.pg_port} uses {ident.data_directory}, "
+            f"not PG_DATA_DIR={cfg.pg_data_dir}; fix the settings",
+        )
     if ident.in_recovery:
         try:
             primary = facts.ClusterIdentity.parse(old_identity).system_identifier
@@ -99,8 +130,12 @@ def new_cluster(cfg: Settings, identity: Output, entries: Output, old_identity: 
             return Check(name, "new", PASS, "already a replica of old")
         return Check(name, "new", FAIL, "a replica of another primary; move it aside (basebackup --force)")
     if ident.user_databases:
-        return Check(name, "new", FAIL, f"holds databases {', '.join(ident.user_databases)}; "
-                                        "basebackup --force would move them aside")
+        return Check(
+            name,
+            "new",
+            FAIL,
+            f"holds databases {', '.join(ident.user_databases)}; basebackup --force would move them aside",
+        )
     return Check(name, "new", PASS, "a fresh default cluster (no user databases)")
 
 
@@ -124,9 +159,13 @@ def mastodon_versions(cfg: Settings, old: Output, new: Output) -> Check:
         except Unparseable as error:
             return Check("Mastodon version", host, FAIL, f"{cfg.mastodon_dir}: {error}")
     if revisions["old"] != revisions["new"]:
-        return Check("Mastodon version", "both", FAIL,
-                     f"old is at {revisions['old'][:12]}, new at {revisions['new'][:12]}: "
-                     f"check out old's version in {cfg.mastodon_dir} on new")
+        return Check(
+            "Mastodon version",
+            "both",
+            FAIL,
+            f"old is at {revisions['old'][:12]}, new at {revisions['new'][:12]}: "
+            f"check out old's version in {cfg.mastodon_dir} on new",
+        )
     return Check("Mastodon version", "both", PASS, f"same version ({revisions['old'][:12]})")
 
 

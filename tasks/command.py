@@ -9,6 +9,7 @@ Read-only checks (`Remote.fact`, with a `facts.Fact`) print as `# check: ...` in
 return UNKNOWN, so a step planned offline always shows the action it would take. Every wait is
 `wait_until`, the one polling primitive.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,23 @@ from .shell import Cmd, Output
 T = TypeVar("T")
 _DEFAULT = object()
 
-__all__ = ["UNKNOWN", "Cmd", "CommandFailed", "Event", "HostUnreachable", "Live", "Plan", "Progress", "Remote",
-           "RunLog", "Secret", "Session", "StepFailed", "known", "wait_until"]
+__all__ = [
+    "UNKNOWN",
+    "Cmd",
+    "CommandFailed",
+    "Event",
+    "HostUnreachable",
+    "Live",
+    "Plan",
+    "Progress",
+    "Remote",
+    "RunLog",
+    "Secret",
+    "Session",
+    "StepFailed",
+    "known",
+    "wait_until",
+]
 
 
 class CommandFailed(Exception):
@@ -51,6 +67,7 @@ class HostUnreachable(Exception):
 
 # --- the run log -------------------------------------------------------------------------------
 
+
 class RunLog:
     """Appends one JSON line per executed command (and per task and step start and end) to a file."""
 
@@ -65,6 +82,7 @@ class RunLog:
 
 
 # --- modes ---------------------------------------------------------------------------------------
+
 
 class Plan:
     """Offline mode (--dry, runbook): records events, hands each to `emit`, touches no host."""
@@ -89,9 +107,20 @@ class Live:
 
 # --- waiting: the one primitive ----------------------------------------------------------------------
 
-def wait_until(mode: Plan | Live, probe: Callable[[], T], done: Callable[[T], bool], *, what: str,
-               timeout: float, interval: float = 1.0, show: Callable[[T], str] = str, who: str = "",
-               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> T:
+
+def wait_until(
+    mode: Plan | Live,
+    probe: Callable[[], T],
+    done: Callable[[T], bool],
+    *,
+    what: str,
+    timeout: float,
+    interval: float = 1.0,
+    show: Callable[[T], str] = str,
+    who: str = "",
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Call `probe` until `done(value)`; show progress when the value changes; StepFailed on timeout.
     In a plan the probe runs once (its checks are shown) and a "repeat until" line follows."""
     if isinstance(mode, Plan):
@@ -108,14 +137,17 @@ def wait_until(mode: Plan | Live, probe: Callable[[], T], done: Callable[[T], bo
             shown = show(value)
             progress.show(f"{prefix}waiting until {what}: {shown}")
             if clock() > deadline:
-                raise StepFailed(f"{'on ' + who + ': ' if who else ''}gave up after {timeout:.0f} s waiting until "
-                                 f"{what} (last seen: {shown})")
+                raise StepFailed(
+                    f"{'on ' + who + ': ' if who else ''}gave up after {timeout:.0f} s waiting until "
+                    f"{what} (last seen: {shown})"
+                )
             sleep(interval)
     finally:
         progress.end()
 
 
 # --- the remote handle ---------------------------------------------------------------------------
+
 
 class Remote:
     """One host of the migration, in one mode. Task code talks to hosts only through this."""
@@ -153,23 +185,54 @@ class Remote:
             return self._stable[fact]
         if self.planning:
             value = fact.planned if planned is _DEFAULT else planned
-            self.mode.emit(Event("check", self.alias, fact.command(), passes=fact.describe(), then=then,
-                                 planned=value if isinstance(value, str) and value.startswith("<") else "",
-                                 depth=self.mode.depth))
+            self.mode.emit(
+                Event(
+                    "check",
+                    self.alias,
+                    fact.command(),
+                    passes=fact.describe(),
+                    then=then,
+                    planned=value if isinstance(value, str) and value.startswith("<") else "",
+                    depth=self.mode.depth,
+                )
+            )
         else:
             value = fact.parse(self._execute(fact.command()))
         if fact.stable:
             self._stable[fact] = value
         return value
 
-    def wait_for(self, fact: Fact[T], done: Callable[[T], bool], *, what: str, timeout: float,
-                 interval: float = 1.0, show: Callable[[T], str] = str) -> T | _Unknown:
+    def wait_for(
+        self,
+        fact: Fact[T],
+        done: Callable[[T], bool],
+        *,
+        what: str,
+        timeout: float,
+        interval: float = 1.0,
+        show: Callable[[T], str] = str,
+    ) -> T | _Unknown:
         """Repeat a fact until `done(answer)` (see wait_until)."""
-        return wait_until(self.mode, lambda: self.fact(fact), done, what=what, timeout=timeout,
-                          interval=interval, show=show, who=self.alias)
+        return wait_until(
+            self.mode,
+            lambda: self.fact(fact),
+            done,
+            what=what,
+            timeout=timeout,
+            interval=interval,
+            show=show,
+            who=self.alias,
+        )
 
-    def write_file(self, path: str, text: str, *, owner: str = "root", mode: str = "0644",
-                   secrets: tuple[Secret, ...] = ()) -> Output:
+    def write_file(
+        self,
+        path: str,
+        text: str,
+        *,
+        owner: str = "root",
+        mode: str = "0644",
+        secrets: tuple[Secret, ...] = (),
+    ) -> Output:
         """Write a whole file from stdin; `install` creates it with its final owner and mode."""
         script = f"install -D -m {mode} -o {owner} -g {owner} /dev/stdin {shlex.quote(path)}"
         return self.run(Cmd(script, stdin=text, secrets=secrets))
@@ -180,20 +243,30 @@ class Remote:
             out = _exec(self._connected(), cmd, self.mode.console)
         except BadHostKeyException as error:
             raise HostUnreachable(
-                f"{self.alias}: the host key CHANGED (now {error.key.fingerprint}); refusing to connect. If the "
-                f"host was reinstalled, verify the new key and replace its line in {self._known_hosts_file}") from None
+                f"{self.alias}: the host key CHANGED (now {error.key.fingerprint}); refusing to connect. "
+                f"If the host was reinstalled, verify the new key and replace its line in "
+                f"{self._known_hosts_file}"
+            ) from None
         except SSHException as error:
             if "not found in known_hosts" not in str(error):
                 raise HostUnreachable(f"{self.alias}: ssh failed: {error}") from None
             raise HostUnreachable(
                 f"{self.alias}: unknown host key (not in {self._known_hosts_file}); connect once with "
-                f"`ssh {self.alias}` and verify the key, or set SSH_ACCEPT_NEW_HOST_KEYS=yes") from None
+                f"`ssh {self.alias}` and verify the key, or set SSH_ACCEPT_NEW_HOST_KEYS=yes"
+            ) from None
         except (OSError, EOFError) as error:
             raise HostUnreachable(f"{self.alias}: ssh failed: {error}") from None
-        self.mode.log.write(host=self.alias, role=self.role, command=cmd.shown(),
-                            exit=out.exited, seconds=round(time.monotonic() - started, 3),
-                            stdout=f"<secret output, {len(out.stdout)} characters>" if cmd.secret_output
-                            else cmd.mask(out.stdout)[-4000:], stderr=cmd.mask(out.stderr)[-4000:])
+        self.mode.log.write(
+            host=self.alias,
+            role=self.role,
+            command=cmd.shown(),
+            exit=out.exited,
+            seconds=round(time.monotonic() - started, 3),
+            stdout=f"<secret output, {len(out.stdout)} characters>"
+            if cmd.secret_output
+            else cmd.mask(out.stdout)[-4000:],
+            stderr=cmd.mask(out.stderr)[-4000:],
+        )
         return out
 
     def _connected(self):
@@ -221,8 +294,10 @@ def _exec(client, cmd: Cmd, console: Console) -> Output:
     stdout, stderr = bytearray(), bytearray()
     while not channel.exit_status_ready() or channel.recv_ready() or channel.recv_stderr_ready():
         progressed = False
-        for ready, receive, buffer in ((channel.recv_ready, channel.recv, stdout),
-                                       (channel.recv_stderr_ready, channel.recv_stderr, stderr)):
+        for ready, receive, buffer in (
+            (channel.recv_ready, channel.recv, stdout),
+            (channel.recv_stderr_ready, channel.recv_stderr, stderr),
+        ):
             if ready():
                 chunk = receive(65536)
                 buffer += chunk
@@ -247,6 +322,7 @@ def _feed(channel, data: bytes) -> None:
 
 
 # --- the session: hosts, steps, and what a step says -------------------------------------------------
+
 
 @dataclass
 class Session:
@@ -293,7 +369,9 @@ class Session:
         if self.planning:
             self.mode.emit(Event("note", title=text, depth=self.mode.depth))
         else:
-            self.mode.console.line(("  " * self.mode.depth) + text.replace("\n", "\n" + "  " * self.mode.depth))
+            self.mode.console.line(
+                ("  " * self.mode.depth) + text.replace("\n", "\n" + "  " * self.mode.depth)
+            )
 
     def show(self, text: str) -> None:
         """A document shown as it is (a table, JSON, a diff, a script to copy)."""
@@ -307,15 +385,25 @@ class Session:
         if self.planning:
             self.mode.emit(Event("note", title=text, depth=self.mode.depth))
 
-    def wait_until(self, probe: Callable[[], T], done: Callable[[T], bool], *, what: str, timeout: float,
-                   interval: float = 1.0, show: Callable[[T], str] = str) -> T | _Unknown:
+    def wait_until(
+        self,
+        probe: Callable[[], T],
+        done: Callable[[T], bool],
+        *,
+        what: str,
+        timeout: float,
+        interval: float = 1.0,
+        show: Callable[[T], str] = str,
+    ) -> T | _Unknown:
         """Poll something that is not one fact on one host (several facts, or a question asked from here)."""
         return wait_until(self.mode, probe, done, what=what, timeout=timeout, interval=interval, show=show)
 
     def planned(self) -> Session:
         """The same hosts in Plan mode: what a run would do, printed, with nothing contacted."""
         mode = Plan()
-        return Session(mode, self.settings, {role: Remote(role, r.alias, mode) for role, r in self.hosts.items()})
+        return Session(
+            mode, self.settings, {role: Remote(role, r.alias, mode) for role, r in self.hosts.items()}
+        )
 
     def close(self) -> None:
         for remote in self.hosts.values():

@@ -2,6 +2,7 @@
 
 Imports nothing, so every module can use it: the DNS modules without pulling in the ssh layer.
 """
+
 from __future__ import annotations
 
 

@@ -5,6 +5,7 @@ that act on both hosts) must run ONCE with both: `PhaseExecutor`, selected in fa
 `tasks.executor_class`, folds the per-host calls of such a task into one call whose context knows
 every host. One-host tasks keep Fabric's per-host behaviour. See ../shared/notes/fabric.md §1.
 """
+
 from __future__ import annotations
 
 import functools
@@ -60,12 +61,20 @@ class PhaseExecutor(Executor):
             if isinstance(previous, TwoHostCall) and previous.task is call.task:
                 previous.aliases.append(alias)
                 continue
-            out.append(TwoHostCall(call.task, called_as=call.called_as, args=call.args,
-                                   kwargs=call.kwargs, aliases=[alias] if alias else []))
+            out.append(
+                TwoHostCall(
+                    call.task,
+                    called_as=call.called_as,
+                    args=call.args,
+                    kwargs=call.kwargs,
+                    aliases=[alias] if alias else [],
+                )
+            )
         return out
 
 
 # --- from a Fabric context to a Session -----------------------------------------------------------
+
 
 def _known_hosts_setup(cfg: settings_module.Settings):
     """Host keys are checked against the operator's known_hosts; Fabric alone would accept any."""
@@ -80,7 +89,9 @@ def _known_hosts_setup(cfg: settings_module.Settings):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch(mode=0o600)
             client.load_host_keys(str(path))
-        client.set_missing_host_key_policy(AutoAddPolicy() if cfg.ssh_accept_new_host_keys else RejectPolicy())
+        client.set_missing_host_key_policy(
+            AutoAddPolicy() if cfg.ssh_accept_new_host_keys else RejectPolicy()
+        )
         return path
 
     return prepare
@@ -105,8 +116,9 @@ def _two_host_roles(c: Cluster, name: str) -> tuple[settings_module.Settings, di
     except settings_module.SettingsError as error:
         if len(c.aliases) == 1:  # the structural mistake needs no settings to be named
             missing = "new" if c.aliases[0] == "old" else "old"
-            raise Exit(f"{name} acts on both hosts: missing role {missing}. Run: fab -H old,new {name}",
-                       code=2) from None
+            raise Exit(
+                f"{name} acts on both hosts: missing role {missing}. Run: fab -H old,new {name}", code=2
+            ) from None
         raise Exit(str(error), code=2) from None
     roles = cfg.roles
     given = c.aliases or list(roles.values())
@@ -116,8 +128,9 @@ def _two_host_roles(c: Cluster, name: str) -> tuple[settings_module.Settings, di
         problem = f"missing role {', '.join(missing)}" if missing else ""
         if unknown:
             problem += ("; " if problem else "") + f"{', '.join(unknown)} is not OLD_SSH or NEW_SSH"
-        raise Exit(f"{name} acts on both hosts: {problem}. Run: fab -H {cfg.old_ssh},{cfg.new_ssh} {name}",
-                   code=2)
+        raise Exit(
+            f"{name} acts on both hosts: {problem}. Run: fab -H {cfg.old_ssh},{cfg.new_ssh} {name}", code=2
+        )
     return cfg, roles
 
 
@@ -128,9 +141,11 @@ def _one_host_role(c, cfg: settings_module.Settings, name: str, allowed: tuple[s
     role = next((r for r, a in cfg.roles.items() if a == alias), None)
     if role not in allowed:
         wanted = " or ".join(f"{r} ({cfg.roles[r]})" for r in allowed)
-        raise Exit(f"{name} runs on {wanted}; -H {alias} is "
-                   + (f"the {role} host." if role else "neither OLD_SSH nor NEW_SSH in the settings."),
-                   code=2)
+        raise Exit(
+            f"{name} runs on {wanted}; -H {alias} is "
+            + (f"the {role} host." if role else "neither OLD_SSH nor NEW_SSH in the settings."),
+            code=2,
+        )
     return {role: alias}
 
 
@@ -159,7 +174,9 @@ def _run_body(body, session: Session, name: str, kwargs) -> None:
     finally:
         session.close()
     if log:
-        log.write(task=name, event="failed" if failure else "done", error=failure.message if failure else None)
+        log.write(
+            task=name, event="failed" if failure else "done", error=failure.message if failure else None
+        )
     if failure:
         raise failure
 

@@ -7,6 +7,7 @@ for the runbook's reader; each parser is unit-tested on output captured from rea
 This module holds the host-level and PostgreSQL facts that preflight judges; each subsystem module
 defines its own facts (and its "is this done?" fact) next to the commands that change the same thing.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,6 +65,7 @@ class Raw(Fact[Output]):
 
 # --- files and paths -----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class FileText(Fact["str | None"]):
     """A file that holds no secret, as text; None when it does not exist."""
@@ -85,8 +87,10 @@ class SecretFileText(Fact["str | None"]):
 
     path: str
     user: str = "root"
-    passes: ClassVar[str] = ("prints the file, which holds secrets: run it only to look, never into a log; "
-                             "the phase reads it without showing it")
+    passes: ClassVar[str] = (
+        "prints the file, which holds secrets: run it only to look, never into a log; "
+        "the phase reads it without showing it"
+    )
 
     def command(self) -> Cmd:
         return Cmd(f"cat {shlex.quote(self.path)}", user=self.user, secret_output=True)
@@ -191,8 +195,9 @@ class PublicKey(Fact["str | None"]):
 
     path: str
     user: str = "root"
-    passes: ClassVar[str] = ("prints one public key (`ssh-ed25519 AAAA... comment`); `No such file` means it "
-                             "was not created yet")
+    passes: ClassVar[str] = (
+        "prints one public key (`ssh-ed25519 AAAA... comment`); `No such file` means it was not created yet"
+    )
 
     def command(self) -> Cmd:
         return Cmd(f"cat {shlex.quote(self.path)}", user=self.user)
@@ -206,6 +211,7 @@ class PublicKey(Fact["str | None"]):
 
 
 # --- the host: sudo, glibc, disk, ports, units --------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SudoWorks(Fact[Output]):
@@ -293,8 +299,11 @@ class UnitProcess(Fact[Process]):
     passes: ClassVar[str] = "prints `PID UID` of {unit}'s main process, or `0` when it does not run"
 
     def command(self) -> Cmd:
-        return Cmd(f'pid=$(systemctl show -p MainPID --value {self.unit})\n'
-                   f'if [ "${{pid:-0}}" = 0 ]; then echo 0; else echo "$pid $(ps -o uid= -p "$pid")"; fi', user=None)
+        return Cmd(
+            f"pid=$(systemctl show -p MainPID --value {self.unit})\n"
+            f'if [ "${{pid:-0}}" = 0 ]; then echo 0; else echo "$pid $(ps -o uid= -p "$pid")"; fi',
+            user=None,
+        )
 
     @staticmethod
     def parse(out: Output) -> Process:
@@ -342,7 +351,9 @@ class UnitStates(Fact["dict[str, str]"]):
 @dataclass(frozen=True)
 class UnitEnabled(Fact[str]):
     unit: str
-    passes: ClassVar[str] = "prints `enabled` when {unit} starts at boot (`disabled`, `masked` or `static` otherwise)"
+    passes: ClassVar[str] = (
+        "prints `enabled` when {unit} starts at boot (`disabled`, `masked` or `static` otherwise)"
+    )
 
     def command(self) -> Cmd:
         return Cmd(f"systemctl is-enabled {self.unit}", user=None)
@@ -371,11 +382,16 @@ class MastodonRevision(Fact[str]):
 
     directory: str
     user: str
-    passes: ClassVar[str] = "prints the code's git revision (or a checksum of its version file): both hosts alike"
+    passes: ClassVar[str] = (
+        "prints the code's git revision (or a checksum of its version file): both hosts alike"
+    )
 
     def command(self) -> Cmd:
-        return Cmd(f"cd {shlex.quote(self.directory)} && "
-                   "{ git rev-parse HEAD 2>/dev/null || sha256sum lib/mastodon/version.rb; }", user=self.user)
+        return Cmd(
+            f"cd {shlex.quote(self.directory)} && "
+            "{ git rev-parse HEAD 2>/dev/null || sha256sum lib/mastodon/version.rb; }",
+            user=self.user,
+        )
 
     @staticmethod
     def parse(out: Output) -> str:
@@ -429,18 +445,23 @@ def parse_sections(out: Output) -> dict[str, tuple[int, str]]:
             status = line[4:].strip()
             found[next(reversed(found))][0] = int(status) if status.isdigit() else 1
         elif line.startswith(SECTION):
-            found[line[len(SECTION):]] = [0, []]
+            found[line[len(SECTION) :]] = [0, []]
         elif found:
             found[next(reversed(found))][1].append(line)
-    return {name: (exited, "\n".join(lines).strip() + ("\n" if lines else "")) for name, (exited, lines) in found.items()}
+    return {
+        name: (exited, "\n".join(lines).strip() + ("\n" if lines else ""))
+        for name, (exited, lines) in found.items()
+    }
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------------------
 
+
 def psql(sql: str, port: int, database: str = "postgres", secrets=()) -> Cmd:
     """SQL as the postgres superuser over the local socket; the SQL travels on stdin."""
-    return Cmd(f"psql -XAtq -v ON_ERROR_STOP=1 -p {port} -d {database}", user="postgres", stdin=sql,
-               secrets=secrets)
+    return Cmd(
+        f"psql -XAtq -v ON_ERROR_STOP=1 -p {port} -d {database}", user="postgres", stdin=sql, secrets=secrets
+    )
 
 
 def psql_row(out: Output, columns: int) -> list[str]:
@@ -510,15 +531,18 @@ class Capacity:
 @dataclass(frozen=True)
 class ReplicationCapacity(Fact[Capacity]):
     port: int
-    passes: ClassVar[str] = ("prints `wal_level|free WAL senders|free slots`: replica (or logical), at least 2 "
-                             "senders and 1 slot")
+    passes: ClassVar[str] = (
+        "prints `wal_level|free WAL senders|free slots`: replica (or logical), at least 2 senders and 1 slot"
+    )
 
     def command(self) -> Cmd:
         return psql(
             "SELECT current_setting('wal_level'),\n"
             "       current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication),\n"
-            "       current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots);",
-            self.port)
+            "       current_setting('max_replication_slots')::int\n"
+            "       - (SELECT count(*) FROM pg_replication_slots);",
+            self.port,
+        )
 
     @staticmethod
     def parse(out: Output) -> Capacity:
@@ -537,15 +561,19 @@ class Identity:
 @dataclass(frozen=True)
 class ClusterIdentity(Fact[Identity]):
     port: int
-    passes: ClassVar[str] = ("prints `in recovery (t/f)|system identifier|user databases|data directory`; on new "
-                             "before phase 1: `f|...||<data directory>` (a fresh cluster, no databases)")
+    passes: ClassVar[str] = (
+        "prints `in recovery (t/f)|system identifier|user databases|data directory`; on new "
+        "before phase 1: `f|...||<data directory>` (a fresh cluster, no databases)"
+    )
 
     def command(self) -> Cmd:
         return psql(
             "SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system()),\n"
             "       (SELECT coalesce(string_agg(datname, ',' ORDER BY datname), '') FROM pg_database\n"
             "        WHERE datname NOT IN ('postgres', 'template0', 'template1')),\n"
-            "       current_setting('data_directory');", self.port)
+            "       current_setting('data_directory');",
+            self.port,
+        )
 
     @staticmethod
     def parse(out: Output) -> Identity:
@@ -611,23 +639,31 @@ class ClusterLocation(Fact[Cluster]):
     whether or not the cluster runs; its pg_hba.conf as its configuration names it."""
 
     data_dir: str
-    passes: ClassVar[str] = ("prints `VERSION NAME hba_file = '...'` for the cluster in {data_dir} "
-                             "(from pg_lsclusters, running or not)")
+    passes: ClassVar[str] = (
+        "prints `VERSION NAME hba_file = '...'` for the cluster in {data_dir} "
+        "(from pg_lsclusters, running or not)"
+    )
     stable: ClassVar[bool] = True
 
     def command(self) -> Cmd:
-        return Cmd("pg_lsclusters -h | while read -r version name port status owner data rest; do\n"
-                   f'  if [ "$data" = {shlex.quote(self.data_dir)} ]; then\n'
-                   '    echo "$version $name $(pg_conftool "$version" "$name" show hba_file 2>/dev/null)"\n'
-                   "  fi\ndone")
+        return Cmd(
+            "pg_lsclusters -h | while read -r version name port status owner data rest; do\n"
+            f'  if [ "$data" = {shlex.quote(self.data_dir)} ]; then\n'
+            '    echo "$version $name $(pg_conftool "$version" "$name" show hba_file 2>/dev/null)"\n'
+            "  fi\ndone"
+        )
 
     def parse(self, out: Output) -> Cluster:
         words = out.stdout.split(None, 2)
         if len(words) < 2 or not words[0].isdigit():
-            raise Unparseable(f"pg_lsclusters lists no cluster in {self.data_dir}: {out.why() if not out.ok else ''}")
+            raise Unparseable(
+                f"pg_lsclusters lists no cluster in {self.data_dir}: {out.why() if not out.ok else ''}"
+            )
         version, name = int(words[0]), words[1]
         setting = re.search(r"hba_file\s*=\s*'?([^'\s]+)'?", words[2] if len(words) > 2 else "")
-        return Cluster(version, name, setting.group(1) if setting else f"/etc/postgresql/{version}/{name}/pg_hba.conf")
+        return Cluster(
+            version, name, setting.group(1) if setting else f"/etc/postgresql/{version}/{name}/pg_hba.conf"
+        )
 
 
 @dataclass(frozen=True)
@@ -647,15 +683,21 @@ class Sender:
 @dataclass(frozen=True)
 class Senders(Fact["list[Sender]"]):
     port: int
-    passes: ClassVar[str] = ("prints a line per replica: `name|address|state|sent|write|flush|replay|lag bytes`; "
-                             "new's line says `streaming`")
+    passes: ClassVar[str] = (
+        "prints a line per replica: `name|address|state|sent|write|flush|replay|lag bytes`; "
+        "new's line says `streaming`"
+    )
 
     def command(self) -> Cmd:
-        return psql("SELECT application_name, coalesce(host(client_addr), 'local'), state,\n"
-                    "       coalesce(sent_lsn::text, ''), coalesce(write_lsn::text, ''), coalesce(flush_lsn::text, ''),\n"
-                    "       coalesce(replay_lsn::text, ''),\n"
-                    "       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint\n"
-                    "FROM pg_stat_replication;", self.port)
+        return psql(
+            "SELECT application_name, coalesce(host(client_addr), 'local'), state,\n"
+            "       coalesce(sent_lsn::text, ''), coalesce(write_lsn::text, ''),\n"
+            "       coalesce(flush_lsn::text, ''),\n"
+            "       coalesce(replay_lsn::text, ''),\n"
+            "       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint\n"
+            "FROM pg_stat_replication;",
+            self.port,
+        )
 
     @staticmethod
     def parse(out: Output) -> list[Sender]:
@@ -674,13 +716,17 @@ class Slot:
 class SlotState(Fact["Slot | None"]):
     port: int
     slot: str
-    passes: ClassVar[str] = ("prints `{slot}|active (t/f)|wal_status|retained bytes`; nothing when the slot does "
-                             "not exist")
+    passes: ClassVar[str] = (
+        "prints `{slot}|active (t/f)|wal_status|retained bytes`; nothing when the slot does not exist"
+    )
 
     def command(self) -> Cmd:
-        return psql(f"SELECT slot_name, active, coalesce(wal_status, ''),\n"
-                    f"       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint\n"
-                    f"FROM pg_replication_slots WHERE slot_name = '{self.slot}';", self.port)
+        return psql(
+            f"SELECT slot_name, active, coalesce(wal_status, ''),\n"
+            f"       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint\n"
+            f"FROM pg_replication_slots WHERE slot_name = '{self.slot}';",
+            self.port,
+        )
 
     @staticmethod
     def parse(out: Output) -> Slot | None:
@@ -709,15 +755,21 @@ class StandbyState(Fact["Standby | None"]):
     """new's recovery state and WAL positions; None when no cluster answers."""
 
     port: int
-    passes: ClassVar[str] = ("prints `in recovery|receiver status|received LSN|replayed LSN|last replayed "
-                             "transaction|its age in s|system identifier`; a streaming replica prints `t|streaming|...`")
+    passes: ClassVar[str] = (
+        "prints `in recovery|receiver status|received LSN|replayed LSN|last replayed "
+        "transaction|its age in s|system identifier`; a streaming replica prints `t|streaming|...`"
+    )
 
     def command(self) -> Cmd:
-        return psql("SELECT pg_is_in_recovery(), coalesce((SELECT status FROM pg_stat_wal_receiver), ''),\n"
-                    "       coalesce(pg_last_wal_receive_lsn()::text, ''), coalesce(pg_last_wal_replay_lsn()::text, ''),\n"
-                    "       coalesce(pg_last_xact_replay_timestamp()::text, ''),\n"
-                    "       coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::text, ''),\n"
-                    "       (SELECT system_identifier FROM pg_control_system());", self.port)
+        return psql(
+            "SELECT pg_is_in_recovery(), coalesce((SELECT status FROM pg_stat_wal_receiver), ''),\n"
+            "       coalesce(pg_last_wal_receive_lsn()::text, ''),\n"
+            "       coalesce(pg_last_wal_replay_lsn()::text, ''),\n"
+            "       coalesce(pg_last_xact_replay_timestamp()::text, ''),\n"
+            "       coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::text, ''),\n"
+            "       (SELECT system_identifier FROM pg_control_system());",
+            self.port,
+        )
 
     @staticmethod
     def parse(out: Output) -> Standby | None:
@@ -750,8 +802,10 @@ class ControlData(Fact[Control]):
 
     bindir: str
     data_dir: str
-    passes: ClassVar[str] = ("prints the control file; after a clean shutdown `Database cluster state: shut down`, "
-                             "and `Latest checkpoint location` is the position new must pass")
+    passes: ClassVar[str] = (
+        "prints the control file; after a clean shutdown `Database cluster state: shut down`, "
+        "and `Latest checkpoint location` is the position new must pass"
+    )
 
     def command(self) -> Cmd:
         return Cmd(f"{self.bindir}/pg_controldata {shlex.quote(self.data_dir)}", user="postgres")
@@ -761,8 +815,11 @@ class ControlData(Fact[Control]):
         fields = dict(line.split(":", 1) for line in out.stdout.splitlines() if ":" in line)
         fields = {k.strip(): v.strip() for k, v in fields.items()}
         try:
-            return Control(fields["Database cluster state"], fields["Latest checkpoint location"],
-                           int(fields["Latest checkpoint's TimeLineID"]))
+            return Control(
+                fields["Database cluster state"],
+                fields["Latest checkpoint location"],
+                int(fields["Latest checkpoint's TimeLineID"]),
+            )
         except (KeyError, ValueError):
             raise Unparseable(f"no pg_controldata output: {out.why()}") from None
 
@@ -771,7 +828,9 @@ class ControlData(Fact[Control]):
 class PgReady(Fact[bool]):
     port: int
     host: str = "127.0.0.1"
-    passes: ClassVar[str] = "prints `{host}:{port} - accepting connections` and exits 0 when PostgreSQL answers there"
+    passes: ClassVar[str] = (
+        "prints `{host}:{port} - accepting connections` and exits 0 when PostgreSQL answers there"
+    )
 
     def command(self) -> Cmd:
         return Cmd(f"pg_isready -h {self.host} -p {self.port}", user="postgres")

@@ -1,4 +1,5 @@
 """Mastodon on a host: code version, assets, services, health, home feeds, and the smoke test."""
+
 from __future__ import annotations
 
 import json
@@ -20,20 +21,27 @@ def in_app(cfg: Settings, command: str, stream: bool = False) -> Cmd:
     """A Mastodon command as the mastodon user in its checkout, in production mode. rbenv's shims
     (where Mastodon's install guide puts ruby and bundle, and where its units look) come first on PATH:
     a non-interactive shell does not run `rbenv init` from .bashrc."""
-    return Cmd(f'cd {cfg.mastodon_dir} && PATH="$HOME/.rbenv/shims:$HOME/.rbenv/bin:$PATH" RAILS_ENV=production '
-               f"{command}", user=cfg.mastodon_user, stream=stream)
+    return Cmd(
+        f'cd {cfg.mastodon_dir} && PATH="$HOME/.rbenv/shims:$HOME/.rbenv/bin:$PATH" RAILS_ENV=production '
+        f"{command}",
+        user=cfg.mastodon_user,
+        stream=stream,
+    )
 
 
 def units(cfg: Settings, services: str) -> dict[str, str]:
-    """'web,streaming' -> {'web': 'mastodon-web', ...}; unknown names are an error that lists the valid ones."""
+    """'web,streaming' -> {'web': 'mastodon-web', ...}; an unknown name is an error listing the valid ones."""
     names = [x.strip() for x in services.split(",") if x.strip()]
     unknown = [x for x in names if x not in SERVICES]
     if unknown or not names:
-        raise StepFailed(f"--services takes a comma-separated subset of {','.join(SERVICES)}; got {services!r}")
-    return {x: dict(zip(SERVICES, cfg.mastodon_services))[x] for x in names}
+        raise StepFailed(
+            f"--services takes a comma-separated subset of {','.join(SERVICES)}; got {services!r}"
+        )
+    return {x: dict(zip(SERVICES, cfg.mastodon_services, strict=True))[x] for x in names}
 
 
 # --- facts -----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Health(Fact["list[str]"]):
@@ -41,12 +49,17 @@ class Health(Fact["list[str]"]):
 
     web_port: int
     streaming_port: int
-    passes: ClassVar[str] = "prints two lines, web's answer and streaming's: `OK` and `OK` when both are healthy"
+    passes: ClassVar[str] = (
+        "prints two lines, web's answer and streaming's: `OK` and `OK` when both are healthy"
+    )
 
     def command(self) -> Cmd:
-        return Cmd(f"for url in http://127.0.0.1:{self.web_port}/health "
-                   f"http://127.0.0.1:{self.streaming_port}/api/v1/streaming/health; do "
-                   f"echo $(curl -s -m 5 $url || echo down); done", user=None)
+        return Cmd(
+            f"for url in http://127.0.0.1:{self.web_port}/health "
+            f"http://127.0.0.1:{self.streaming_port}/api/v1/streaming/health; do "
+            f"echo $(curl -s -m 5 $url || echo down); done",
+            user=None,
+        )
 
     @staticmethod
     def parse(out: Output) -> list[str]:
@@ -60,8 +73,11 @@ class AssetsPresent(Fact[bool]):
     passes: ClassVar[str] = "prints a file name when assets are precompiled; nothing when they are not"
 
     def command(self) -> Cmd:
-        return Cmd(f"ls -A {self.directory}/public/packs {self.directory}/public/assets 2>/dev/null "
-                   f"| grep -v : | head -n 1", user=self.user)
+        return Cmd(
+            f"ls -A {self.directory}/public/packs {self.directory}/public/assets 2>/dev/null "
+            f"| grep -v : | head -n 1",
+            user=self.user,
+        )
 
     @staticmethod
     def parse(out: Output) -> bool:
@@ -114,9 +130,13 @@ class HttpsAnswer(Fact["tuple[int, str]"]):
         lines = [f'header = "Authorization: Bearer {self.token.reveal()}"'] if self.token else []
         if self.post is not None:
             lines += ['header = "Content-Type: application/json"', f"data = {json.dumps(self.post)}"]
-        return Cmd(f"curl -sS -m 20 --resolve {self.domain}:443:{self.address} -w '\\n%{{http_code}}' "
-                   f"--config - https://{self.domain}{self.path}", user=None, stdin="\n".join(lines) + "\n",
-                   secrets=(self.token,) if self.token else ())
+        return Cmd(
+            f"curl -sS -m 20 --resolve {self.domain}:443:{self.address} -w '\\n%{{http_code}}' "
+            f"--config - https://{self.domain}{self.path}",
+            user=None,
+            stdin="\n".join(lines) + "\n",
+            secrets=(self.token,) if self.token else (),
+        )
 
     @staticmethod
     def parse(out: Output) -> tuple[int, str]:
@@ -124,8 +144,9 @@ class HttpsAnswer(Fact["tuple[int, str]"]):
         return (int(code) if code.isdigit() else 0), body
 
 
-def https_request(cfg: Settings, address: str, path: str, token: Secret | None = None,
-                  post: dict | None = None) -> HttpsAnswer:
+def https_request(
+    cfg: Settings, address: str, path: str, token: Secret | None = None, post: dict | None = None
+) -> HttpsAnswer:
     return HttpsAnswer(cfg.domain, address, path, token, json.dumps(post) if post is not None else None)
 
 
@@ -145,12 +166,18 @@ def env_values(env_text) -> dict[str, str] | None:
 
 # --- steps -----------------------------------------------------------------------------------------
 
+
 def precompile_assets(s: Session, remote: Remote) -> None:
     cfg = s.settings
-    with s.step("precompile assets", "new serves Mastodon's front end from precompiled assets (the front page "
-                "fails without them)", undo="not needed: public/assets and public/packs only serve files"):
-        present = remote.fact(AssetsPresent(cfg.mastodon_dir, cfg.mastodon_user),
-                              then="when it prints a name, skip the next block")
+    with s.step(
+        "precompile assets",
+        "new serves Mastodon's front end from precompiled assets (the front page fails without them)",
+        undo="not needed: public/assets and public/packs only serve files",
+    ):
+        present = remote.fact(
+            AssetsPresent(cfg.mastodon_dir, cfg.mastodon_user),
+            then="when it prints a name, skip the next block",
+        )
         if known(present) and present:
             s.say("assets already precompiled")
             return
@@ -162,9 +189,13 @@ def _wait_healthy(s: Session, remote: Remote, chosen: dict[str, str]) -> None:
     wanted = [x in chosen for x in ("web", "streaming")]
     cfg = s.settings
     try:
-        remote.wait_for(Health(cfg.mastodon_web_port, cfg.mastodon_streaming_port),
-                        lambda answers: all(a == "OK" for a, w in zip(answers, wanted) if w),
-                        what="the health endpoints answer OK", timeout=90, show=" ".join)
+        remote.wait_for(
+            Health(cfg.mastodon_web_port, cfg.mastodon_streaming_port),
+            lambda answers: all(a == "OK" for a, w in zip(answers, wanted, strict=False) if w),
+            what="the health endpoints answer OK",
+            timeout=90,
+            show=" ".join,
+        )
     except StepFailed as error:
         journal = remote.fact(Journal(tuple(chosen.values())))
         raise StepFailed(f"{error}. The units' last journal lines:\n{journal}") from None
@@ -175,22 +206,36 @@ def _systemctl(remote: Remote, action: str, unit: str) -> None:
         remote.run(system.systemctl(action, unit))
     except CommandFailed:
         journal = remote.fact(Journal((unit,)))
-        raise StepFailed(f"{unit} did not {action} on {remote.alias}. Its last journal lines:\n{journal}") from None
+        raise StepFailed(
+            f"{unit} did not {action} on {remote.alias}. Its last journal lines:\n{journal}"
+        ) from None
 
 
-def restart_services(s: Session, remote: Remote, services: str = "web,sidekiq,streaming", start: bool = False,
-                     enable: bool = False) -> None:
+def restart_services(
+    s: Session,
+    remote: Remote,
+    services: str = "web,sidekiq,streaming",
+    start: bool = False,
+    enable: bool = False,
+) -> None:
     """Reload web (its socket stays open, so no request is refused), restart sidekiq and streaming,
     then wait until both health endpoints answer OK."""
     chosen = units(s.settings, services)
-    with s.step(f"{'start' if start else 'restart'} Mastodon on {remote.role}", "units: " + ", ".join(chosen.values()),
-                undo="not needed: a reload or restart changes no state"):
+    with s.step(
+        f"{'start' if start else 'restart'} Mastodon on {remote.role}",
+        "units: " + ", ".join(chosen.values()),
+        undo="not needed: a reload or restart changes no state",
+    ):
         if enable:
             remote.run(system.systemctl("enable", *chosen.values()))
         for name, unit in chosen.items():
-            active = remote.fact(UnitState(unit), then="a unit that is not active is started, not reloaded"
-                                 ) == "active"
-            _systemctl(remote, "start" if start and not active else "reload" if name == "web" else "restart", unit)
+            active = (
+                remote.fact(UnitState(unit), then="a unit that is not active is started, not reloaded")
+                == "active"
+            )
+            _systemctl(
+                remote, "start" if start and not active else "reload" if name == "web" else "restart", unit
+            )
         _wait_healthy(s, remote, chosen)
 
 
@@ -198,8 +243,11 @@ def start_services(s: Session, remote: Remote, restart: bool) -> None:
     """Enable and start whatever unit is not yet; restart running ones only when `restart` (their
     configuration changed). Then wait for health."""
     chosen = units(s.settings, ",".join(SERVICES))
-    with s.step(f"Mastodon runs on {remote.role}", "units enabled and active: " + ", ".join(chosen.values()),
-                undo=f"ssh {remote.alias} -- sudo systemctl disable --now " + " ".join(chosen.values())):
+    with s.step(
+        f"Mastodon runs on {remote.role}",
+        "units enabled and active: " + ", ".join(chosen.values()),
+        undo=f"ssh {remote.alias} -- sudo systemctl disable --now " + " ".join(chosen.values()),
+    ):
         for name, unit in chosen.items():
             if remote.fact(UnitEnabled(unit), then="anything but `enabled`: enable it") != "enabled":
                 remote.run(system.systemctl("enable", unit))
@@ -212,54 +260,93 @@ def start_services(s: Session, remote: Remote, restart: bool) -> None:
 
 def feeds_present(s: Session, remote: Remote, env_text) -> bool | None:
     """Whether the host's Redis holds home feeds (None when planning)."""
-    found = remote.fact(HomeFeedsPresent(env_values(env_text)),
-                        then="when it prints a key, the feeds are built: skip the next block")
+    found = remote.fact(
+        HomeFeedsPresent(env_values(env_text)),
+        then="when it prints a key, the feeds are built: skip the next block",
+    )
     return found if known(found) else None
 
 
-def build_feeds(s: Session, remote: Remote, env_text, account: str | None = None, concurrency: int = 5,
-                force: bool = False) -> None:
+def build_feeds(
+    s: Session,
+    remote: Remote,
+    env_text,
+    account: str | None = None,
+    concurrency: int = 5,
+    force: bool = False,
+) -> None:
     cfg = s.settings
-    with s.step("build home feeds", "new's Redis starts empty: without this every home timeline would be blank",
-                undo="not needed: feeds are a cache (tootctl feeds clear empties them)"):
+    with s.step(
+        "build home feeds",
+        "new's Redis starts empty: without this every home timeline would be blank",
+        undo="not needed: feeds are a cache (tootctl feeds clear empties them)",
+    ):
         if not account and not force and feeds_present(s, remote, env_text):
             s.say("home feeds already built")
             return
         target = account or "--all"
-        remote.run(in_app(cfg, f"bin/tootctl feeds build {target} --concurrency {int(concurrency)}", stream=True))
+        remote.run(
+            in_app(cfg, f"bin/tootctl feeds build {target} --concurrency {int(concurrency)}", stream=True)
+        )
 
 
 def _token(cfg: Settings) -> Secret | None:
     if not cfg.smoke_test_token_file:
         return None
-    return Secret(cfg.smoke_test_token_file.read_text().strip(), f"SMOKE_TEST_TOKEN_FILE ({cfg.smoke_test_token_file})")
+    return Secret(
+        cfg.smoke_test_token_file.read_text().strip(), f"SMOKE_TEST_TOKEN_FILE ({cfg.smoke_test_token_file})"
+    )
 
 
 def smoke_test(s: Session, post: bool = False) -> None:
     """Requests to new directly (from old, as a client would after DNS moves): health, the front
     page, a home timeline; optionally a post, which writes to old's database through the tunnel."""
     cfg = s.settings
-    with s.step("smoke test of new", f"before traffic moves: https://{cfg.domain} on new ({cfg.new_address}) "
-                "answers like the live instance", undo="not needed: the requests change nothing (a --smoke-post "
-                "post is private; delete it in the web interface if you like)"):
+    with s.step(
+        "smoke test of new",
+        f"before traffic moves: https://{cfg.domain} on new ({cfg.new_address}) "
+        "answers like the live instance",
+        undo="not needed: the requests change nothing (a --smoke-post "
+        "post is private; delete it in the web interface if you like)",
+    ):
         token = _token(s.settings)
-        checks = [("/health", None, lambda code, body: code == 200 and body.strip() == "OK"),
-                  ("/", None, lambda code, body: code == 200)]
+        checks = [
+            ("/health", None, lambda code, body: code == 200 and body.strip() == "OK"),
+            ("/", None, lambda code, body: code == 200),
+        ]
         if token:
-            checks.append(("/api/v1/timelines/home?limit=1", token,
-                           lambda code, body: code == 200 and body.strip() not in ("", "[]")))
+            checks.append(
+                (
+                    "/api/v1/timelines/home?limit=1",
+                    token,
+                    lambda code, body: code == 200 and body.strip() not in ("", "[]"),
+                )
+            )
         else:
             s.say("SMOKE_TEST_TOKEN_FILE is not set: home timelines are not checked")
         failed = []
         for path, auth, good in checks:
-            code, body = s.old.fact(https_request(cfg, cfg.new_address, path, auth), planned=(200, "OK"),
-                                    then="anything but 200 stops the phase before the proxy is switched")
+            code, body = s.old.fact(
+                https_request(cfg, cfg.new_address, path, auth),
+                planned=(200, "OK"),
+                then="anything but 200 stops the phase before the proxy is switched",
+            )
             if not s.planning and not good(code, body):
                 failed.append(f"{path} answered {code}: {body.strip()[:200]}")
         if post and token:
-            code, body = s.old.fact(https_request(cfg, cfg.new_address, "/api/v1/statuses", token, post={
-                "status": f"mastodon-migration smoke test {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                "visibility": "private"}), planned=(200, "{}"))
+            code, body = s.old.fact(
+                https_request(
+                    cfg,
+                    cfg.new_address,
+                    "/api/v1/statuses",
+                    token,
+                    post={
+                        "status": f"mastodon-migration smoke test {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                        "visibility": "private",
+                    },
+                ),
+                planned=(200, "{}"),
+            )
             if not s.planning and code != 200:
                 failed.append(f"a test post answered {code}: {body.strip()[:200]}")
         if failed:
@@ -269,12 +356,19 @@ def smoke_test(s: Session, post: bool = False) -> None:
 def use_local_database(s: Session) -> bool:
     """new's Mastodon talks to new's own (promoted) cluster. Returns whether the file changed."""
     cfg = s.settings
-    with s.step("point Mastodon at new's database", f"DB_HOST=127.0.0.1, DB_PORT={cfg.pg_port} in new's "
-                ".env.production", undo="none after the promotion: new's database is the only primary"):
+    with s.step(
+        "point Mastodon at new's database",
+        f"DB_HOST=127.0.0.1, DB_PORT={cfg.pg_port} in new's .env.production",
+        undo="none after the promotion: new's database is the only primary",
+    ):
         text = read_env(s, s.new)
         if text is None:
             raise StepFailed(f"new has no {env_path(s)}")
-        want = mastodon_env.point_at_local_database(text, cfg.pg_port) if known(text) else "<new's .env.production>"
+        want = (
+            mastodon_env.point_at_local_database(text, cfg.pg_port)
+            if known(text)
+            else "<new's .env.production>"
+        )
         if known(text) and want == text:
             return False
         secret = Secret(want, f"new's .env.production with DB_HOST=127.0.0.1, DB_PORT={cfg.pg_port}")
@@ -284,7 +378,7 @@ def use_local_database(s: Session) -> bool:
 
 @dataclass(frozen=True)
 class CanWrite(Fact[bool]):
-    """A write transaction as Mastodon's database role, the way its .env.production says (password on stdin)."""
+    """A write transaction as Mastodon's database role, as its .env.production says (password on stdin)."""
 
     port: int
     user: str
@@ -294,9 +388,13 @@ class CanWrite(Fact[bool]):
     passes: ClassVar[str] = "prints a transaction id and exits 0 once Mastodon's role can write on new"
 
     def command(self) -> Cmd:
-        return Cmd(f"export PGPASSWORD={shlex.quote(self.password.reveal())}; psql -XAtq -h 127.0.0.1 -p {self.port} "
-                   f"-U {self.user} -d {self.database} -c 'SELECT pg_current_xact_id()'", user=None,
-                   secrets=(self.password,))
+        return Cmd(
+            f"export PGPASSWORD={shlex.quote(self.password.reveal())}; "
+            f"psql -XAtq -h 127.0.0.1 -p {self.port} "
+            f"-U {self.user} -d {self.database} -c 'SELECT pg_current_xact_id()'",
+            user=None,
+            secrets=(self.password,),
+        )
 
     @staticmethod
     def parse(out: Output) -> bool:
@@ -309,21 +407,43 @@ def probe_write(s: Session) -> None:
     cfg = s.settings
     token = _token(cfg)
     if token:
-        s.old.wait_for(https_request(cfg, "127.0.0.1", "/api/v1/statuses", token, post={
-            "status": f"mastodon-migration failover probe {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            "visibility": "private"}), lambda answer: answer[0] == 200,
-            what="a post through old's public endpoint is accepted", timeout=120, interval=0.1,
-            show=lambda answer: f"HTTP {answer[0]}")
+        s.old.wait_for(
+            https_request(
+                cfg,
+                "127.0.0.1",
+                "/api/v1/statuses",
+                token,
+                post={
+                    "status": f"mastodon-migration failover probe {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                    "visibility": "private",
+                },
+            ),
+            lambda answer: answer[0] == 200,
+            what="a post through old's public endpoint is accepted",
+            timeout=120,
+            interval=0.1,
+            show=lambda answer: f"HTTP {answer[0]}",
+        )
         return
     values = mastodon_env.parse(read_env(s, s.new) or "") if not s.planning else {}
     password = Secret(values.get("DB_PASS", ""), "DB_PASS in new's .env.production")
-    s.new.wait_for(CanWrite(cfg.pg_port, values.get("DB_USER", "mastodon"),
-                            values.get("DB_NAME", "mastodon_production"), password), bool,
-                   what="Mastodon's database role can write on new", timeout=60, interval=0.1,
-                   show=lambda ok: "not yet")
+    s.new.wait_for(
+        CanWrite(
+            cfg.pg_port,
+            values.get("DB_USER", "mastodon"),
+            values.get("DB_NAME", "mastodon_production"),
+            password,
+        ),
+        bool,
+        what="Mastodon's database role can write on new",
+        timeout=60,
+        interval=0.1,
+        show=lambda ok: "not yet",
+    )
 
 
 # --- tasks -----------------------------------------------------------------------------------------
+
 
 @one_host_task("new")
 def precompile(s: Session):
@@ -331,16 +451,27 @@ def precompile(s: Session):
     precompile_assets(s, s.new)
 
 
-@one_host_task("new", help={"account": "rebuild one account's feed instead of all",
-                            "concurrency": "accounts rebuilt in parallel"})
+@one_host_task(
+    "new",
+    help={
+        "account": "rebuild one account's feed instead of all",
+        "concurrency": "accounts rebuilt in parallel",
+    },
+)
 def feeds_build(s: Session, account=None, concurrency=5):
     """Rebuild home feeds from the database (tootctl feeds build): new's Redis starts empty."""
     build_feeds(s, s.new, None, account=account, concurrency=concurrency, force=True)
 
 
-@one_host_task("new", "old", help={"services": "comma-separated subset: web,sidekiq,streaming",
-                                   "start": "first start: start the units instead of reloading",
-                                   "enable": "also enable the units at boot"})
+@one_host_task(
+    "new",
+    "old",
+    help={
+        "services": "comma-separated subset: web,sidekiq,streaming",
+        "start": "first start: start the units instead of reloading",
+        "enable": "also enable the units at boot",
+    },
+)
 def restart(s: Session, services="web,sidekiq,streaming", start=False, enable=False):
     """Reload Mastodon's web and restart sidekiq and streaming on one host, then wait for health."""
     (remote,) = s.hosts.values()

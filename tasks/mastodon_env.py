@@ -1,4 +1,5 @@
 """Mastodon's .env.production: parsing, the rewrite for new, and a diff that shows no secret (pure)."""
+
 from __future__ import annotations
 
 import difflib
@@ -10,10 +11,35 @@ from dotenv import dotenv_values
 
 HEADER = "# Copied from old by mastodon-migration copy-config: the database is reached through the tunnel."
 # Values of these keys may be shown; every other value is treated as a secret.
-SHOWN = {"LOCAL_DOMAIN", "WEB_DOMAIN", "ALTERNATE_DOMAINS", "RAILS_ENV", "NODE_ENV", "DB_HOST", "DB_PORT", "DB_NAME",
-         "DB_USER", "REDIS_HOST", "REDIS_PORT", "REDIS_DB", "TRUSTED_PROXY_IP", "S3_ENABLED", "SINGLE_USER_MODE",
-         "STREAMING_API_BASE_URL", "PREPARED_STATEMENTS", "DB_POOL", "MAX_THREADS", "WEB_CONCURRENCY", "BIND",
-         "PORT", "STREAMING_CLUSTER_NUM", "ES_ENABLED", "SMTP_SERVER", "SMTP_PORT", "SMTP_FROM_ADDRESS"}
+SHOWN = {
+    "LOCAL_DOMAIN",
+    "WEB_DOMAIN",
+    "ALTERNATE_DOMAINS",
+    "RAILS_ENV",
+    "NODE_ENV",
+    "DB_HOST",
+    "DB_PORT",
+    "DB_NAME",
+    "DB_USER",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_DB",
+    "TRUSTED_PROXY_IP",
+    "S3_ENABLED",
+    "SINGLE_USER_MODE",
+    "STREAMING_API_BASE_URL",
+    "PREPARED_STATEMENTS",
+    "DB_POOL",
+    "MAX_THREADS",
+    "WEB_CONCURRENCY",
+    "BIND",
+    "PORT",
+    "STREAMING_CLUSTER_NUM",
+    "ES_ENABLED",
+    "SMTP_SERVER",
+    "SMTP_PORT",
+    "SMTP_FROM_ADDRESS",
+}
 
 
 # Rails' default trusted proxies (loopback and private ranges), in force while TRUSTED_PROXY_IP is empty.
@@ -76,5 +102,8 @@ def masked(text: str) -> str:
 
 
 def masked_diff(before: str, after: str, before_name: str, after_name: str) -> str:
-    return "".join(difflib.unified_diff(masked(before).splitlines(True), masked(after).splitlines(True),
-                                        before_name, after_name))
+    return "".join(
+        difflib.unified_diff(
+            masked(before).splitlines(True), masked(after).splitlines(True), before_name, after_name
+        )
+    )

@@ -1,4 +1,5 @@
 """nginx on old: the proxy that sends every request to new, validated before it is loaded, with undo."""
+
 from __future__ import annotations
 
 import difflib
@@ -27,8 +28,10 @@ class EnabledSites(Fact["list[str]"]):
     passes: ClassVar[str] = "prints exactly one file: the site that serves {domain}"
 
     def command(self) -> Cmd:
-        return Cmd(f'grep -RlE "server_name[^;]*[[:space:]]{self.domain}([[:space:];]|$)" /etc/nginx/sites-enabled '
-                   '/etc/nginx/conf.d 2>/dev/null | xargs -r readlink -f | sort -u')
+        return Cmd(
+            f'grep -RlE "server_name[^;]*[[:space:]]{self.domain}([[:space:];]|$)" /etc/nginx/sites-enabled '
+            "/etc/nginx/conf.d 2>/dev/null | xargs -r readlink -f | sort -u"
+        )
 
     @staticmethod
     def parse(out: Output) -> list[str]:
@@ -62,7 +65,10 @@ class Answers(Fact[bool]):
     passes: ClassVar[str] = "prints `OK` (exit 0) when old's public endpoint answers {path}"
 
     def command(self) -> Cmd:
-        return Cmd(f"curl -fsS -m 10 --resolve {self.domain}:443:127.0.0.1 https://{self.domain}{self.path}", user=None)
+        return Cmd(
+            f"curl -fsS -m 10 --resolve {self.domain}:443:127.0.0.1 https://{self.domain}{self.path}",
+            user=None,
+        )
 
     @staticmethod
     def parse(out: Output) -> bool:
@@ -71,11 +77,16 @@ class Answers(Fact[bool]):
 
 def find_site(remote: Remote, domain: str) -> str:
     """The one enabled nginx file that serves the domain (its real path)."""
-    found = remote.fact(EnabledSites(domain), planned=[f"/etc/nginx/sites-available/{domain}"],
-                        then="its path is the site used below")
+    found = remote.fact(
+        EnabledSites(domain),
+        planned=[f"/etc/nginx/sites-available/{domain}"],
+        then="its path is the site used below",
+    )
     if len(found) != 1:
         where = ", ".join(found) if found else "no file"
-        raise StepFailed(f"on {remote.alias}: expected one enabled nginx site with server_name {domain}, found {where}")
+        raise StepFailed(
+            f"on {remote.alias}: expected one enabled nginx site with server_name {domain}, found {where}"
+        )
     return found[0]
 
 
@@ -84,8 +95,10 @@ def require_proxy(s: Session) -> None:
     site = find_site(s.old, s.settings.domain)
     proxies = s.old.fact(ProxiesToNew(site), then="anything else: stop here and run phase2-proxy first")
     if known(proxies) and not proxies:
-        raise StepFailed("old's nginx does not proxy to new yet (run phase2-proxy first): stopping old's "
-                         "Mastodon now would be downtime. Nothing was changed.")
+        raise StepFailed(
+            "old's nginx does not proxy to new yet (run phase2-proxy first): stopping old's "
+            "Mastodon now would be downtime. Nothing was changed."
+        )
 
 
 def backups(site: str) -> tuple[str, str]:
@@ -96,8 +109,13 @@ def backups(site: str) -> tuple[str, str]:
 
 def proxy_text(s: Session, site: str) -> str:
     cfg = s.settings
-    return render("nginx-proxy.conf.j2", domain=cfg.domain, new_address=cfg.new_address, ca_bundle=CA_BUNDLE,
-                  backup=backups(site)[0])
+    return render(
+        "nginx-proxy.conf.j2",
+        domain=cfg.domain,
+        new_address=cfg.new_address,
+        ca_bundle=CA_BUNDLE,
+        backup=backups(site)[0],
+    )
 
 
 def install_validated(remote: Remote, site: str, text: str | None, source: str | None = None) -> None:
@@ -113,25 +131,41 @@ def install_validated(remote: Remote, site: str, text: str | None, source: str |
         remote.run(Cmd("nginx -t"))
     except CommandFailed as error:
         remote.run(Cmd(f"install -m 0644 {previous} {site}"))
-        raise StepFailed(f"nginx -t rejected the new site ({error.out.why()}). The previous site was put back "
-                         f"and nginx was not reloaded: {remote.alias} keeps serving as before.") from None
+        raise StepFailed(
+            f"nginx -t rejected the new site ({error.out.why()}). The previous site was put back "
+            f"and nginx was not reloaded: {remote.alias} keeps serving as before."
+        ) from None
     remote.run(system.systemctl("reload", "nginx"))
 
 
 def enable_proxy(s: Session, check: bool = False) -> None:
     cfg = s.settings
-    with s.step("proxy old to new", f"old's nginx sends every request for {cfg.domain} to new, WebSockets included",
-                undo="fab -H old render-nginx-proxy --undo"):
+    with s.step(
+        "proxy old to new",
+        f"old's nginx sends every request for {cfg.domain} to new, WebSockets included",
+        undo="fab -H old render-nginx-proxy --undo",
+    ):
         site = find_site(s.old, cfg.domain)
         text = proxy_text(s, site)
-        current = s.old.fact(FileText(site), planned="",
-                             then="when it already is the proxy below, skip the rest of this step")
+        current = s.old.fact(
+            FileText(site), planned="", then="when it already is the proxy below, skip the rest of this step"
+        )
         if known(current) and current == text:
             s.say(f"{site} already proxies to new")
             return
         if check:
-            s.show("".join(difflib.unified_diff((current or "").splitlines(True), text.splitlines(True),
-                                                f"{site} (now)", f"{site} (proxy)")) if known(current) else text)
+            s.show(
+                "".join(
+                    difflib.unified_diff(
+                        (current or "").splitlines(True),
+                        text.splitlines(True),
+                        f"{site} (now)",
+                        f"{site} (proxy)",
+                    )
+                )
+                if known(current)
+                else text
+            )
             return
         if not (known(current) and current.startswith(MARK_LINE)):
             s.old.run(Cmd(f"install -D -m 0644 {site} {backups(site)[0]}"))
@@ -139,13 +173,19 @@ def enable_proxy(s: Session, check: bool = False) -> None:
 
 
 def disable_proxy(s: Session) -> None:
-    with s.step("undo the proxy", "old's nginx serves the domain itself again, from the site kept before the proxy",
-                undo="fab -H old render-nginx-proxy (the proxy again)"):
+    with s.step(
+        "undo the proxy",
+        "old's nginx serves the domain itself again, from the site kept before the proxy",
+        undo="fab -H old render-nginx-proxy (the proxy again)",
+    ):
         site = find_site(s.old, s.settings.domain)
         before = backups(site)[0]
         if s.old.fact(PathExists(before, "-f"), planned=True, then="exit 1: nothing to undo") is False:
             raise StepFailed(f"nothing to undo: {before} does not exist on {s.old.alias}")
-        if s.old.fact(ProxiesToNew(site), then="anything else: the site does not proxy, nothing to undo") is False:
+        if (
+            s.old.fact(ProxiesToNew(site), then="anything else: the site does not proxy, nothing to undo")
+            is False
+        ):
             s.say(f"{site} does not proxy: nothing to undo")
             return
         install_validated(s.old, site, None, source=before)
@@ -156,25 +196,40 @@ def probe_through_old(s: Session, timeout: float = 20) -> None:
     A reload lets old workers finish with the previous configuration, so the probe is repeated, each
     time with a new marker in its path."""
     cfg = s.settings
-    with s.step("verify the proxy", "a request through old's public endpoint reaches new",
-                undo="not needed: a request changes nothing"):
+    with s.step(
+        "verify the proxy",
+        "a request through old's public endpoint reaches new",
+        undo="not needed: a request changes nothing",
+    ):
+
         def probe() -> tuple[bool, bool]:
             marker = f"/health?mig-probe={secrets.token_hex(8)}"
             answered = s.old.fact(Answers(cfg.domain, marker))
-            seen = s.new.fact(CountLines(ACCESS_LOG, marker.split("?")[1]),
-                              then="1 or more: the probe's marker is in new's access log, new answered it")
+            seen = s.new.fact(
+                CountLines(ACCESS_LOG, marker.split("?")[1]),
+                then="1 or more: the probe's marker is in new's access log, new answered it",
+            )
             return bool(answered), bool(seen)
 
         try:
-            s.wait_until(probe, all, what="a probe through old appears in new's access log", timeout=timeout,
-                         interval=0.5, show=lambda seen: "answered, but not by new" if seen[0] else "not answered")
+            s.wait_until(
+                probe,
+                all,
+                what="a probe through old appears in new's access log",
+                timeout=timeout,
+                interval=0.5,
+                show=lambda seen: "answered, but not by new" if seen[0] else "not answered",
+            )
         except StepFailed as error:
-            raise StepFailed(f"https://{cfg.domain}/health through old's nginx: {error}; undo with: "
-                             "fab -H old render-nginx-proxy --undo") from None
+            raise StepFailed(
+                f"https://{cfg.domain}/health through old's nginx: {error}; undo with: "
+                "fab -H old render-nginx-proxy --undo"
+            ) from None
 
 
-@one_host_task("old", help={"undo": "put the previous site back and reload",
-                            "check": "show the diff and change nothing"})
+@one_host_task(
+    "old", help={"undo": "put the previous site back and reload", "check": "show the diff and change nothing"}
+)
 def render_nginx_proxy(s: Session, undo=False, check=False):
     """Make old's nginx proxy the domain to new (validated with nginx -t; the old site is kept)."""
     if undo:

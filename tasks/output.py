@@ -3,6 +3,7 @@
 Step code never prints. It speaks through its session (`s.say`, `s.show`, `s.note`), and the session
 hands what it says to this channel in a real run, or to a plan (`fab --dry`, the runbook) as events.
 """
+
 from __future__ import annotations
 
 import sys
@@ -60,8 +61,11 @@ class Console:
         if event.kind == "step":
             self.line(f"\n# {indent}== {event.title}" + (f": {event.why}" if event.why else ""))
         elif event.kind in ("note", "repeat"):
-            text = event.title if event.kind == "note" else (
-                f"repeat the check above until {event.title} (at most {event.timeout:.0f} s)")
+            text = (
+                event.title
+                if event.kind == "note"
+                else (f"repeat the check above until {event.title} (at most {event.timeout:.0f} s)")
+            )
             self.line("# " + text.replace("\n", "\n# "))
         elif event.kind == "text":
             self.line(event.title)

@@ -1,5 +1,6 @@
 """The migration's phases, each composed from subsystem steps: `fab -H old,new phaseN-...`; and PHASES,
 the table that the runbook and status read."""
+
 from __future__ import annotations
 
 import inspect
@@ -31,7 +32,9 @@ def replicate(s: Session, max_rate: str = "") -> None:
         raise StepFailed("phase 1 ended but replication is not healthy (see above); run it again")
 
 
-@two_host_task(help={"max_rate": "throttle the base backup, e.g. 50M, so the tunnel leaves room for the live site"})
+@two_host_task(
+    help={"max_rate": "throttle the base backup, e.g. 50M, so the tunnel leaves room for the live site"}
+)
 def phase1_replicate(s: Session, max_rate=""):
     """Phase 1: preflight, replication role, tunnel, base backup; new becomes a streaming replica."""
     replicate(s, max_rate=max_rate)
@@ -40,8 +43,10 @@ def phase1_replicate(s: Session, max_rate=""):
 def require_replication(s: Session, why: str) -> None:
     report = postgres.replication_report(s)
     if report is not None and not report.healthy:
-        raise StepFailed(f"{why}: replication from old to new is not healthy; run "
-                         "fab -H old,new replication-status, or phase1-replicate first. Nothing was changed.")
+        raise StepFailed(
+            f"{why}: replication from old to new is not healthy; run "
+            "fab -H old,new replication-status, or phase1-replicate first. Nothing was changed."
+        )
 
 
 def proxy(s: Session, force: bool = False, smoke_post: bool = False) -> None:
@@ -61,8 +66,12 @@ def proxy(s: Session, force: bool = False, smoke_post: bool = False) -> None:
     transfer.sync_media(s, "final pass: uploads now land on new, so old's media is complete")
 
 
-@two_host_task(help={"force": "replace files on new that this tool did not write (they are kept as backups)",
-                     "smoke_post": "also post a test status through new (SMOKE_TEST_TOKEN_FILE's account)"})
+@two_host_task(
+    help={
+        "force": "replace files on new that this tool did not write (they are kept as backups)",
+        "smoke_post": "also post a test status through new (SMOKE_TEST_TOKEN_FILE's account)",
+    }
+)
 def phase2_proxy(s: Session, force=False, smoke_post=False):
     """Phase 2: prepare new (config, media, assets, feeds), smoke-test it, then proxy old to new."""
     proxy(s, force=force, smoke_post=smoke_post)
@@ -73,8 +82,10 @@ def require_old_mastodon_stopped(s: Session) -> None:
     states = s.old.fact(UnitStates(cfg.mastodon_services), then="each must be `inactive` or `failed`")
     running = [u for u, state in states.items() if not stopped(state)] if known(states) else []
     if running:
-        raise StepFailed(f"old's {', '.join(running)} still run{'s' if len(running) == 1 else ''}: run drain first. "
-                         "Nothing was changed.")
+        raise StepFailed(
+            f"old's {', '.join(running)} still run{'s' if len(running) == 1 else ''}: run drain first. "
+            "Nothing was changed."
+        )
 
 
 def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300) -> None:
@@ -88,13 +99,18 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
     changed = mastodon.use_local_database(s)
     if promoted or changed:  # web first: it takes the writes; the rest follows once writes flow again
         mastodon.restart_services(s, s.new, services="web")
-    with s.step("verify", "the first write that new's Mastodon accepts on its own database",
-                undo="not needed: the probe is a private post (or a transaction) on new"):
+    with s.step(
+        "verify",
+        "the first write that new's Mastodon accepts on its own database",
+        undo="not needed: the probe is a private post (or a transaction) on new",
+    ):
         mastodon.probe_write(s)
         if promoted and not s.planning:
             accepted_at = time.time()
-            s.say(f"==> write-unavailability window: {accepted_at - fenced_at:.1f} s, from the fence of old "
-                  f"(epoch {fenced_at:.3f}) to the first write new accepted (epoch {accepted_at:.3f})")
+            s.say(
+                f"==> write-unavailability window: {accepted_at - fenced_at:.1f} s, from the fence of old "
+                f"(epoch {fenced_at:.3f}) to the first write new accepted (epoch {accepted_at:.3f})"
+            )
     if promoted or changed:
         mastodon.restart_services(s, s.new, services="sidekiq,streaming")
     postgres.keep_old_down(s)
@@ -116,8 +132,12 @@ def promote(s: Session, catchup_timeout=30):
     postgres.keep_old_down(s)
 
 
-@two_host_task(help={"catchup_timeout": "seconds new may take to reach old's last WAL position",
-                     "drain_timeout": "seconds to wait for old's Sidekiq queues to empty"})
+@two_host_task(
+    help={
+        "catchup_timeout": "seconds new may take to reach old's last WAL position",
+        "drain_timeout": "seconds to wait for old's Sidekiq queues to empty",
+    }
+)
 def phase3_failover(s: Session, catchup_timeout=30, drain_timeout=300):
     """Phase 3: drain old's Sidekiq, fence old, promote new with zero writes lost, restart Mastodon."""
     failover(s, float(catchup_timeout), float(drain_timeout))
@@ -142,20 +162,32 @@ def phase4_dns(s: Session, force=False):
 def clean_up(s: Session, stop_old_nginx: bool = False) -> None:
     """What the migration left on both hosts, removed; each step checks first, so a re-run is a no-op."""
     if postgres.promoted_record(s) is None and not s.planning:
-        raise StepFailed("new is not promoted: cleanup would cut old off while it is still the primary. "
-                         "Nothing was changed.")
+        raise StepFailed(
+            "new is not promoted: cleanup would cut old off while it is still the primary. "
+            "Nothing was changed."
+        )
     tunnel.remove_tunnel(s)
     transfer.remove_media_access(s)
     postgres.remove_replication_leftovers(s)
     if stop_old_nginx:
-        with s.step("stop old's nginx", "DNS has moved and every resolver has let go of old's address",
-                    undo="ssh old -- sudo systemctl enable --now nginx"):
-            if s.old.fact(UnitState("nginx"), then="`inactive`: already stopped, skip the next block") != "inactive":
+        with s.step(
+            "stop old's nginx",
+            "DNS has moved and every resolver has let go of old's address",
+            undo="ssh old -- sudo systemctl enable --now nginx",
+        ):
+            if (
+                s.old.fact(UnitState("nginx"), then="`inactive`: already stopped, skip the next block")
+                != "inactive"
+            ):
                 s.old.run(system.systemctl("disable", "--now", "nginx"))
 
 
-@two_host_task(help={"apply": "act; without it only the plan is shown",
-                     "stop_old_nginx": "also stop old's nginx (the proxy); by default it stays"})
+@two_host_task(
+    help={
+        "apply": "act; without it only the plan is shown",
+        "stop_old_nginx": "also stop old's nginx (the proxy); by default it stays",
+    }
+)
 def cleanup(s: Session, apply=False, stop_old_nginx=False):
     """After DNS has settled: remove the tunnel, keys, pg_hba blocks, role and slot (plan, or --apply)."""
     if not apply and not s.planning:
@@ -165,6 +197,7 @@ def cleanup(s: Session, apply=False, stop_old_nginx=False):
 
 
 # --- the table of phases, for the runbook and status -------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -180,7 +213,9 @@ class Phase:
         return self.task.name.replace("_", "-") if hasattr(self.task, "name") else self.task.__name__
 
     def command(self, cfg: Settings) -> str:
-        return f"fab -H {cfg.old_ssh},{cfg.new_ssh} {self.task_name}" + (f" {self.flags}" if self.flags else "")
+        return f"fab -H {cfg.old_ssh},{cfg.new_ssh} {self.task_name}" + (
+            f" {self.flags}" if self.flags else ""
+        )
 
     def purpose(self) -> str:
         """What `fab --help TASK` says: the task's docstring."""
@@ -188,19 +223,45 @@ class Phase:
 
 
 PHASES = (
-    Phase(1, "replicate", phase1_replicate, replicate,
-          "ssh and passwordless sudo on both hosts; the same PostgreSQL major version on both; new's data "
-          "directory empty (a fresh install) and room for old's databases; the tunnel port free on new."),
-    Phase(2, "proxy", phase2_proxy, proxy,
-          "phase 1 done: new streams from old with a lag under MAX_LAG_BYTES (checked first)."),
-    Phase(3, "failover", phase3_failover, failover,
-          "phase 2 done: old's nginx proxies everything to new (checked first, else stopping old's Mastodon "
-          "would be downtime); new's replica streams with a small lag."),
-    Phase(4, "dns", phase4_dns, move_dns,
-          "phase 3 done: new is the primary. `dns --lower-ttl` ran at least the original TTL ago (the "
-          "cutover refuses otherwise, unless --force)."),
-    Phase(5, "cleanup", cleanup, clean_up,
-          "phase 4 done, and the time it printed has passed: no resolver still holds old's address.", "--apply"),
+    Phase(
+        1,
+        "replicate",
+        phase1_replicate,
+        replicate,
+        "ssh and passwordless sudo on both hosts; the same PostgreSQL major version on both; new's data "
+        "directory empty (a fresh install) and room for old's databases; the tunnel port free on new.",
+    ),
+    Phase(
+        2,
+        "proxy",
+        phase2_proxy,
+        proxy,
+        "phase 1 done: new streams from old with a lag under MAX_LAG_BYTES (checked first).",
+    ),
+    Phase(
+        3,
+        "failover",
+        phase3_failover,
+        failover,
+        "phase 2 done: old's nginx proxies everything to new (checked first, else stopping old's Mastodon "
+        "would be downtime); new's replica streams with a small lag.",
+    ),
+    Phase(
+        4,
+        "dns",
+        phase4_dns,
+        move_dns,
+        "phase 3 done: new is the primary. `dns --lower-ttl` ran at least the original TTL ago (the "
+        "cutover refuses otherwise, unless --force).",
+    ),
+    Phase(
+        5,
+        "cleanup",
+        cleanup,
+        clean_up,
+        "phase 4 done, and the time it printed has passed: no resolver still holds old's address.",
+        "--apply",
+    ),
 )
 
 

@@ -1,4 +1,6 @@
-"""PostgreSQL: actions on both clusters (replication role, base backup, promotion) and the replication report."""
+"""PostgreSQL: actions on both clusters (replication role, base backup, promotion), and the replication
+report."""
+
 from __future__ import annotations
 
 import base64
@@ -48,9 +50,11 @@ PROMOTED = JsonFile(PROMOTION_RECORD)  # phase 3's "is this done?": the record w
 # password never reaches old (the same computation as scram_verifier; unit-tested against it).
 SCRAM_ONE_LINER = (
     "python3 -c 'import base64,hashlib,hmac,os,sys;p=sys.stdin.read().strip().encode();s=os.urandom(16);"
-    "k=hashlib.pbkdf2_hmac(\"sha256\",p,s,4096);h=lambda m:hmac.new(k,m,\"sha256\").digest();"
+    'k=hashlib.pbkdf2_hmac("sha256",p,s,4096);h=lambda m:hmac.new(k,m,"sha256").digest();'
     "b=lambda x:base64.b64encode(x).decode();"
-    "print(\"SCRAM-SHA-256$4096:\"+b(s)+\"$\"+b(hashlib.sha256(h(b\"Client Key\")).digest())+\":\"+b(h(b\"Server Key\")))'")
+    'print("SCRAM-SHA-256$4096:"+b(s)+"$"+b(hashlib.sha256(h(b"Client Key")).digest())'
+    '+":"+b(h(b"Server Key")))\''
+)
 
 
 def bindir(cfg: Settings) -> str:
@@ -63,8 +67,11 @@ def cluster(s: Session, remote: Remote) -> ClusterPlace:
     cfg = s.settings
     name = cfg.pg_data_dir.rstrip("/").rsplit("/", 1)[-1]
     usual = ClusterPlace(cfg.pg_version, name, f"/etc/postgresql/{cfg.pg_version}/{name}/pg_hba.conf")
-    return remote.fact(ClusterLocation(cfg.pg_data_dir), planned=usual,
-                       then="the unit is postgresql@VERSION-NAME; later commands use these paths")
+    return remote.fact(
+        ClusterLocation(cfg.pg_data_dir),
+        planned=usual,
+        then="the unit is postgresql@VERSION-NAME; later commands use these paths",
+    )
 
 
 def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
@@ -77,7 +84,9 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4
     def b64(raw: bytes) -> str:
         return base64.b64encode(raw).decode()
 
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(hashlib.sha256(client_key).digest())}:{b64(server_key)}"
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(hashlib.sha256(client_key).digest())}:{b64(server_key)}"
+    )
 
 
 def query(remote: Remote, sql: str, cfg: Settings, means: str, then: str = ""):
@@ -87,51 +96,83 @@ def query(remote: Remote, sql: str, cfg: Settings, means: str, then: str = ""):
 
 # --- phase 1 steps: replication role, base backup ---------------------------------------------------
 
+
 def ensure_replication_role(s: Session) -> None:
     cfg = s.settings
-    with s.step("replication role", f"old gets a role {cfg.replication_role} that may only replicate; its password "
-                f"lives on new in {PGPASS} and reaches old only as a SCRAM verifier",
-                undo=f"ssh old -- sudo -u postgres psql -c 'DROP ROLE {cfg.replication_role}'"):
-        has_role = query(s.old, f"SELECT rolreplication AND rolcanlogin FROM pg_roles "
-                                f"WHERE rolname = '{cfg.replication_role}';", cfg,
-                         means="prints `t` when the role exists and may replicate; nothing when it does not")
+    with s.step(
+        "replication role",
+        f"old gets a role {cfg.replication_role} that may only replicate; its password "
+        f"lives on new in {PGPASS} and reaches old only as a SCRAM verifier",
+        undo=f"ssh old -- sudo -u postgres psql -c 'DROP ROLE {cfg.replication_role}'",
+    ):
+        has_role = query(
+            s.old,
+            f"SELECT rolreplication AND rolcanlogin FROM pg_roles WHERE rolname = '{cfg.replication_role}';",
+            cfg,
+            means="prints `t` when the role exists and may replicate; nothing when it does not",
+        )
         pgpass_prefix = f"127.0.0.1:{cfg.tunnel_port}:*:{cfg.replication_role}:"
-        has_password = s.new.fact(CountLines(PGPASS, pgpass_prefix, "postgres"),
-                                  then="with `t` above and 1 here, the role is done: skip the next two blocks")
+        has_password = s.new.fact(
+            CountLines(PGPASS, pgpass_prefix, "postgres"),
+            then="with `t` above and 1 here, the role is done: skip the next two blocks",
+        )
         if has_role == "t" and has_password:
             return
-        password = Secret(secrets.token_urlsafe(32), "the new replication password",
-                          how="a new random password: `openssl rand -base64 32`")
-        verifier = Secret(scram_verifier(password.reveal()), "SCRAM verifier of the replication password",
-                          how=f"computed on your own machine, so the password never reaches old: "
-                              f"`printf %s PASSWORD | {SCRAM_ONE_LINER}` (or psql's \\password)")
-        s.new.run(system.replace_lines(PGPASS, pgpass_prefix, pgpass_prefix + password.reveal() + "\n",
-                                       user="postgres", secrets=(password,)))
-        sql = (f"DO $$BEGIN\n"
-               f"  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{cfg.replication_role}') THEN\n"
-               f"    CREATE ROLE {cfg.replication_role};\n"
-               f"  END IF;\nEND$$;\n"
-               f"ALTER ROLE {cfg.replication_role} WITH REPLICATION LOGIN PASSWORD '{verifier.reveal()}';\n"
-               f"COMMENT ON ROLE {cfg.replication_role} IS '{system.MARK}: replication to new';\n")
+        password = Secret(
+            secrets.token_urlsafe(32),
+            "the new replication password",
+            how="a new random password: `openssl rand -base64 32`",
+        )
+        verifier = Secret(
+            scram_verifier(password.reveal()),
+            "SCRAM verifier of the replication password",
+            how=f"computed on your own machine, so the password never reaches old: "
+            f"`printf %s PASSWORD | {SCRAM_ONE_LINER}` (or psql's \\password)",
+        )
+        s.new.run(
+            system.replace_lines(
+                PGPASS,
+                pgpass_prefix,
+                pgpass_prefix + password.reveal() + "\n",
+                user="postgres",
+                secrets=(password,),
+            )
+        )
+        sql = (
+            f"DO $$BEGIN\n"
+            f"  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{cfg.replication_role}') THEN\n"
+            f"    CREATE ROLE {cfg.replication_role};\n"
+            f"  END IF;\nEND$$;\n"
+            f"ALTER ROLE {cfg.replication_role} WITH REPLICATION LOGIN PASSWORD '{verifier.reveal()}';\n"
+            f"COMMENT ON ROLE {cfg.replication_role} IS '{system.MARK}: replication to new';\n"
+        )
         s.old.run(psql(sql, cfg.pg_port, secrets=(verifier,)))
 
 
 def ensure_replication_hba(s: Session) -> None:
     cfg = s.settings
-    with s.step("pg_hba.conf on old", f"allow {cfg.replication_role} to replicate from 127.0.0.1 only (the "
-                "tunnel's end)", undo="restore the pg_hba.conf.mig-* backup next to pg_hba.conf, then "
-                                      "SELECT pg_reload_conf()"):
+    with s.step(
+        "pg_hba.conf on old",
+        f"allow {cfg.replication_role} to replicate from 127.0.0.1 only (the tunnel's end)",
+        undo="restore the pg_hba.conf.mig-* backup next to pg_hba.conf, then SELECT pg_reload_conf()",
+    ):
         hba = cluster(s, s.old).hba_file
         rule = f"host replication {cfg.replication_role} 127.0.0.1/32 scram-sha-256"
-        present = s.old.fact(CountLines(hba, rule, "postgres", whole_line=True),
-                             then="when it prints 1, the rule is in place: skip the rest of this step")
+        present = s.old.fact(
+            CountLines(hba, rule, "postgres", whole_line=True),
+            then="when it prints 1, the rule is in place: skip the rest of this step",
+        )
         if present:
             return
         backup = "mig-" + time.strftime("%Y%m%d%H%M%S")
         s.old.run(system.put_block(hba, "replication", [rule], user="postgres", backup_suffix=backup))
-        errors = query(s.old, "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL;", cfg,
-                       means="prints `0` when PostgreSQL reads the edited file without error",
-                       then="anything else: put the backup back (mv it over pg_hba.conf) and stop")
+        errors = query(
+            s.old,
+            "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL;",
+            cfg,
+            means="prints `0` when PostgreSQL reads the edited file without error",
+            then="anything else: put the backup back (mv it over pg_hba.conf) and stop",
+        )
         if known(errors) and errors != "0":
             s.old.run(Cmd(f"mv {hba}.{backup} {hba}", user="postgres"))
             raise StepFailed(f"old's {hba} has errors after the edit; the previous file was put back")
@@ -140,15 +181,28 @@ def ensure_replication_hba(s: Session) -> None:
 
 def ensure_slot_wal_cap(s: Session) -> None:
     cfg = s.settings
-    with s.step("cap WAL kept for slots", f"a stuck slot may keep at most {cfg.max_slot_wal_keep_size} of WAL on "
-                "old, so it can never fill old's disk",
-                undo="ALTER SYSTEM RESET max_slot_wal_keep_size; SELECT pg_reload_conf();"):
-        cap = query(s.old, "SHOW max_slot_wal_keep_size;", cfg, means="prints `-1` when unlimited",
-                    then="any other value is the admin's own cap: kept, skip the next block")
+    with s.step(
+        "cap WAL kept for slots",
+        f"a stuck slot may keep at most {cfg.max_slot_wal_keep_size} of WAL on "
+        "old, so it can never fill old's disk",
+        undo="ALTER SYSTEM RESET max_slot_wal_keep_size; SELECT pg_reload_conf();",
+    ):
+        cap = query(
+            s.old,
+            "SHOW max_slot_wal_keep_size;",
+            cfg,
+            means="prints `-1` when unlimited",
+            then="any other value is the admin's own cap: kept, skip the next block",
+        )
         if known(cap) and cap != "-1":
             return
-        s.old.run(psql(f"ALTER SYSTEM SET max_slot_wal_keep_size = '{cfg.max_slot_wal_keep_size}';\n"
-                       "SELECT pg_reload_conf();", cfg.pg_port))
+        s.old.run(
+            psql(
+                f"ALTER SYSTEM SET max_slot_wal_keep_size = '{cfg.max_slot_wal_keep_size}';\n"
+                "SELECT pg_reload_conf();",
+                cfg.pg_port,
+            )
+        )
 
 
 def standby(s: Session, then: str = "") -> Standby | None:
@@ -165,44 +219,83 @@ def drop_slot(s: Session, *, ours_in_use: bool = False) -> None:
     cfg = s.settings
     where = f"slot_name = '{cfg.replication_slot}'"
     if ours_in_use:
-        s.old.run(psql(f"SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE {where} AND active;",
-                       cfg.pg_port))
-        s.old.wait_for(Query(f"SELECT count(*) FROM pg_replication_slots WHERE {where} AND active;", cfg.pg_port,
-                             "prints `0` once no connection uses the slot"),
-                       lambda n: n == "0", what="the slot is released", timeout=30)
-    s.old.run(psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots\n"
-                   f"WHERE {where} AND NOT active;", cfg.pg_port))
+        s.old.run(
+            psql(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots\n"
+                f"WHERE {where} AND active;",
+                cfg.pg_port,
+            )
+        )
+        s.old.wait_for(
+            Query(
+                f"SELECT count(*) FROM pg_replication_slots WHERE {where} AND active;",
+                cfg.pg_port,
+                "prints `0` once no connection uses the slot",
+            ),
+            lambda n: n == "0",
+            what="the slot is released",
+            timeout=30,
+        )
+    s.old.run(
+        psql(
+            f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots\n"
+            f"WHERE {where} AND NOT active;",
+            cfg.pg_port,
+        )
+    )
 
 
 def _refuse_unless_empty(s: Session, force: bool) -> None:
     """Refuse (changing nothing) when new's directory holds data, unless --force moves it aside."""
     cfg = s.settings
-    outputs = [host.fact(Raw(fact)) for host, fact in (
-        (s.new, ClusterIdentity(cfg.pg_port)), (s.new, DataDirEntries(cfg.pg_data_dir)),
-        (s.old, ClusterIdentity(cfg.pg_port)))]
+    outputs = [
+        host.fact(Raw(fact))
+        for host, fact in (
+            (s.new, ClusterIdentity(cfg.pg_port)),
+            (s.new, DataDirEntries(cfg.pg_data_dir)),
+            (s.old, ClusterIdentity(cfg.pg_port)),
+        )
+    ]
     if s.planning:
-        s.note("new must hold a fresh default cluster (no user databases), an empty data directory, or a "
-               "replica of old; anything else stops here (basebackup --force moves it aside)")
+        s.note(
+            "new must hold a fresh default cluster (no user databases), an empty data directory, or a "
+            "replica of old; anything else stops here (basebackup --force moves it aside)"
+        )
         return
     found = checks.new_cluster(cfg, *outputs)
     if found.status == checks.FAIL and not force:
-        raise StepFailed(f"new's data directory: {found.detail}. Nothing was changed. Run basebackup --force "
-                         f"to move {cfg.pg_data_dir} aside (it is kept, never deleted).")
+        raise StepFailed(
+            f"new's data directory: {found.detail}. Nothing was changed. Run basebackup --force "
+            f"to move {cfg.pg_data_dir} aside (it is kept, never deleted)."
+        )
 
 
 def _wait_streaming(s: Session) -> None:
-    s.new.wait_for(StandbyState(s.settings.pg_port), lambda st: bool(st and st.receiver_status == "streaming"),
-                   what="new streams from old", timeout=120,
-                   show=lambda st: (st.receiver_status or "no WAL receiver yet") if st else "cluster starting")
+    s.new.wait_for(
+        StandbyState(s.settings.pg_port),
+        lambda st: bool(st and st.receiver_status == "streaming"),
+        what="new streams from old",
+        timeout=120,
+        show=lambda st: (st.receiver_status or "no WAL receiver yet") if st else "cluster starting",
+    )
 
 
 def run_basebackup(s: Session, force: bool = False, max_rate: str = "") -> None:
     cfg = s.settings
-    with s.step("base backup", "copy old's cluster to new through the tunnel; new starts as its streaming replica",
-                undo=f"stop new's cluster; the previous data directory was kept as {cfg.pg_data_dir}.mig-*"):
-        primary = query(s.old, "SELECT system_identifier FROM pg_control_system();", cfg,
-                        means="prints old's system identifier")
-        current = standby(s, then="`t|streaming|...` with old's system identifier: already a replica, nothing to do")
+    with s.step(
+        "base backup",
+        "copy old's cluster to new through the tunnel; new starts as its streaming replica",
+        undo=f"stop new's cluster; the previous data directory was kept as {cfg.pg_data_dir}.mig-*",
+    ):
+        primary = query(
+            s.old,
+            "SELECT system_identifier FROM pg_control_system();",
+            cfg,
+            means="prints old's system identifier",
+        )
+        current = standby(
+            s, then="`t|streaming|...` with old's system identifier: already a replica, nothing to do"
+        )
         if current and current.in_recovery and current.system_identifier == primary:
             if current.receiver_status != "streaming":
                 _wait_streaming(s)
@@ -211,8 +304,10 @@ def run_basebackup(s: Session, force: bool = False, max_rate: str = "") -> None:
         _refuse_unless_empty(s, force)
         existing = old_slot(s)
         if existing and existing.active:
-            raise StepFailed(f"slot {cfg.replication_slot} on old is in use by another connection; "
-                             "stop that replica or choose another REPLICATION_SLOT")
+            raise StepFailed(
+                f"slot {cfg.replication_slot} on old is in use by another connection; "
+                "stop that replica or choose another REPLICATION_SLOT"
+            )
         if existing:
             drop_slot(s)
         _copy_cluster(s, cluster(s, s.new).unit, max_rate)
@@ -227,26 +322,35 @@ def _copy_cluster(s: Session, unit: str, max_rate: str) -> None:
     s.new.run(Cmd(f"test ! -e {cfg.pg_data_dir} || mv {cfg.pg_data_dir} {aside}"))
     s.new.run(Cmd(f"install -d -o postgres -g postgres -m 0700 {cfg.pg_data_dir}"))
     rate = f" --max-rate={max_rate}" if max_rate else ""
-    backup = Cmd(f"{bindir(cfg)}/pg_basebackup -h 127.0.0.1 -p {cfg.tunnel_port} -U {cfg.replication_role} "
-                 f"-D {cfg.pg_data_dir} -Fp -Xs -R -C -S {cfg.replication_slot} --checkpoint=fast -P -w{rate}",
-                 user="postgres", stream=True)
+    backup = Cmd(
+        f"{bindir(cfg)}/pg_basebackup -h 127.0.0.1 -p {cfg.tunnel_port} -U {cfg.replication_role} "
+        f"-D {cfg.pg_data_dir} -Fp -Xs -R -C -S {cfg.replication_slot} --checkpoint=fast -P -w{rate}",
+        user="postgres",
+        stream=True,
+    )
     try:
         s.new.run(backup)
         s.new.run(Cmd(f"{bindir(cfg)}/pg_verifybackup {cfg.pg_data_dir}", user="postgres"))
     except CommandFailed as error:
         drop_slot(s, ours_in_use=True)
-        s.new.run(Cmd(f"rm -rf {cfg.pg_data_dir} && {{ test ! -e {aside} || mv {aside} {cfg.pg_data_dir}; }} "
-                      f"&& {{ test -e {cfg.pg_data_dir} || install -d -o postgres -g postgres -m 0700 "
-                      f"{cfg.pg_data_dir}; }}"))
+        s.new.run(
+            Cmd(
+                f"rm -rf {cfg.pg_data_dir} && {{ test ! -e {aside} || mv {aside} {cfg.pg_data_dir}; }} "
+                f"&& {{ test -e {cfg.pg_data_dir} || install -d -o postgres -g postgres -m 0700 "
+                f"{cfg.pg_data_dir}; }}"
+            )
+        )
         if s.new.fact(PathExists(f"{cfg.pg_data_dir}/PG_VERSION", "-f")):
             s.new.run(system.systemctl("start", unit))
-        raise StepFailed(f"the base backup failed ({error.out.why()}). The slot on old was dropped and new's data "
-                         "directory is back as it was; old was not changed. Fix the cause and run basebackup again."
-                         ) from None
+        raise StepFailed(
+            f"the base backup failed ({error.out.why()}). The slot on old was dropped and new's data "
+            "directory is back as it was; old was not changed. Fix the cause and run basebackup again."
+        ) from None
     s.new.run(system.systemctl("start", unit))
 
 
 # --- replication status ------------------------------------------------------------------------------
+
 
 @dataclass
 class ReplicationReport:
@@ -268,29 +372,48 @@ class ReplicationReport:
         return self.standby.replay_age_seconds if self.standby else None
 
     def as_dict(self) -> dict:
-        return {"healthy": self.healthy, "lag_bytes": self.lag_bytes, "max_lag_bytes": self.max_lag_bytes,
-                "old": {"senders": [asdict(r) for r in self.senders],
-                        "slot": asdict(self.slot) if self.slot else None},
-                "new": asdict(self.standby) if self.standby else None}
+        return {
+            "healthy": self.healthy,
+            "lag_bytes": self.lag_bytes,
+            "max_lag_bytes": self.max_lag_bytes,
+            "old": {
+                "senders": [asdict(r) for r in self.senders],
+                "slot": asdict(self.slot) if self.slot else None,
+            },
+            "new": asdict(self.standby) if self.standby else None,
+        }
 
     def table(self) -> str:
-        lines = [f"old  replica {r.application_name} from {r.client_addr}: {r.state}, sent {r.sent_lsn} write "
-                 f"{r.write_lsn} flush {r.flush_lsn} replay {r.replay_lsn}, lag {human_bytes(r.lag_bytes)}"
-                 for r in self.senders] or ["old  no replica connected"]
+        lines = [
+            f"old  replica {r.application_name} from {r.client_addr}: {r.state}, sent {r.sent_lsn} write "
+            f"{r.write_lsn} flush {r.flush_lsn} replay {r.replay_lsn}, lag {human_bytes(r.lag_bytes)}"
+            for r in self.senders
+        ] or ["old  no replica connected"]
         slot = self.slot
-        lines.append(f"old  slot {slot.name}: {'active' if slot.active else 'INACTIVE'}, wal_status "
-                     f"{slot.wal_status}, retains {human_bytes(slot.retained_bytes)}" if slot else
-                     "old  no replication slot")
+        lines.append(
+            f"old  slot {slot.name}: {'active' if slot.active else 'INACTIVE'}, wal_status "
+            f"{slot.wal_status}, retains {human_bytes(slot.retained_bytes)}"
+            if slot
+            else "old  no replication slot"
+        )
         new = self.standby
         if new:
             age = f" ({new.replay_age_seconds:.0f} s ago)" if new.replay_age_seconds is not None else ""
-            lines.append(f"new  {'in recovery' if new.in_recovery else 'NOT in recovery (a primary)'}, receiver "
-                         f"{new.receiver_status or 'not running'}, receive {new.receive_lsn or '-'}, replay "
-                         f"{new.replay_lsn or '-'}, last replayed transaction {new.last_replay or '-'}{age}")
+            lines.append(
+                f"new  {'in recovery' if new.in_recovery else 'NOT in recovery (a primary)'}, receiver "
+                f"{new.receiver_status or 'not running'}, receive {new.receive_lsn or '-'}, replay "
+                f"{new.replay_lsn or '-'}, last replayed transaction {new.last_replay or '-'}{age}"
+            )
         else:
             lines.append("new  no cluster answers")
-        lines.append("healthy: " + ("yes" if self.healthy else
-                                    f"NO (needs streaming with lag under {human_bytes(self.max_lag_bytes)})"))
+        lines.append(
+            "healthy: "
+            + (
+                "yes"
+                if self.healthy
+                else f"NO (needs streaming with lag under {human_bytes(self.max_lag_bytes)})"
+            )
+        )
         return "\n".join(lines)
 
 
@@ -299,14 +422,23 @@ def replication_report(s: Session) -> ReplicationReport | None:
     cfg = s.settings
     rows = s.old.fact(Senders(cfg.pg_port))
     our_slot = old_slot(s)
-    new_side = standby(s, then="healthy: old lists new as `streaming` with a lag under MAX_LAG_BYTES, and new "
-                               "prints `t|streaming|...`")
+    new_side = standby(
+        s,
+        then="healthy: old lists new as `streaming` with a lag under MAX_LAG_BYTES, and new "
+        "prints `t|streaming|...`",
+    )
     if s.planning:
         return None
     streaming = [r for r in rows if r.state == "streaming"]
     lag = min((r.lag_bytes for r in streaming), default=None)
-    healthy = bool(streaming and lag is not None and lag < cfg.max_lag_bytes and new_side
-                   and new_side.in_recovery and new_side.receiver_status == "streaming")
+    healthy = bool(
+        streaming
+        and lag is not None
+        and lag < cfg.max_lag_bytes
+        and new_side
+        and new_side.in_recovery
+        and new_side.receiver_status == "streaming"
+    )
     return ReplicationReport(healthy, lag, cfg.max_lag_bytes, rows, our_slot, new_side)
 
 
@@ -320,6 +452,7 @@ def show_replication_status(s: Session, as_json: bool = False) -> ReplicationRep
 
 # --- tasks -----------------------------------------------------------------------------------------
 
+
 @two_host_task
 def replication_role(s: Session):
     """Create old's replication role (password kept on new only), its pg_hba rule and the WAL cap."""
@@ -328,8 +461,12 @@ def replication_role(s: Session):
     ensure_slot_wal_cap(s)
 
 
-@two_host_task(help={"force": "move a non-empty data directory on new aside (never deleted)",
-                     "max_rate": "throttle the copy, e.g. 50M (kB/s unless suffixed), so the tunnel leaves room"})
+@two_host_task(
+    help={
+        "force": "move a non-empty data directory on new aside (never deleted)",
+        "max_rate": "throttle the copy, e.g. 50M (kB/s unless suffixed), so the tunnel leaves room",
+    }
+)
 def basebackup(s: Session, force=False, max_rate=""):
     """Copy old's cluster to new with pg_basebackup through the tunnel; new becomes a streaming replica."""
     run_basebackup(s, force=force, max_rate=max_rate)
@@ -345,8 +482,13 @@ def replication_status(s: Session, json=False):
 
 # --- phase 3: fence old, prove new has everything, promote -----------------------------------------
 
-FENCE_RULES = ["local all postgres peer", "host replication {role} 127.0.0.1/32 scram-sha-256",
-               "local all all reject", "host all all 0.0.0.0/0 reject", "host all all ::/0 reject"]
+FENCE_RULES = [
+    "local all postgres peer",
+    "host replication {role} 127.0.0.1/32 scram-sha-256",
+    "local all all reject",
+    "host all all 0.0.0.0/0 reject",
+    "host all all ::/0 reject",
+]
 
 
 def fence_old(s: Session, place: ClusterPlace) -> Control | None:
@@ -354,19 +496,37 @@ def fence_old(s: Session, place: ClusterPlace) -> Control | None:
     then a clean fast shutdown, whose last WAL record the walsender hands to new before it exits.
     Returns old's control data (None when planning)."""
     cfg = s.settings
-    with s.step("fence old", undo="before new is promoted only: delete the fence block from old's pg_hba.conf (the "
-                "previous file is pg_hba.conf.mig-before-fence) and start old's cluster; the task does this itself "
-                "when new does not catch up", why="no client can write on old any more: pg_hba admits only "
-                "postgres and replication, client backends are ended, and old's cluster shuts down cleanly"):
-        s.old.run(system.put_block(place.hba_file, "fence", [r.format(role=cfg.replication_role) for r in FENCE_RULES],
-                                   user="postgres", backup_suffix="mig-before-fence"))
-        s.old.run(psql("SELECT pg_reload_conf();\n"
-                       "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity\n"
-                       "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid();\n"
-                       "CHECKPOINT;", cfg.pg_port))
+    with s.step(
+        "fence old",
+        undo="before new is promoted only: delete the fence block from old's pg_hba.conf (the "
+        "previous file is pg_hba.conf.mig-before-fence) and start old's cluster; the task does this itself "
+        "when new does not catch up",
+        why="no client can write on old any more: pg_hba admits only "
+        "postgres and replication, client backends are ended, and old's cluster shuts down cleanly",
+    ):
+        s.old.run(
+            system.put_block(
+                place.hba_file,
+                "fence",
+                [r.format(role=cfg.replication_role) for r in FENCE_RULES],
+                user="postgres",
+                backup_suffix="mig-before-fence",
+            )
+        )
+        s.old.run(
+            psql(
+                "SELECT pg_reload_conf();\n"
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity\n"
+                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid();\n"
+                "CHECKPOINT;",
+                cfg.pg_port,
+            )
+        )
         s.old.run(system.systemctl("stop", place.unit))
-        control = s.old.fact(ControlData(bindir(cfg), cfg.pg_data_dir),
-                             then="anything but `shut down`: lift the fence (see Undo) and stop")
+        control = s.old.fact(
+            ControlData(bindir(cfg), cfg.pg_data_dir),
+            then="anything but `shut down`: lift the fence (see Undo) and stop",
+        )
         return control if known(control) else None
 
 
@@ -378,63 +538,112 @@ def lift_fence(s: Session, place: ClusterPlace) -> None:
 
 def _caught_up(target: int):
     def done(st) -> bool:
-        return bool(st and st.receive_lsn and st.replay_lsn
-                    and lsn(st.receive_lsn) > target and lsn(st.replay_lsn) > target)
+        return bool(
+            st
+            and st.receive_lsn
+            and st.replay_lsn
+            and lsn(st.receive_lsn) > target
+            and lsn(st.replay_lsn) > target
+        )
+
     return done
 
 
 def wait_caught_up(s: Session, place: ClusterPlace, checkpoint: str, timeout: float) -> None:
     """new must have received and replayed past old's shutdown checkpoint; otherwise old comes back."""
     target = lsn(checkpoint) if not s.planning else 0
-    with s.step("prove new has everything", "new has received and replayed past old's shutdown checkpoint, so "
-                "every write old acknowledged is on new", undo="not needed: this step only reads"):
+    with s.step(
+        "prove new has everything",
+        "new has received and replayed past old's shutdown checkpoint, so "
+        "every write old acknowledged is on new",
+        undo="not needed: this step only reads",
+    ):
         try:
-            s.new.wait_for(StandbyState(s.settings.pg_port), _caught_up(target),
-                           what=f"new has received and replayed past old's last checkpoint {checkpoint} (compare "
-                                "the 3rd and 4th fields with it)",
-                           timeout=timeout, interval=0.1,
-                           show=lambda st: f"receive {st.receive_lsn}, replay {st.replay_lsn}" if st else "no answer")
+            s.new.wait_for(
+                StandbyState(s.settings.pg_port),
+                _caught_up(target),
+                what=f"new has received and replayed past old's last checkpoint {checkpoint} (compare "
+                "the 3rd and 4th fields with it)",
+                timeout=timeout,
+                interval=0.1,
+                show=lambda st: f"receive {st.receive_lsn}, replay {st.replay_lsn}" if st else "no answer",
+            )
         except StepFailed:
             last = standby(s)
             lift_fence(s, place)
-            raise StepFailed(f"new did not catch up with old within {timeout:.0f} s (old's last checkpoint "
-                             f"{checkpoint}; new received {last.receive_lsn if last else '?'}, replayed "
-                             f"{last.replay_lsn if last else '?'}). The fence was lifted and old's PostgreSQL "
-                             "started again: old serves through the tunnel, new is still its replica, nothing was "
-                             "lost. Check the tunnel (replication-status) and run the failover again.") from None
+            raise StepFailed(
+                f"new did not catch up with old within {timeout:.0f} s (old's last checkpoint "
+                f"{checkpoint}; new received {last.receive_lsn if last else '?'}, replayed "
+                f"{last.replay_lsn if last else '?'}). The fence was lifted and old's PostgreSQL "
+                "started again: old serves through the tunnel, new is still its replica, nothing was "
+                "lost. Check the tunnel (replication-status) and run the failover again."
+            ) from None
 
 
 def promote_replica(s: Session, old_control: Control | None) -> None:
     cfg = s.settings
-    with s.step("promote new", "new becomes the primary; its replication settings are removed",
-                undo="none: new is the primary from here on (old stays down and fenced; see cleanup)"):
+    with s.step(
+        "promote new",
+        "new becomes the primary; its replication settings are removed",
+        undo="none: new is the primary from here on (old stays down and fenced; see cleanup)",
+    ):
         s.new.run(psql("SELECT pg_promote(true, 60);", cfg.pg_port))
-        s.new.wait_for(Query("SELECT pg_is_in_recovery();", cfg.pg_port, "prints `f` once new has left recovery"),
-                       lambda v: v == "f", what="new has left recovery", timeout=60, interval=0.2)
-        s.new.run(psql("ALTER SYSTEM RESET primary_conninfo;\nALTER SYSTEM RESET primary_slot_name;\n"
-                       "SELECT pg_reload_conf();\nCHECKPOINT;", cfg.pg_port))
-        timeline = s.new.fact(Query("SELECT timeline_id FROM pg_control_checkpoint();", cfg.pg_port,
-                                    "prints new's timeline (one more than old's)"), planned="<timeline>")
-        position = s.new.fact(Query("SELECT pg_current_wal_lsn();", cfg.pg_port, "prints new's WAL position"),
-                              planned="<position>")
-        record = {"promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "timeline": timeline, "lsn": position,
-                  "old_shutdown_checkpoint": old_control.checkpoint_lsn if old_control else "<old's last checkpoint>"}
+        s.new.wait_for(
+            Query("SELECT pg_is_in_recovery();", cfg.pg_port, "prints `f` once new has left recovery"),
+            lambda v: v == "f",
+            what="new has left recovery",
+            timeout=60,
+            interval=0.2,
+        )
+        s.new.run(
+            psql(
+                "ALTER SYSTEM RESET primary_conninfo;\nALTER SYSTEM RESET primary_slot_name;\n"
+                "SELECT pg_reload_conf();\nCHECKPOINT;",
+                cfg.pg_port,
+            )
+        )
+        timeline = s.new.fact(
+            Query(
+                "SELECT timeline_id FROM pg_control_checkpoint();",
+                cfg.pg_port,
+                "prints new's timeline (one more than old's)",
+            ),
+            planned="<timeline>",
+        )
+        position = s.new.fact(
+            Query("SELECT pg_current_wal_lsn();", cfg.pg_port, "prints new's WAL position"),
+            planned="<position>",
+        )
+        record = {
+            "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "timeline": timeline,
+            "lsn": position,
+            "old_shutdown_checkpoint": old_control.checkpoint_lsn
+            if old_control
+            else "<old's last checkpoint>",
+        }
         s.new.write_file(PROMOTION_RECORD, json_module.dumps(record, indent=2) + "\n")
         s.say(f"new is the primary on timeline {timeline} at {position}")
 
 
 def keep_old_down(s: Session) -> None:
-    """Debian starts clusters marked 'auto' at boot: old's is set to manual so it never returns as a primary."""
-    with s.step("keep old down", "Debian starts clusters marked auto at boot: old's is set to manual, so it never "
-                "comes back as a second primary", undo="put start.conf.mig-before-fence back (only while new is "
-                "not the primary)"):
+    """Debian starts clusters marked 'auto' at boot: old's is set to manual, never to return as a primary."""
+    with s.step(
+        "keep old down",
+        "Debian starts clusters marked auto at boot: old's is set to manual, so it never "
+        "comes back as a second primary",
+        undo="put start.conf.mig-before-fence back (only while new is not the primary)",
+    ):
         start_conf = cluster(s, s.old).start_conf
         text = s.old.fact(FileText(start_conf), then="when its last line is `manual`, skip the next block")
         if known(text) and (text or "").strip().splitlines()[-1:] == ["manual"]:
             return
         s.old.run(Cmd(f"cp -p {start_conf} {start_conf}.mig-before-fence"))
-        s.old.write_file(start_conf, f"# {system.MARK}: fenced after the failover to new; see cleanup.\nmanual\n",
-                         owner="postgres")
+        s.old.write_file(
+            start_conf,
+            f"# {system.MARK}: fenced after the failover to new; see cleanup.\nmanual\n",
+            owner="postgres",
+        )
 
 
 def promoted_record(s: Session) -> dict | None:
@@ -451,22 +660,30 @@ def promote_new(s: Session, catchup_timeout: float = 30) -> bool:
         if promoted_record(s):
             s.say("already promoted: new is the primary, nothing to do")
             return False
-        raise StepFailed("new's PostgreSQL is not a replica, and this tool did not promote it: nothing was changed")
+        raise StepFailed(
+            "new's PostgreSQL is not a replica, and this tool did not promote it: nothing was changed"
+        )
     report = replication_report(s)
     if report is not None and not report.healthy:
-        raise StepFailed("new is not streaming from old with a small lag (see replication-status); nothing was "
-                         "changed")
+        raise StepFailed(
+            "new is not streaming from old with a small lag (see replication-status); nothing was changed"
+        )
     if s.new.fact(PgReady(cfg.tunnel_port), then="otherwise stop: the tunnel is down") is False:
-        raise StepFailed(f"the tunnel on new (127.0.0.1:{cfg.tunnel_port}) does not reach old's PostgreSQL; "
-                         "nothing was changed")
+        raise StepFailed(
+            f"the tunnel on new (127.0.0.1:{cfg.tunnel_port}) does not reach old's PostgreSQL; "
+            "nothing was changed"
+        )
     place = cluster(s, s.old)
     control = fence_old(s, place)
     if control is not None and control.state != "shut down":
         lift_fence(s, place)
-        raise StepFailed(f"old's cluster did not shut down cleanly (state: {control.state}); the fence was lifted "
-                         "and old started again. Nothing was promoted.")
-    wait_caught_up(s, place, control.checkpoint_lsn if control else "<old's Latest checkpoint location>",
-                   catchup_timeout)
+        raise StepFailed(
+            f"old's cluster did not shut down cleanly (state: {control.state}); the fence was lifted "
+            "and old started again. Nothing was promoted."
+        )
+    wait_caught_up(
+        s, place, control.checkpoint_lsn if control else "<old's Latest checkpoint location>", catchup_timeout
+    )
     promote_replica(s, control)
     return True
 
@@ -475,23 +692,34 @@ def remove_replication_leftovers(s: Session) -> None:
     """The replication role, slot, WAL cap and pg_hba blocks on old (started fenced for this, then stopped
     again: it stays down, start.conf manual), and the role's password on new."""
     cfg = s.settings
-    with s.step("remove replication leftovers", f"role {cfg.replication_role} and slot {cfg.replication_slot} on "
-                "old, their pg_hba blocks, and the password in new's .pgpass",
-                undo="not needed once new is the primary: phase 1 would create them again"):
-        system.remove_marked_lines(s.new, PGPASS, f"127.0.0.1:{cfg.tunnel_port}:*:{cfg.replication_role}:",
-                                   user="postgres")
+    with s.step(
+        "remove replication leftovers",
+        f"role {cfg.replication_role} and slot {cfg.replication_slot} on "
+        "old, their pg_hba blocks, and the password in new's .pgpass",
+        undo="not needed once new is the primary: phase 1 would create them again",
+    ):
+        system.remove_marked_lines(
+            s.new, PGPASS, f"127.0.0.1:{cfg.tunnel_port}:*:{cfg.replication_role}:", user="postgres"
+        )
         place = cluster(s, s.old)
-        marked = s.old.fact(CountLines(place.hba_file, f"# BEGIN {system.MARK}", "postgres"),
-                            then="0: old is already clean, skip the rest of this step")
+        marked = s.old.fact(
+            CountLines(place.hba_file, f"# BEGIN {system.MARK}", "postgres"),
+            then="0: old is already clean, skip the rest of this step",
+        )
         if known(marked) and not marked:
             return
         was_running = s.old.fact(UnitState(place.unit)) == "active"
         if not was_running:
             s.old.run(system.systemctl("start", place.unit))  # still fenced: only local postgres may connect
-        s.old.run(psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots\n"
-                       f"WHERE slot_name = '{cfg.replication_slot}' AND NOT active;\n"
-                       f"DROP ROLE IF EXISTS {cfg.replication_role};\n"
-                       "ALTER SYSTEM RESET max_slot_wal_keep_size;\nSELECT pg_reload_conf();", cfg.pg_port))
+        s.old.run(
+            psql(
+                f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots\n"
+                f"WHERE slot_name = '{cfg.replication_slot}' AND NOT active;\n"
+                f"DROP ROLE IF EXISTS {cfg.replication_role};\n"
+                "ALTER SYSTEM RESET max_slot_wal_keep_size;\nSELECT pg_reload_conf();",
+                cfg.pg_port,
+            )
+        )
         if not was_running:
             s.old.run(system.systemctl("stop", place.unit))
         s.old.run(system.delete_blocks(place.hba_file, "", user="postgres"))

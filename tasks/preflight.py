@@ -1,4 +1,5 @@
 """preflight: read-only checks on both hosts before anything changes."""
+
 from __future__ import annotations
 
 from invoke.exceptions import Exit
@@ -25,7 +26,7 @@ from .facts import (
 
 
 def _gather(remote: Remote, questions: dict[str, Fact]) -> dict[str, Output]:
-    """Each question's answer as it came (judged later); only "unreachable" when the host cannot be reached."""
+    """Each question's answer as it came (judged later); only "unreachable" when the host is out of reach."""
     try:
         return {name: remote.fact(Raw(fact)) for name, fact in questions.items()}
     except HostUnreachable as error:
@@ -34,13 +35,22 @@ def _gather(remote: Remote, questions: dict[str, Fact]) -> dict[str, Output]:
 
 def gather(s: Session) -> dict[str, dict[str, Output]]:
     cfg = s.settings
-    common = {"sudo": SudoWorks(), "version": ServerVersion(cfg.pg_port), "glibc": Glibc(),
-              "identity": ClusterIdentity(cfg.pg_port), "mastodon": MastodonRevision(cfg.mastodon_dir,
-                                                                                     cfg.mastodon_user)}
+    common = {
+        "sudo": SudoWorks(),
+        "version": ServerVersion(cfg.pg_port),
+        "glibc": Glibc(),
+        "identity": ClusterIdentity(cfg.pg_port),
+        "mastodon": MastodonRevision(cfg.mastodon_dir, cfg.mastodon_user),
+    }
     old = dict(common, capacity=ReplicationCapacity(cfg.pg_port), size=DatabaseSize(cfg.pg_port))
     parent = cfg.pg_data_dir.rsplit("/", 1)[0] or "/"
-    new = dict(common, entries=DataDirEntries(cfg.pg_data_dir), df=FreeDisk(parent),
-               listeners=Listeners(cfg.tunnel_port), tunnel=UnitProcess(tunnel.UNIT))
+    new = dict(
+        common,
+        entries=DataDirEntries(cfg.pg_data_dir),
+        df=FreeDisk(parent),
+        listeners=Listeners(cfg.tunnel_port),
+        tunnel=UnitProcess(tunnel.UNIT),
+    )
     return {"old": _gather(s.old, old), "new": _gather(s.new, new)}
 
 
@@ -69,7 +79,9 @@ def judge(cfg, found: dict[str, dict[str, Output]]) -> list[checks.Check]:
 def table(results: list[checks.Check]) -> str:
     rows = [("CHECK", "HOST", "RESULT", "DETAIL")] + [(r.name, r.host, r.status, r.detail) for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3] for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[3] for row in rows
+    )
 
 
 def run_preflight(s: Session) -> list[checks.Check]:

@@ -1,4 +1,5 @@
 """redis-cli against the Redis that a host's Mastodon uses (its .env.production), password off argv."""
+
 from __future__ import annotations
 
 import shlex
@@ -14,10 +15,18 @@ def target(values: dict[str, str] | None) -> tuple[str, str, str, str]:
         return "<REDIS_HOST>", "<REDIS_PORT>", "<REDIS_DB>", ""
     if values.get("REDIS_URL"):
         url = urlsplit(values["REDIS_URL"])
-        return (url.hostname or "localhost", str(url.port or 6379), url.path.strip("/") or "0",
-                unquote(url.password or ""))
-    return (values.get("REDIS_HOST") or "localhost", values.get("REDIS_PORT") or "6379",
-            values.get("REDIS_DB") or "0", values.get("REDIS_PASSWORD") or "")
+        return (
+            url.hostname or "localhost",
+            str(url.port or 6379),
+            url.path.strip("/") or "0",
+            unquote(url.password or ""),
+        )
+    return (
+        values.get("REDIS_HOST") or "localhost",
+        values.get("REDIS_PORT") or "6379",
+        values.get("REDIS_DB") or "0",
+        values.get("REDIS_PASSWORD") or "",
+    )
 
 
 def script(values: dict[str, str] | None, body: str, stdin: str | None = None, secrets=()) -> Cmd:

@@ -5,6 +5,7 @@ shows exactly the commands and checks that phase runs, so the two cannot drift. 
 the code (a step opened inside another is its sub-step). `runbook_commands` and `drift` let a test hold a
 real run's log against the runbook.
 """
+
 from __future__ import annotations
 
 import re
@@ -71,7 +72,7 @@ def step_tree(events: list[Event]) -> StepNode:
 
 
 def runbook_steps(phase: int, cfg: Settings) -> list[tuple[str, list[str]]]:
-    """Each step's title and its own commands, in plan order (pre-order; "" first: checks before the first step)."""
+    """Each step's title and its own commands, in plan order (pre-order; "": checks before the first step)."""
     tree = step_tree(plan(cfg, phase_by_number(phase)))
     return [(node.heading.title if node.heading else "", node.commands) for node in tree.preorder()]
 
@@ -85,10 +86,12 @@ def runbook_commands(phase: int, cfg: Settings) -> list[str]:
 
 # Parts of a planned command that a real run fills in differently: values read on the hosts (shown as
 # <...> in plans), and times and random probe names made up when the command is built.
-_WILDCARDS = re.compile(r"<[A-Za-z][^<>\n]*>"  # <new's tunnel public key>, <secret: ...>
-                        r"|\d{8}T?\d{6}"  # backup suffixes: mig-20261125201032, moved:20261125T201032
-                        r"|\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[+-]\d{4})?"  # times in posts and records
-                        r"|(?<=mig-probe=)[0-9a-f]+")
+_WILDCARDS = re.compile(
+    r"<[A-Za-z][^<>\n]*>"  # <new's tunnel public key>, <secret: ...>
+    r"|\d{8}T?\d{6}"  # backup suffixes: mig-20261125201032, moved:20261125T201032
+    r"|\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[+-]\d{4})?"  # times in posts and records
+    r"|(?<=mig-probe=)[0-9a-f]+"
+)
 
 
 def _pattern(planned: str) -> re.Pattern:
@@ -119,6 +122,7 @@ def drift(steps: list[tuple[str, list[str]]], records: list[dict]) -> list[str]:
 
 # --- Markdown ------------------------------------------------------------------------------------
 
+
 def _text(text: str) -> str:
     """Prose for Markdown: characters that would start markup (or vanish as an HTML tag) are escaped."""
     return re.sub(r"([\\`*<>\[\]])", r"\\\1", text)
@@ -127,8 +131,10 @@ def _text(text: str) -> str:
 def _prose(text: str) -> str:
     """Prose in which `code` spans stay code; the rest is escaped."""
     parts = re.split(r"(`[^`]+`)", text)
-    return "".join(part if part.startswith("`") and part.endswith("`") and len(part) > 1 else _text(part)
-                   for part in parts)
+    return "".join(
+        part if part.startswith("`") and part.endswith("`") and len(part) > 1 else _text(part)
+        for part in parts
+    )
 
 
 def _sentence(label: str, text: str) -> str:
@@ -158,14 +164,14 @@ def _undo(heading: Event, node: StepNode) -> str:
 
 @dataclass
 class _Context:
-    """What rendering remembers across steps: where each placeholder was printed, which secrets were explained."""
+    """What rendering remembers across steps: where placeholders were printed, which secrets are explained."""
 
     printed_by: dict[str, str] = field(default_factory=dict)  # "<new's tunnel public key>" -> "1.5.1"
     explained: set[str] = field(default_factory=set)
 
 
 def _run_block(group: list[Event], ctx: _Context) -> list[str]:
-    """Consecutive actions: one shell block that stops at the first failure, then where its values come from."""
+    """Consecutive actions: one shell block that stops at its first failure; where its values come from."""
     shown = [_shown(event) for event in group]
     out = ["Run:\n\n" + _fence(["(", "set -e", *shown, ")"])]
     text = "\n".join(shown)
@@ -240,8 +246,12 @@ def _step(node: StepNode, number: str, ctx: _Context) -> list[str]:
 
 
 def render_phase(cfg: Settings, phase: Phase) -> str:
-    out = [f"## Phase {phase.number}: {phase.name}", f"`{phase.command(cfg)}`",
-           _sentence("Purpose", phase.purpose()), f"Preconditions: {phase.preconditions}"]
+    out = [
+        f"## Phase {phase.number}: {phase.name}",
+        f"`{phase.command(cfg)}`",
+        _sentence("Purpose", phase.purpose()),
+        f"Preconditions: {phase.preconditions}",
+    ]
     tree, ctx = step_tree(plan(cfg, phase)), _Context()
     index = 0
     pending: list[Event] = []
@@ -259,24 +269,26 @@ def render_phase(cfg: Settings, phase: Phase) -> str:
 
 def render(cfg: Settings, only: int = 0) -> str:
     chosen = [phase_by_number(only)] if only else list(PHASES)
-    intro = (f"# Runbook: moving {cfg.domain} from {cfg.old_ssh} to {cfg.new_ssh}\n\n"
-             f"Rendered by `fab -H {cfg.old_ssh},{cfg.new_ssh} runbook` from the steps the phases run, with the "
-             f"settings in `{cfg.path}`. Run a phase with its `fab` command, or by hand with the commands below: "
-             "they are the ones the phase runs, as `ssh HOST -- '...'` with any input as a here-document.\n\n"
-             "- A check only reads. Under it, \"Expect\" says what its answer looks like and what the phase does "
-             "with it: an action that is already done is skipped, so a phase can be run again.\n"
-             "- A run block is a subshell with `set -e`: it stops at the first command that fails, and your own "
-             "shell stays open. Paste a block whole.\n"
-             "- \"Repeat the check above until ...\" is a wait: run the check again every few seconds, up to the "
-             "time given.\n"
-             "- `<secret: WHAT>` stands for a secret; secrets never appear here. Where the phase makes one up, the "
-             "runbook says how to make your own. Other values in angle brackets are read on the hosts when the "
-             "phase runs (a key, a file's contents): the runbook names the check that prints them.\n"
-             "- Backup names carry the time they are made; the time shown is when this runbook was rendered.")
+    intro = (
+        f"# Runbook: moving {cfg.domain} from {cfg.old_ssh} to {cfg.new_ssh}\n\n"
+        f"Rendered by `fab -H {cfg.old_ssh},{cfg.new_ssh} runbook` from the steps the phases run, with the "
+        f"settings in `{cfg.path}`. Run a phase with its `fab` command, or by hand with the commands below: "
+        "they are the ones the phase runs, as `ssh HOST -- '...'` with any input as a here-document.\n\n"
+        '- A check only reads. Under it, "Expect" says what its answer looks like and what the phase does '
+        "with it: an action that is already done is skipped, so a phase can be run again.\n"
+        "- A run block is a subshell with `set -e`: it stops at the first command that fails, and your own "
+        "shell stays open. Paste a block whole.\n"
+        '- "Repeat the check above until ..." is a wait: run the check again every few seconds, up to the '
+        "time given.\n"
+        "- `<secret: WHAT>` stands for a secret; secrets never appear here. Where the phase makes one up, "
+        "the runbook says how to make your own. Other values in angle brackets are read on the hosts when "
+        "the phase runs (a key, a file's contents): the runbook names the check that prints them.\n"
+        "- Backup names carry the time they are made; the time shown is when this runbook was rendered."
+    )
     return "\n\n".join([intro, *(render_phase(cfg, phase) for phase in chosen)]) + "\n"
 
 
 @two_host_task(help={"phase": "render only this phase (1-4, or 5: cleanup)"})
 def runbook(s: Session, phase=0):
-    """Render the migration as a Markdown runbook (connects to nothing): fab -H old,new runbook > RUNBOOK.md"""
+    """Render the migration as Markdown (connects to nothing): fab -H old,new runbook > RUNBOOK.md"""
     s.show(render(s.settings, int(phase)).rstrip("\n"))

@@ -3,6 +3,7 @@
 The file is `$MIGRATION_ENV` (default `env/migration.env`); `env/example.env` documents every key.
 A bad file gives one error that names the file and lists every problem, with what was expected.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -23,6 +24,7 @@ class SettingsError(Exception):
 
 
 # --- value parsers: text -> value, or ValueError saying what was expected ---------------------
+
 
 def _domain(text: str) -> str:
     labels = text.rstrip(".").lower().split(".")
@@ -132,8 +134,12 @@ def _servers(text: str) -> tuple[str, ...]:
     for item in (x.strip() for x in text.split(",") if x.strip()):
         match = re.fullmatch(r"\[([0-9a-fA-F:]+)\](?::(\d+))?|([0-9.]+)(?::(\d+))?", item)
         if not match:
-            raise ValueError("IP[:port] of authoritative servers, comma separated, e.g. 192.0.2.53,[2001:db8::53]:53")
-        address, port = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+            raise ValueError(
+                "IP[:port] of authoritative servers, comma separated, e.g. 192.0.2.53,[2001:db8::53]:53"
+            )
+        address, port = (
+            (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+        )
         _ip(address)
         if port:
             _port(port)
@@ -156,10 +162,12 @@ def _tsig_algorithm(text: str) -> str:
 def _optional(parse):
     def parse_or_none(text: str):
         return parse(text) if text else None
+
     return parse_or_none
 
 
 # --- the settings ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -277,9 +285,12 @@ def _cross_checks(v: dict) -> list[str]:
     if v.get("TUNNEL_PORT") and v.get("TUNNEL_PORT") == v.get("PG_PORT"):
         problems.append("TUNNEL_PORT: must differ from PG_PORT (new's own PostgreSQL listens there)")
     if v.get("DNS_PROVIDER") == "cloudflare" and not (
-            v.get("CLOUDFLARE_API_TOKEN_FILE") or os.environ.get("CLOUDFLARE_API_TOKEN")):
-        problems.append("CLOUDFLARE_API_TOKEN_FILE: required with DNS_PROVIDER=cloudflare "
-                        "(or set the environment variable CLOUDFLARE_API_TOKEN)")
+        v.get("CLOUDFLARE_API_TOKEN_FILE") or os.environ.get("CLOUDFLARE_API_TOKEN")
+    ):
+        problems.append(
+            "CLOUDFLARE_API_TOKEN_FILE: required with DNS_PROVIDER=cloudflare "
+            "(or set the environment variable CLOUDFLARE_API_TOKEN)"
+        )
     if bool(v.get("OLD_ADDRESS6")) != bool(v.get("NEW_ADDRESS6")):
         problems.append("OLD_ADDRESS6 and NEW_ADDRESS6: set both (AAAA records move too) or neither")
     if v.get("DNS_PROVIDER") == "rfc2136":
@@ -319,9 +330,11 @@ def parse(raw: dict[str, str | None], path: Path) -> Settings:
             problems.append(f"{key}: {text!r} is not valid; expected {expected}")
     problems += _cross_checks(values)
     if problems:
-        raise SettingsError(f"{path}: {len(problems)} problem(s) in the settings:\n"
-                            + "\n".join(f"  - {p}" for p in problems)
-                            + "\nSee env/example.env for every key with an example.")
+        raise SettingsError(
+            f"{path}: {len(problems)} problem(s) in the settings:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+            + "\nSee env/example.env for every key with an example."
+        )
     values["DNS_NAMES"] = values["DNS_NAMES"] or (values["DOMAIN"],)
     values["DNS_ZONE"] = values["DNS_ZONE"] or values["DOMAIN"]
     return Settings(path=path, **{k.lower(): v for k, v in values.items()})
@@ -331,6 +344,8 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     """Load the settings file named by `path`, else $MIGRATION_ENV, else env/migration.env."""
     path = Path(path or os.environ.get("MIGRATION_ENV") or DEFAULT_PATH)
     if not path.is_file():
-        raise SettingsError(f"{path}: settings file not found. Copy env/example.env to {DEFAULT_PATH} "
-                            "and edit it, or set MIGRATION_ENV to your settings file.")
+        raise SettingsError(
+            f"{path}: settings file not found. Copy env/example.env to {DEFAULT_PATH} "
+            "and edit it, or set MIGRATION_ENV to your settings file."
+        )
     return parse(dotenv_values(path, interpolate=False), path)

@@ -3,6 +3,7 @@
 Nothing here touches a host. A `Cmd` is described once; the command layer (command.py) runs it,
 prints it for `fab --dry`, or hands it to the runbook, all from this one description.
 """
+
 from __future__ import annotations
 
 import re

@@ -3,6 +3,7 @@
 Every question goes to the Redis that the host's Mastodon uses (its .env.production); the Redis layout
 is documented in sidekiq_jobs.
 """
+
 from __future__ import annotations
 
 import time
@@ -39,8 +40,10 @@ class RedisFact(Fact):
 class QueueState(RedisFact):
     """`queue NAME LENGTH` per queue and `process IDENTITY BUSY QUIET` per live process."""
 
-    passes: ClassVar[str] = ("prints `queue NAME LENGTH` per queue and `process IDENTITY BUSY QUIET` per live "
-                             "Sidekiq process: idle means every LENGTH and BUSY is 0")
+    passes: ClassVar[str] = (
+        "prints `queue NAME LENGTH` per queue and `process IDENTITY BUSY QUIET` per live "
+        "Sidekiq process: idle means every LENGTH and BUSY is 0"
+    )
     SCRIPT: ClassVar[str] = """for q in $(r SMEMBERS queues); do echo "queue $q $(r LLEN "queue:$q")"; done
 for p in $(r SMEMBERS processes); do
   if [ "$(r EXISTS "$p")" = 1 ]; then echo "process $p $(r HGET "$p" busy) $(r HGET "$p" quiet)"; fi
@@ -57,7 +60,9 @@ done"""
 @dataclass(frozen=True)
 class SortedSet(RedisFact):
     key: str = "schedule"
-    passes: ClassVar[str] = "prints each job (JSON) and its score on alternate lines; nothing when the set is empty"
+    passes: ClassVar[str] = (
+        "prints each job (JSON) and its score on alternate lines; nothing when the set is empty"
+    )
 
     def command(self) -> Cmd:
         return redis_cli.cli(self.values, f"ZRANGE {self.key} 0 -1 WITHSCORES")
@@ -96,11 +101,14 @@ class QueuedJobs(RedisFact):
 class DurableLeft(RedisFact):
     """Phase 3's "is this done?" for Sidekiq: which of schedule/retry/dead are still on old."""
 
-    passes: ClassVar[str] = "prints the names of Sidekiq's sets still on this Redis; nothing once they were moved"
+    passes: ClassVar[str] = (
+        "prints the names of Sidekiq's sets still on this Redis; nothing once they were moved"
+    )
 
     def command(self) -> Cmd:
-        return redis_cli.script(self.values, "\n".join(f'[ "$(r EXISTS {key})" = 1 ] && echo {key}'
-                                                       for key in DURABLE_SETS))
+        return redis_cli.script(
+            self.values, "\n".join(f'[ "$(r EXISTS {key})" = 1 ] && echo {key}' for key in DURABLE_SETS)
+        )
 
     @staticmethod
     def parse(out: Output) -> list[str]:
@@ -141,21 +149,34 @@ class IdleFor:
 def _wait_idle(s: Session, values, timeout: float) -> None:
     """Queues empty and nothing running, seen twice at least one heartbeat apart."""
     try:
-        s.old.wait_for(QueueState(values), IdleFor(BEAT_SECONDS), what="Sidekiq on old is idle (queues empty, "
-                       f"nothing busy) in two answers {BEAT_SECONDS} s apart", timeout=timeout, interval=2,
-                       show=SidekiqState.summary)
+        s.old.wait_for(
+            QueueState(values),
+            IdleFor(BEAT_SECONDS),
+            what=f"Sidekiq on old is idle (queues empty, nothing busy) in two answers {BEAT_SECONDS} s apart",
+            timeout=timeout,
+            interval=2,
+            show=SidekiqState.summary,
+        )
     except StepFailed as error:
-        raise StepFailed(f"Sidekiq on old did not drain: {error}. Old's web and streaming are stopped (old's nginx "
-                         "proxies to new); Sidekiq still works on. Nothing else was changed: run drain again, with a "
-                         "longer --timeout if needed.") from None
+        raise StepFailed(
+            f"Sidekiq on old did not drain: {error}. Old's web and streaming are stopped (old's nginx "
+            "proxies to new); Sidekiq still works on. Nothing else was changed: run drain again, with a "
+            "longer --timeout if needed."
+        ) from None
 
 
 def stop_old_mastodon(s: Session, timeout: float) -> None:
     cfg = s.settings
-    with s.step("drain old's Sidekiq", "old's web and streaming stop (the proxy sends everything to new); Sidekiq "
-                "finishes every queued job, is quieted, then stops", undo="systemctl enable --now the units on old"):
+    with s.step(
+        "drain old's Sidekiq",
+        "old's web and streaming stop (the proxy sends everything to new); Sidekiq "
+        "finishes every queued job, is quieted, then stops",
+        undo="systemctl enable --now the units on old",
+    ):
         values = env_values(read_env(s, s.old))
-        active = s.old.fact(UnitStates(cfg.mastodon_services), then="each unit that is not `inactive` is stopped")
+        active = s.old.fact(
+            UnitStates(cfg.mastodon_services), then="each unit that is not `inactive` is stopped"
+        )
         state = active if known(active) else {unit: "unknown" for unit in cfg.mastodon_services}
         for unit in (cfg.mastodon_web_service, cfg.mastodon_streaming_service):
             if state[unit] != "inactive":
@@ -163,8 +184,13 @@ def stop_old_mastodon(s: Session, timeout: float) -> None:
         if state[cfg.mastodon_sidekiq_service] != "inactive":
             _wait_idle(s, values, timeout)
             s.old.run(system.systemctl("kill", "-s", "TSTP", cfg.mastodon_sidekiq_service))
-            s.old.wait_for(QueueState(values), lambda st: st.running == 0 and all(st.quiet.values()),
-                           what="Sidekiq on old is quiet and idle", timeout=timeout, show=SidekiqState.summary)
+            s.old.wait_for(
+                QueueState(values),
+                lambda st: st.running == 0 and all(st.quiet.values()),
+                what="Sidekiq on old is quiet and idle",
+                timeout=timeout,
+                show=SidekiqState.summary,
+            )
             s.old.run(system.systemctl("stop", cfg.mastodon_sidekiq_service))
         for unit in cfg.mastodon_services:  # a reboot of old must not start them against a fenced database
             if s.old.fact(UnitEnabled(unit), then="anything but `disabled`: disable it") != "disabled":
@@ -186,33 +212,53 @@ def _jids(sets: dict, queues: dict) -> dict[str, set[str]]:
 
 
 def move_jobs(s: Session) -> None:
-    with s.step("move Sidekiq's jobs to new", undo="old's keys stay in old's Redis as mastodon-migration:moved:"
-                "<time>:<key> (RENAME them back)", why="scheduled, retrying and dead jobs (and any left in a queue) "
-                "are merged into new's Redis: none lost, none twice"):
+    with s.step(
+        "move Sidekiq's jobs to new",
+        undo="old's keys stay in old's Redis as mastodon-migration:moved:<time>:<key> (RENAME them back)",
+        why="scheduled, retrying and dead jobs (and any left in a queue) "
+        "are merged into new's Redis: none lost, none twice",
+    ):
         old_values = env_values(read_env(s, s.old))
         new_values = env_values(read_env(s, s.new))
         old_sets, old_queues = _jobs(s.old, old_values)
         new_sets, new_queues = _jobs(s.new, new_values)
         plan = merge(old_sets, old_queues, _jids(new_sets, new_queues))
         if s.planning or plan.commands:
-            payload = plan.pipe.rstrip("\n") or "<old's jobs>"  # the here-document's own newline stays visible
-            jobs = Secret(payload, f"{sum(plan.added.values())} jobs from old's Redis "
-                                   "(Redis protocol; job arguments may be private)")
+            payload = (
+                plan.pipe.rstrip("\n") or "<old's jobs>"
+            )  # the here-document's own newline stays visible
+            jobs = Secret(
+                payload,
+                f"{sum(plan.added.values())} jobs from old's Redis "
+                "(Redis protocol; job arguments may be private)",
+            )
             s.new.run(redis_cli.script(new_values, "r --pipe", stdin=payload + "\n", secrets=(jobs,)))
         if not s.planning:
             after = _jids(*_jobs(s.new, new_values))
             missing = {key: ids - after.get(key, set()) for key, ids in _jids(old_sets, old_queues).items()}
             missing = {key: ids for key, ids in missing.items() if ids}
             if missing:
-                raise StepFailed(f"after the merge new's Redis still lacks {sum(map(len, missing.values()))} of "
-                                 f"old's jobs ({', '.join(missing)}); old's Redis still holds them all. Run drain "
-                                 "again.")
-            s.say("moved: " + ", ".join(f"{k} +{v} (already there: {plan.already[k]})" for k, v in plan.added.items()))
-        keys = ([key for key, entries in old_sets.items() if entries]
-                + [f"queue:{name}" for name, jobs in old_queues.items() if jobs]) or (["<the keys moved>"] * s.planning)
+                raise StepFailed(
+                    f"after the merge new's Redis still lacks {sum(map(len, missing.values()))} of "
+                    f"old's jobs ({', '.join(missing)}); old's Redis still holds them all. Run drain "
+                    "again."
+                )
+            s.say(
+                "moved: "
+                + ", ".join(f"{k} +{v} (already there: {plan.already[k]})" for k, v in plan.added.items())
+            )
+        keys = (
+            [key for key, entries in old_sets.items() if entries]
+            + [f"queue:{name}" for name, jobs in old_queues.items() if jobs]
+        ) or (["<the keys moved>"] * s.planning)
         if keys:  # set aside on old (not deleted): a later run must not hand new jobs it has already done
-            s.old.run(redis_cli.script(old_values, f"for k in {' '.join(keys)}; do\n"
-                                       f'  if [ "$(r EXISTS "$k")" = 1 ]; then r RENAME "$k" "{MOVED}:$k"; fi\ndone'))
+            s.old.run(
+                redis_cli.script(
+                    old_values,
+                    f"for k in {' '.join(keys)}; do\n"
+                    f'  if [ "$(r EXISTS "$k")" = 1 ]; then r RENAME "$k" "{MOVED}:$k"; fi\ndone',
+                )
+            )
 
 
 def drain_old(s: Session, timeout: float = 300) -> None:

@@ -3,6 +3,7 @@
 Layout (Sidekiq's own): `queues` SET of names, `queue:<name>` LISTs of job JSON (LPUSH in, BRPOP out),
 `schedule`/`retry`/`dead` ZSETs scored by epoch, `processes` SET with a HASH per process (busy, quiet).
 """
+
 from __future__ import annotations
 
 import json
@@ -88,8 +89,11 @@ class Merge:
         return "".join(self.commands)
 
 
-def merge(old_sets: dict[str, list[tuple[str, str]]], old_queues: dict[str, list[str]],
-          new_jids: dict[str, set[str]]) -> Merge:
+def merge(
+    old_sets: dict[str, list[tuple[str, str]]],
+    old_queues: dict[str, list[str]],
+    new_jids: dict[str, set[str]],
+) -> Merge:
     """Jobs of old's durable sets and queues that new lacks (by jid): entries already on new stay,
     nothing is duplicated, nothing is dropped. Queued jobs go behind new's own, oldest first out."""
     plan = Merge()

@@ -6,6 +6,7 @@ while new is still a replica, and the DNS questions in parallel. Each subsystem 
 through its own fact (tunnel.INSTALLED, nginx.ProxiesToNew, postgres.PROMOTED, ...); judging the phases
 from what was read is pure.
 """
+
 from __future__ import annotations
 
 import json as json_module
@@ -31,6 +32,7 @@ DONE, IN_PROGRESS, NOT_STARTED, UNKNOWN = "done", "in progress", "not started", 
 
 # --- one batch of facts per host ------------------------------------------------------------------
 
+
 @dataclass
 class NewFacts:
     tunnel: str = "unknown"  # the tunnel unit's state
@@ -43,14 +45,25 @@ class NewFacts:
 
 def new_facts(s: Session) -> Batch:
     cfg = s.settings
-    return Batch((("tunnel", tunnel.RUNNING), ("tunnel_file", tunnel.INSTALLED),
-                  ("units", UnitStates(cfg.mastodon_services)), ("env", mastodon.EnvCopied(mastodon.env_path(s))),
-                  ("promoted", postgres.PROMOTED)))
+    return Batch(
+        (
+            ("tunnel", tunnel.RUNNING),
+            ("tunnel_file", tunnel.INSTALLED),
+            ("units", UnitStates(cfg.mastodon_services)),
+            ("env", mastodon.EnvCopied(mastodon.env_path(s))),
+            ("promoted", postgres.PROMOTED),
+        )
+    )
 
 
 def as_new_facts(found: dict) -> NewFacts:
-    return NewFacts(tunnel=found["tunnel"] or "unknown", tunnel_installed=bool(found["tunnel_file"]),
-                    units=found["units"] or {}, env_copied=bool(found["env"]), promoted=found["promoted"])
+    return NewFacts(
+        tunnel=found["tunnel"] or "unknown",
+        tunnel_installed=bool(found["tunnel_file"]),
+        units=found["units"] or {},
+        env_copied=bool(found["env"]),
+        promoted=found["promoted"],
+    )
 
 
 @dataclass
@@ -68,13 +81,24 @@ def old_facts(s: Session, site: str, env_text) -> Batch:
     """The site's first line, Mastodon's units, and Sidekiq's keys in the Redis old's Mastodon uses."""
     values = mastodon.env_values(env_text)
     parts = (("site", nginx.ProxiesToNew(site)),) if site else ()
-    return Batch(parts + (("units", UnitStates(s.settings.mastodon_services)),
-                          ("durable", sidekiq.DurableLeft(values)), ("moved", sidekiq.MovedKeys(values))))
+    return Batch(
+        parts
+        + (
+            ("units", UnitStates(s.settings.mastodon_services)),
+            ("durable", sidekiq.DurableLeft(values)),
+            ("moved", sidekiq.MovedKeys(values)),
+        )
+    )
 
 
 def as_old_facts(site: str, found: dict) -> OldFacts:
-    return OldFacts(site=site, proxies=found.get("site"), units=found["units"] or {},
-                    durable_left=found["durable"] or [], moved=found["moved"] or 0)
+    return OldFacts(
+        site=site,
+        proxies=found.get("site"),
+        units=found["units"] or {},
+        durable_left=found["durable"] or [],
+        moved=found["moved"] or 0,
+    )
 
 
 def read_new(s: Session) -> NewFacts:
@@ -113,6 +137,7 @@ def read_replication(s: Session) -> tuple[ReplicationReport | None, str]:
 
 # --- DNS: what each authoritative server answers ---------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DnsAnswer:
     source: str  # an authoritative server, or the provider's API
@@ -138,6 +163,7 @@ def _api_reader(provider) -> Callable[[str, str], Answer]:
             return Answer(provider.read(name, rtype))
         except StepFailed as error:
             return Answer(problem=str(error))
+
     return read
 
 
@@ -147,15 +173,19 @@ def dns_sources(s: Session) -> dict[str, Callable[[str, str], Answer]]:
     cfg, provider = s.settings, dns.provider_for(s)
     if cfg.dns_provider == "cloudflare" and not cfg.dns_verify_servers:
         return {f"{provider.label} API": _api_reader(provider)}
-    return {server: (lambda name, rtype, server=server: dns_answers.ask(server, name, rtype))
-            for server in provider.authoritative_servers()}
+    return {
+        server: (lambda name, rtype, server=server: dns_answers.ask(server, name, rtype))
+        for server in provider.authoritative_servers()
+    }
 
 
 def _planned_question(source: str, target: Target) -> str:
     if source.endswith(" API"):
         return f"check: read {target.name} {target.rtype} through the {source}"
     address, port = dns_answers.address_and_port(source)
-    return f"check: dig +norecurse @{address} -p {port} {target.name} {target.rtype}  # flag aa: authoritative"
+    return (
+        f"check: dig +norecurse @{address} -p {port} {target.name} {target.rtype}  # flag aa: authoritative"
+    )
 
 
 def read_dns(s: Session) -> tuple[list[DnsAnswer], str]:
@@ -172,10 +202,14 @@ def read_dns(s: Session) -> tuple[list[DnsAnswer], str]:
         return [], ""
     with ThreadPoolExecutor(max_workers=len(questions) or 1) as pool:
         answers = list(pool.map(lambda q: q[1](q[2].name, q[2].rtype), questions))
-    return [judge_answer(source, target, answer) for (source, _, target), answer in zip(questions, answers)], ""
+    return [
+        judge_answer(source, target, answer)
+        for (source, _, target), answer in zip(questions, answers, strict=True)
+    ], ""
 
 
 # --- judging the phases (pure) ---------------------------------------------------------------------
+
 
 @dataclass
 class Evidence:
@@ -201,13 +235,17 @@ def replication_evidence(report: ReplicationReport | None, problem: str) -> str:
         return f"replication not read: {problem}"
     new = report.standby
     if report.lag_bytes is None:
-        return (f"no replica streams from old (new: {'in recovery' if new.in_recovery else 'a primary'}, "
-                f"WAL receiver {new.receiver_status or 'not running'})" if new else
-                "no replica streams from old; no cluster answers on new")
+        return (
+            f"no replica streams from old (new: {'in recovery' if new.in_recovery else 'a primary'}, "
+            f"WAL receiver {new.receiver_status or 'not running'})"
+            if new
+            else "no replica streams from old; no cluster answers on new"
+        )
     seconds = report.lag_seconds
     lag = f"lag {human_bytes(report.lag_bytes)}, " + (f"{seconds:.1f} s" if seconds is not None else "? s")
-    return f"new streams from old, {lag}" + ("" if report.healthy else
-                                           f": NOT healthy (needs under {human_bytes(report.max_lag_bytes)})")
+    return f"new streams from old, {lag}" + (
+        "" if report.healthy else f": NOT healthy (needs under {human_bytes(report.max_lag_bytes)})"
+    )
 
 
 def _units(units: dict[str, str]) -> str:
@@ -216,22 +254,32 @@ def _units(units: dict[str, str]) -> str:
 
 def _phase1(ev: Evidence) -> tuple[str, list[str]]:
     new, report = ev.new, ev.replication
-    evidence = [f"tunnel {tunnel.UNIT} on new: {new.tunnel}" + ("" if new.tunnel_installed else " (not installed)")]
+    evidence = [
+        f"tunnel {tunnel.UNIT} on new: {new.tunnel}" + ("" if new.tunnel_installed else " (not installed)")
+    ]
     if new.promoted:
         return DONE, evidence + ["new was promoted since: replication has ended, as planned"]
     evidence.append(replication_evidence(report, ev.replication_problem))
     if new.tunnel == "active" and report and report.healthy:
         return DONE, evidence
-    started = new.tunnel_installed or bool(report and ((report.standby and report.standby.in_recovery) or report.slot))
+    started = new.tunnel_installed or bool(
+        report and ((report.standby and report.standby.in_recovery) or report.slot)
+    )
     return (IN_PROGRESS if started else NOT_STARTED), evidence
 
 
 def _phase2(cfg: Settings, ev: Evidence) -> tuple[str, list[str]]:
     old, new = ev.old, ev.new
-    proxy = {True: f"old's nginx ({old.site}) proxies to new", False: f"old's nginx ({old.site}) serves "
-             f"{cfg.domain} itself", None: f"old's nginx: {old.site_problem or 'not read'}"}[old.proxies]
-    evidence = [proxy, f"new's Mastodon: {_units(new.units)}",
-                "new's .env.production: " + ("copied from old" if new.env_copied else "not copied yet")]
+    proxy = {
+        True: f"old's nginx ({old.site}) proxies to new",
+        False: f"old's nginx ({old.site}) serves {cfg.domain} itself",
+        None: f"old's nginx: {old.site_problem or 'not read'}",
+    }[old.proxies]
+    evidence = [
+        proxy,
+        f"new's Mastodon: {_units(new.units)}",
+        "new's .env.production: " + ("copied from old" if new.env_copied else "not copied yet"),
+    ]
     if old.proxies:
         return DONE, evidence
     started = new.env_copied or any(state == "active" for state in new.units.values())
@@ -240,24 +288,37 @@ def _phase2(cfg: Settings, ev: Evidence) -> tuple[str, list[str]]:
 
 def _phase3(ev: Evidence) -> tuple[str, list[str]]:
     old, promoted = ev.old, ev.new.promoted
-    sidekiq_state = (f"old's Sidekiq: {', '.join(old.durable_left)} still on old" if old.durable_left else
-                     f"old's Sidekiq: no {'/'.join(DURABLE_SETS)} left on old, {old.moved} key(s) set aside "
-                     f"as {sidekiq.MOVED_PATTERN}")
-    evidence = [f"old's Mastodon: {_units(old.units)}", sidekiq_state,
-                f"new promoted at {promoted.get('promoted_at')}, timeline {promoted.get('timeline')}, WAL "
-                f"{promoted.get('lsn')}" if promoted else "new not promoted"]
+    sidekiq_state = (
+        f"old's Sidekiq: {', '.join(old.durable_left)} still on old"
+        if old.durable_left
+        else f"old's Sidekiq: no {'/'.join(DURABLE_SETS)} left on old, {old.moved} key(s) set aside "
+        f"as {sidekiq.MOVED_PATTERN}"
+    )
+    evidence = [
+        f"old's Mastodon: {_units(old.units)}",
+        sidekiq_state,
+        f"new promoted at {promoted.get('promoted_at')}, timeline {promoted.get('timeline')}, WAL "
+        f"{promoted.get('lsn')}"
+        if promoted
+        else "new not promoted",
+    ]
     old_down = bool(old.units) and all(stopped(state) for state in old.units.values())
     if promoted and old_down and not old.durable_left:
         return DONE, evidence
-    started = bool(promoted or old.moved or (old.proxies and any(stopped(state) for state in old.units.values())))
+    started = bool(
+        promoted or old.moved or (old.proxies and any(stopped(state) for state in old.units.values()))
+    )
     return (IN_PROGRESS if started else NOT_STARTED), evidence
 
 
 def _phase4(ev: Evidence) -> tuple[str, list[str]]:
     if not ev.dns:
         return UNKNOWN, [f"DNS not asked: {ev.dns_problem or 'no record configured'}"]
-    evidence = [f"{a.source}: {a.name} {a.rtype} {a.answer}" + (f" ({a.holds}'s address)" if a.holds in
-                                                                 ("old", "new") else f" ({a.holds})") for a in ev.dns]
+    evidence = [
+        f"{a.source}: {a.name} {a.rtype} {a.answer}"
+        + (f" ({a.holds}'s address)" if a.holds in ("old", "new") else f" ({a.holds})")
+        for a in ev.dns
+    ]
     holds = {a.holds for a in ev.dns}
     if holds == {"new"}:
         return DONE, evidence
@@ -274,9 +335,16 @@ def _cleanup(ev: Evidence) -> tuple[str, list[str]]:
 def judge(cfg: Settings, ev: Evidence) -> list[PhaseStatus]:
     unreachable = [problem for problem in (ev.old.unreachable, ev.new.unreachable) if problem]
     judged = [_phase1(ev), _phase2(cfg, ev), _phase3(ev), _phase4(ev), _cleanup(ev)]
-    return [PhaseStatus(phase.number, phase.name, UNKNOWN if unreachable else state,
-                        unreachable or evidence, phase.command(cfg))
-            for phase, (state, evidence) in zip(PHASES, judged)]
+    return [
+        PhaseStatus(
+            phase.number,
+            phase.name,
+            UNKNOWN if unreachable else state,
+            unreachable or evidence,
+            phase.command(cfg),
+        )
+        for phase, (state, evidence) in zip(PHASES, judged, strict=True)
+    ]
 
 
 def next_command(cfg: Settings, phases: list[PhaseStatus]) -> str | None:
@@ -288,20 +356,32 @@ def next_command(cfg: Settings, phases: list[PhaseStatus]) -> str | None:
 
 # --- output ---------------------------------------------------------------------------------------
 
+
 def table(phases: list[PhaseStatus], command: str | None) -> str:
     rows = [("PHASE", "STATE", "EVIDENCE")]
     for p in phases:
         rows.append((f"{p.number} {p.name}", p.state, p.evidence[0] if p.evidence else ""))
         rows += [("", "", line) for line in p.evidence[1:]]
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[2] for row in rows]
-    return "\n".join(lines + ["", f"next: {command}" if command else "next: nothing: the migration is complete"])
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[2]
+        for row in rows
+    ]
+    return "\n".join(
+        lines + ["", f"next: {command}" if command else "next: nothing: the migration is complete"]
+    )
 
 
 def as_json(phases: list[PhaseStatus], command: str | None, evidence: Evidence) -> str:
-    return json_module.dumps({"phases": [asdict(p) for p in phases], "next": command,
-                              "replication": evidence.replication.as_dict() if evidence.replication else None,
-                              "dns": [asdict(a) for a in evidence.dns]}, indent=2)
+    return json_module.dumps(
+        {
+            "phases": [asdict(p) for p in phases],
+            "next": command,
+            "replication": evidence.replication.as_dict() if evidence.replication else None,
+            "dns": [asdict(a) for a in evidence.dns],
+        },
+        indent=2,
+    )
 
 
 def gather(s: Session) -> Evidence:

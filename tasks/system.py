@@ -1,4 +1,5 @@
 """Host-level actions: marked lines and blocks in shared files, whole files that converge, units."""
+
 from __future__ import annotations
 
 import shlex
@@ -13,10 +14,15 @@ MARK = "mastodon-migration"  # every line or block this tool adds to a shared fi
 def replace_lines(path: str, marker: str, lines: str, user: str, mode: str = "0600", secrets=()) -> Cmd:
     """Drop the lines containing `marker` from a file and append `lines`, atomically.
     The new lines (which may hold a secret) travel on stdin."""
-    return Cmd(f"set -e\nf={shlex.quote(path)}\n"
-               f'mkdir -p -m 700 "$(dirname "$f")" && touch "$f"\n'
-               f'{{ grep -vF {shlex.quote(marker)} "$f" || true; cat; }} > "$f.{MARK}"\n'
-               f'chmod {mode} "$f.{MARK}" && mv "$f.{MARK}" "$f"', user=user, stdin=lines, secrets=secrets)
+    return Cmd(
+        f"set -e\nf={shlex.quote(path)}\n"
+        f'mkdir -p -m 700 "$(dirname "$f")" && touch "$f"\n'
+        f'{{ grep -vF {shlex.quote(marker)} "$f" || true; cat; }} > "$f.{MARK}"\n'
+        f'chmod {mode} "$f.{MARK}" && mv "$f.{MARK}" "$f"',
+        user=user,
+        stdin=lines,
+        secrets=secrets,
+    )
 
 
 def block(name: str, lines: list[str]) -> str:
@@ -27,26 +33,41 @@ def put_block(path: str, name: str, lines: list[str], user: str, backup_suffix: 
     """Put a block marked BEGIN/END `name` at the top of a config file (first match wins in files
     such as pg_hba.conf), replacing an older copy; the previous file is kept as PATH.BACKUP_SUFFIX."""
     begin, end = f"# BEGIN {MARK} {name}", f"# END {MARK} {name}"
-    return Cmd(f"set -e\nf={shlex.quote(path)}\n"
-               f'cp -p "$f" "$f.{backup_suffix}"\n'
-               f"{{ cat; sed '/^{begin}$/,/^{end}$/d' \"$f.{backup_suffix}\"; }} > \"$f.{MARK}\"\n"
-               f'chmod --reference="$f.{backup_suffix}" "$f.{MARK}" && mv "$f.{MARK}" "$f"',
-               user=user, stdin=block(name, lines))
+    return Cmd(
+        f"set -e\nf={shlex.quote(path)}\n"
+        f'cp -p "$f" "$f.{backup_suffix}"\n'
+        f'{{ cat; sed \'/^{begin}$/,/^{end}$/d\' "$f.{backup_suffix}"; }} > "$f.{MARK}"\n'
+        f'chmod --reference="$f.{backup_suffix}" "$f.{MARK}" && mv "$f.{MARK}" "$f"',
+        user=user,
+        stdin=block(name, lines),
+    )
 
 
 def delete_blocks(path: str, name: str, user: str) -> Cmd:
     """Remove the block(s) marked `name` from a config file ('' : every block this tool put there)."""
     label = f" {name}" if name else " "
     end = "$" if name else ""
-    return Cmd(f"sed -i '/^# BEGIN {MARK}{label}{end}/,/^# END {MARK}{label}{end}/d' {shlex.quote(path)}", user=user)
+    return Cmd(
+        f"sed -i '/^# BEGIN {MARK}{label}{end}/,/^# END {MARK}{label}{end}/d' {shlex.quote(path)}", user=user
+    )
 
 
 def systemctl(*words: str) -> Cmd:
     return Cmd("systemctl " + " ".join(words))
 
 
-def converge_file(remote: Remote, path: str, want: str, have, *, header: str, force: bool, owner: str = "root",
-                  mode: str = "0644", secrets=()) -> bool:
+def converge_file(
+    remote: Remote,
+    path: str,
+    want: str,
+    have,
+    *,
+    header: str,
+    force: bool,
+    owner: str = "root",
+    mode: str = "0644",
+    secrets=(),
+) -> bool:
     """Make `path` hold `want`. A file that differs and was not written by this tool (it lacks
     `header`) is replaced only with `force`; a replaced file is kept as PATH.mig-TIMESTAMP.
     Returns whether anything changed. `have` is the current text (None: no file; UNKNOWN: planning)."""
@@ -54,9 +75,11 @@ def converge_file(remote: Remote, path: str, want: str, have, *, header: str, fo
         return False
     if known(have) and have is not None:
         if not have.startswith(header) and not force:
-            raise StepFailed(f"{path} on {remote.alias} differs from what this tool would write and was not "
-                             "written by it; nothing was changed. Compare the two, then run again with --force "
-                             "(the file is kept as a backup).")
+            raise StepFailed(
+                f"{path} on {remote.alias} differs from what this tool would write and was not "
+                "written by it; nothing was changed. Compare the two, then run again with --force "
+                "(the file is kept as a backup)."
+            )
         remote.run(Cmd(f"cp -p {path} {path}.mig-{time.strftime('%Y%m%d%H%M%S')}"))
     remote.write_file(path, want, owner=owner, mode=mode, secrets=secrets)
     return True

@@ -1,4 +1,5 @@
 """Jinja rendering of the files this tool writes on the hosts (templates/)."""
+
 from __future__ import annotations
 
 import os
@@ -13,6 +14,11 @@ def render(name: str, **values) -> str:
     """Render templates/NAME (or NAME from $MIGRATION_TEMPLATE_DIR, for a customised copy);
     a value the template needs but is not given is an error, not a blank."""
     directory = os.environ.get("MIGRATION_TEMPLATE_DIR") or TEMPLATE_DIR
-    env = Environment(loader=FileSystemLoader(str(directory)), undefined=StrictUndefined,
-                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(str(directory)),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     return env.get_template(name).render(**values)

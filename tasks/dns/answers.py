@@ -1,4 +1,5 @@
 """Answers straight from the zone's authoritative servers: no resolver, no cache, AA bit required."""
+
 from __future__ import annotations
 
 import re
@@ -18,7 +19,7 @@ POLL_INTERVAL = 2.0  # between two rounds of questions while waiting for the ser
 
 
 def address_and_port(server: str) -> tuple[str, int]:
-    """"192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53" -> (address, port)."""
+    """ "192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53" -> (address, port)."""
     match = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?|([^:]+)(?::(\d+))?", server)
     if not match:  # a bare IPv6 address
         return server, 53
@@ -62,8 +63,10 @@ def read(server: str, name: str, rtype: str) -> Record | None:
     """The record as the server holds it; StepFailed when it gives no authoritative answer."""
     answer = ask(server, name, rtype)
     if answer.problem:
-        raise StepFailed(f"{server} about {name} {rtype}: {answer.problem}. Check the server's address "
-                         "(DNS_VERIFY_SERVERS, RFC2136_SERVER) and that it serves the zone.")
+        raise StepFailed(
+            f"{server} about {name} {rtype}: {answer.problem}. Check the server's address "
+            "(DNS_VERIFY_SERVERS, RFC2136_SERVER) and that it serves the zone."
+        )
     return answer.record
 
 
@@ -78,8 +81,12 @@ class Expected:
 
     def met_by(self, answer: Answer) -> bool:
         record = answer.record
-        return (not answer.problem and record is not None and same(record.content, self.content)
-                and self.ttl in (None, record.ttl))
+        return (
+            not answer.problem
+            and record is not None
+            and same(record.content, self.content)
+            and self.ttl in (None, record.ttl)
+        )
 
 
 def lagging(servers: tuple[str, ...], expected: list[Expected]) -> list[str]:

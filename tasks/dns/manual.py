@@ -1,5 +1,6 @@
 """Manual DNS: the operator changes the record at the registrar; we read and wait at the
 authoritative servers (DNS_VERIFY_SERVERS), which answer only once the change is published."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -22,9 +23,11 @@ class ManualProvider:
     def authoritative_servers(self) -> tuple[str, ...]:
         if not self.cfg.dns_verify_servers:
             zone = self.cfg.dns_zone
-            raise StepFailed(f"DNS_PROVIDER=manual reads and waits at the authoritative servers of {zone}: "
-                             f"set DNS_VERIFY_SERVERS to their addresses (dig NS {zone}, then the "
-                             "addresses of those names)")
+            raise StepFailed(
+                f"DNS_PROVIDER=manual reads and waits at the authoritative servers of {zone}: "
+                f"set DNS_VERIFY_SERVERS to their addresses (dig NS {zone}, then the "
+                "addresses of those names)"
+            )
         return self.cfg.dns_verify_servers
 
     def read(self, name: str, rtype: str) -> Record | None:
@@ -38,8 +41,12 @@ class ManualProvider:
     def describe(self, change: Swap) -> str:
         where = f"at your DNS host, in zone {self.cfg.dns_zone}"
         if change.content == change.expected.content:
-            what = f"set the TTL of the {change.rtype} record {change.name} ({change.content}) to {change.ttl} s"
+            what = (
+                f"set the TTL of the {change.rtype} record {change.name} ({change.content}) to {change.ttl} s"
+            )
         else:
-            what = (f"change the {change.rtype} record {change.name} from {change.expected.content} to "
-                    f"{change.content} (TTL {change.ttl} s); change nothing else")
+            what = (
+                f"change the {change.rtype} record {change.name} from {change.expected.content} to "
+                f"{change.content} (TTL {change.ttl} s); change nothing else"
+            )
         return f"{where}, {what}. dns waits until the authoritative servers (DNS_VERIFY_SERVERS) answer it."

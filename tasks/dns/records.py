@@ -3,6 +3,7 @@
 A provider reads a record, compare-and-swaps it (content and/or TTL), names the zone's
 authoritative servers, and describes a swap without contacting anything (for `fab --dry`).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -100,5 +101,7 @@ def judge_refusal(change: Swap, now: Record | None) -> str:
     if change.done_by(now):
         return UNCHANGED
     found = now.show() if now else "no record"
-    raise Conflict(f"{change.name} {change.rtype} changed under us: it holds {found}, not the expected "
-                   f"{change.expected.content}. Look at who changed it, then run dns --plan.")
+    raise Conflict(
+        f"{change.name} {change.rtype} changed under us: it holds {found}, not the expected "
+        f"{change.expected.content}. Look at who changed it, then run dns --plan."
+    )

@@ -1,5 +1,6 @@
 """What the DNS steps remember between runs, in a JSON file next to the run log: each record's
 original TTL, when its TTL was lowered, and when (and with which TTL) it was switched to new."""
+
 from __future__ import annotations
 
 import json
@@ -36,12 +37,20 @@ class DnsState:
             return cls(path, {})
         try:
             raw = json.loads(path.read_text())["records"]
-            return cls(path, {key: RecordState(**{f.name: _decode(f.name, value.get(f.name))
-                                                  for f in fields(RecordState)})
-                              for key, value in raw.items()})
+            return cls(
+                path,
+                {
+                    key: RecordState(
+                        **{f.name: _decode(f.name, value.get(f.name)) for f in fields(RecordState)}
+                    )
+                    for key, value in raw.items()
+                },
+            )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise StepFailed(f"{path} is damaged ({error}); it holds the original TTLs: repair it, or delete it "
-                             "and check the TTLs yourself with dns --plan") from None
+            raise StepFailed(
+                f"{path} is damaged ({error}); it holds the original TTLs: repair it, or delete it "
+                "and check the TTLs yourself with dns --plan"
+            ) from None
 
     def entry(self, key: str) -> RecordState:
         return self.records.setdefault(key, RecordState())
@@ -49,7 +58,9 @@ class DnsState:
     def save(self) -> None:
         """Written whole and renamed into place: an interrupted run never leaves half a file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        records = {key: {k: _encode(v) for k, v in asdict(state).items()} for key, state in self.records.items()}
+        records = {
+            key: {k: _encode(v) for k, v in asdict(state).items()} for key, state in self.records.items()
+        }
         partial = self.path.with_suffix(".partial")
         partial.write_text(json.dumps({"records": records}, indent=2) + "\n")
         os.replace(partial, self.path)
