@@ -175,10 +175,8 @@ def clean_up(s: Session, stop_old_nginx: bool = False) -> None:
             "DNS has moved and every resolver has let go of old's address",
             undo="ssh old -- sudo systemctl enable --now nginx",
         ):
-            if (
-                s.old.fact(UnitState("nginx"), then="`inactive`: already stopped, skip the next block")
-                != "inactive"
-            ):
+            state = s.old.fact(UnitState("nginx"), then="`inactive` or `failed`: skip the next block")
+            if not stopped(state):
                 s.old.run(system.systemctl("disable", "--now", "nginx"))
 
 

@@ -12,7 +12,7 @@ from typing import Callable, ClassVar
 
 from . import redis_cli, system
 from .command import Cmd, Remote, Secret, Session, StepFailed, known
-from .facts import Fact, Output, UnitEnabled, UnitStates
+from .facts import Fact, Output, UnitEnabled, UnitStates, stopped
 from .mastodon import env_values, read_env
 from .sidekiq_jobs import (
     BEAT_SECONDS,
@@ -175,13 +175,13 @@ def stop_old_mastodon(s: Session, timeout: float) -> None:
     ):
         values = env_values(read_env(s, s.old))
         active = s.old.fact(
-            UnitStates(cfg.mastodon_services), then="each unit that is not `inactive` is stopped"
+            UnitStates(cfg.mastodon_services), then="each unit that is not `inactive` or `failed` is stopped"
         )
         state = active if known(active) else {unit: "unknown" for unit in cfg.mastodon_services}
         for unit in (cfg.mastodon_web_service, cfg.mastodon_streaming_service):
-            if state[unit] != "inactive":
+            if not stopped(state[unit]):
                 s.old.run(system.systemctl("stop", unit))
-        if state[cfg.mastodon_sidekiq_service] != "inactive":
+        if not stopped(state[cfg.mastodon_sidekiq_service]):
             _wait_idle(s, values, timeout)
             s.old.run(system.systemctl("kill", "-s", "TSTP", cfg.mastodon_sidekiq_service))
             s.old.wait_for(

@@ -1,0 +1,63 @@
+"""The subsystems' own facts: each parser on the output its command prints on the pair's hosts."""
+import pytest
+
+from tasks import facts, mastodon, nginx, sidekiq, transfer, tunnel
+from tasks.facts import Output
+
+SENDERS = "15/main|127.0.0.1|streaming|0/3000148|0/3000148|0/3000148|0/3000148|0\n"
+ZSET = '{"jid":"a1","class":"X"}\n1764600000.5\n{"jid":"b2","class":"Y"}\n1764600100\n'
+CERTS = ("3b1f...  archive/social.test/cert1.pem\n"
+         "../../archive/social.test/cert1.pem  live/social.test/cert.pem\n")
+
+
+@pytest.mark.parametrize("fact, out, expected", [
+    (mastodon.Health(3000, 4000), Output(0, "OK\nOK\n"), ["OK", "OK"]),
+    (mastodon.Health(3000, 4000), Output(0, "down\nOK\n"), ["down", "OK"]),
+    (mastodon.AssetsPresent("/m", "mastodon"), Output(0, "application-4f2c.js\n"), True),
+    (mastodon.AssetsPresent("/m", "mastodon"), Output(1, ""), False),
+    (mastodon.EnvCopied("/m/.env.production"), Output(0, "1\n"), True),
+    (mastodon.EnvCopied("/m/.env.production"), Output(1, "0\n"), False),
+    (mastodon.EnvCopied("/m/.env.production"), Output(2, ""), False),  # no file yet
+    (mastodon.HomeFeedsPresent(None), Output(0, "feed:home:109\n"), True),
+    (mastodon.HomeFeedsPresent(None), Output(0, ""), False),
+    (mastodon.HttpsAnswer("social.test", "127.0.0.1", "/health"), Output(0, "OK\n200"), (200, "OK")),
+    (mastodon.HttpsAnswer("social.test", "127.0.0.1", "/health"), Output(7, "\n000"), (0, "")),
+    (nginx.EnabledSites("social.test"), Output(0, "/etc/nginx/sites-available/social.test\n"),
+     ["/etc/nginx/sites-available/social.test"]),
+    (nginx.EnabledSites("social.test"), Output(123, ""), []),
+    (nginx.ProxiesToNew("/s"), Output(0, "# Shaped like Mastodon's dist/nginx.conf (4.2+)\n"), False),
+    (nginx.ProxiesToNew("/s"), Output(1, "", "head: cannot open '/s'"), None),
+    (nginx.Answers("social.test", "/health"), Output(22, "", "curl: (22) 502"), False),
+    (sidekiq.SortedSet(None, "retry"), Output(0, ZSET),
+     [('{"jid":"a1","class":"X"}', "1764600000.5"), ('{"jid":"b2","class":"Y"}', "1764600100")]),
+    (sidekiq.QueuedJobs(None, "default"), Output(0, '{"jid":"c3"}\n{"jid":"d4"}\n'),
+     ['{"jid":"c3"}', '{"jid":"d4"}']),
+    (sidekiq.QueueNames(None), Output(0, "default\npush\n"), ["default", "push"]),
+    (sidekiq.DurableLeft(None), Output(0, "schedule\nretry\n"), ["schedule", "retry"]),
+    (sidekiq.MovedKeys(None), Output(0, "       2\n"), 2),
+    (transfer.CertListing("social.test"), Output(0, CERTS), CERTS),
+    (tunnel.INSTALLED, Output(1, ""), False),
+    (facts.PresentPaths(("/a", "/b")), Output(2, "/b\n"), ["/b"]),
+    (facts.CountLines("/p", "x:"), Output(1, "0\n"), 0),
+    (facts.CountLines("/p", "x:"), Output(2, ""), 0),
+    (facts.HomeDir("mastodon"), Output(0, "/home/mastodon\n"), "/home/mastodon"),
+    (facts.LinkTarget("/etc/nginx/sites-enabled/s"), Output(0, "/etc/nginx/sites-available/s\n"),
+     "/etc/nginx/sites-available/s"),
+    (facts.UnitEnabled("nginx"), Output(1, "disabled\n"), "disabled"),
+    (facts.PgReady(5433), Output(2, "127.0.0.1:5433 - no response\n"), False),
+    (facts.Senders(5432), Output(0, SENDERS),
+     [facts.Sender("15/main", "127.0.0.1", "streaming", *["0/3000148"] * 4, 0)]),
+    (facts.SlotState(5432, "mig_new"), Output(0, "mig_new|f|extended|1048576\n"),
+     facts.Slot("mig_new", False, "extended", 1048576)),
+    (facts.SlotState(5432, "mig_new"), Output(0, ""), None),
+])
+def test_each_fact_reads_its_own_answer(fact, out, expected):
+    assert fact.parse(out) == expected
+    assert fact.describe() and fact.command().script  # what the runbook shows with it
+
+
+def test_secret_bearing_reads_keep_their_output_out_of_logs():
+    assert facts.SecretFileText("/m/.env.production", "mastodon").command().secret_output
+    assert transfer.CertArchive("social.test").command().secret_output
+    pgpass = facts.CountLines("/var/lib/postgresql/.pgpass", "127.0.0.1:5433:*:r:", "postgres").command()
+    assert pgpass.script.startswith("grep -csF ")  # only a count comes back, never the password line
