@@ -99,19 +99,18 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
     changed = mastodon.use_local_database(s)
     if promoted or changed:  # web first: it takes the writes; the rest follows once writes flow again
         mastodon.restart_services(s, s.new, services="web")
-    with s.step(
-        "verify",
-        "the first write that new's Mastodon accepts on its own database",
-        undo="not needed: the probe is a private post (or a transaction) on new",
-    ):
-        mastodon.probe_write(s)
-        if promoted and not s.planning:
-            accepted_at = time.time()
-            s.say(
-                f"==> write-unavailability window: {accepted_at - fenced_at:.1f} s, from the fence of old "
-                f"(epoch {fenced_at:.3f}) to the first write new accepted (epoch {accepted_at:.3f})"
-            )
-    if promoted or changed:
+        with s.step(
+            "verify",
+            "the first write that new's Mastodon accepts on its own database",
+            undo="not needed: the probe is a private post (or a transaction) on new",
+        ):
+            mastodon.probe_write(s)
+            if promoted and not s.planning:
+                accepted_at = time.time()
+                s.say(
+                    f"==> write-unavailability window: {accepted_at - fenced_at:.1f} s, from the fence of "
+                    f"old (epoch {fenced_at:.3f}) to the first write new accepted (epoch {accepted_at:.3f})"
+                )
         mastodon.restart_services(s, s.new, services="sidekiq,streaming")
     postgres.keep_old_down(s)
 

@@ -690,17 +690,34 @@ def promote_new(s: Session, catchup_timeout: float = 30) -> bool:
 
 def remove_replication_leftovers(s: Session) -> None:
     """The replication role, slot, WAL cap and pg_hba blocks on old (started fenced for this, then stopped
-    again: it stays down, start.conf manual), and the role's password on new."""
+    again: it stays down, start.conf manual); on new the role's password, and the role and WAL cap that
+    came with the copy of old."""
     cfg = s.settings
     with s.step(
         "remove replication leftovers",
         f"role {cfg.replication_role} and slot {cfg.replication_slot} on "
-        "old, their pg_hba blocks, and the password in new's .pgpass",
+        "old, their pg_hba blocks, and the password in new's .pgpass; the role and the WAL cap on new, "
+        "which came with the copy of old",
         undo="not needed once new is the primary: phase 1 would create them again",
     ):
         system.remove_marked_lines(
             s.new, PGPASS, f"127.0.0.1:{cfg.tunnel_port}:*:{cfg.replication_role}:", user="postgres"
         )
+        inherited = query(
+            s.new,
+            f"SELECT count(*) FROM pg_roles WHERE rolname = '{cfg.replication_role}';",
+            cfg,
+            means="prints 1 while new, the primary now, still has the replication role it received from old",
+            then="0: skip the next block",
+        )
+        if not known(inherited) or inherited != "0":
+            s.new.run(
+                psql(
+                    f"DROP ROLE IF EXISTS {cfg.replication_role};\n"
+                    "ALTER SYSTEM RESET max_slot_wal_keep_size;\nSELECT pg_reload_conf();",
+                    cfg.pg_port,
+                )
+            )
         place = cluster(s, s.old)
         marked = s.old.fact(
             CountLines(place.hba_file, f"# BEGIN {system.MARK}", "postgres"),

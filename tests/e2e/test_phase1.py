@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from . import state
 from .conftest import REPO, fab
 
 pytestmark = pytest.mark.docker
@@ -36,17 +37,6 @@ def wait_until(predicate, timeout, what):
 def streaming(pair):
     return (pair.exec("new", *PSQL, "-c", "SELECT status FROM pg_stat_wal_receiver").stdout.strip()
             == "streaming")
-
-
-def actions(output: str) -> list[str]:
-    """The state-changing commands a run echoed (checks are not echoed), each with its script lines."""
-    found = []
-    for line in output.splitlines():
-        if re.match(r"  (old|new)\$ ", line):
-            found.append(line)
-        elif found and line.startswith("    "):
-            found[-1] += "\n" + line
-    return found
 
 
 def test_tunnel_refuses_a_port_held_by_another_process(pair):
@@ -85,8 +75,23 @@ def test_a_backup_whose_tunnel_dies_cleans_up_and_changes_nothing_on_old(pair):
     assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "f"  # new's own default cluster, running again
 
 
+SAMPLED: dict[str, str] = {}  # `ps auxww` on each host, sampled every 0.1 s while phase 1 ran
+
+
+def sample_processes(pair, host):
+    script = "for i in $(seq 3000); do ps auxww; echo @@; sleep 0.1; done"
+    return subprocess.Popen(["docker", "exec", pair.container(host), "sh", "-c", script],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
 def test_phase1_leaves_new_streaming_from_old(pair):
-    result = fab("-H", "old,new", "phase1-replicate", timeout=600)
+    samplers = {host: sample_processes(pair, host) for host in ("old", "new")}
+    try:
+        result = fab("-H", "old,new", "phase1-replicate", timeout=600)
+    finally:
+        for host, sampler in samplers.items():
+            sampler.kill()
+            SAMPLED[host] = sampler.communicate()[0]
     assert result.returncode == 0, result.stdout + result.stderr
     assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "t"
     rows = sql(pair, "old", "SELECT client_addr, state FROM pg_stat_replication").splitlines()
@@ -95,9 +100,10 @@ def test_phase1_leaves_new_streaming_from_old(pair):
 
 
 def test_a_second_run_changes_nothing(pair):
+    before = state.both(pair)
     result = fab("-H", "old,new", "phase1-replicate", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert actions(result.stdout) == []
+    assert state.changes(before, state.both(pair)) == []
     assert "already streaming from old" in result.stdout
 
 
@@ -118,8 +124,10 @@ def test_the_password_never_shows(pair):
     line = pair.exec("new", "cat", "/var/lib/postgresql/.pgpass", check=True).stdout
     password = [x for x in line.splitlines() if ":mig_replicator:" in x][0].rsplit(":", 1)[1]
     assert len(password) >= 32
+    # sampled while the base backup ran (its pg_basebackup is in the samples), not once afterwards
+    assert "walsender" in SAMPLED["old"] and "pg_basebackup -h 127.0.0.1" in SAMPLED["new"], "no sample of it"
     for host in ("old", "new"):
-        assert password not in pair.exec(host, "ps", "auxww").stdout
+        assert password not in SAMPLED[host] + pair.exec(host, "ps", "auxww").stdout
     logs = "".join(p.read_text() for p in (REPO / "logs").glob("*.log"))
     assert password not in logs
     auto_conf = pair.exec("new", "cat", "/var/lib/postgresql/15/main/postgresql.auto.conf", check=True).stdout
@@ -132,11 +140,17 @@ def test_the_tunnel_key_opens_no_shell_and_no_other_forward(pair):
     ssh = ["sudo", "-u", "postgres", "ssh", "-i", KEY, "-o", "BatchMode=yes",
            "-o", f"UserKnownHostsFile={KEY}.known_hosts", "postgres@172.30.99.11"]
     shell = pair.exec("new", *ssh, "echo", "shell-opened")
-    assert shell.returncode != 0 and "shell-opened" not in shell.stdout
+    # the key was accepted (no "Permission denied", not ssh's own 255) and ran the forced /bin/false
+    assert (shell.returncode, shell.stdout) == (1, ""), shell
+    assert "Permission denied" not in shell.stderr
     other = pair.exec("new", *ssh[:-1], "-W", "127.0.0.1:22", ssh[-1], timeout=30)
     assert other.returncode != 0 and "SSH-2.0" not in other.stdout
-    allowed = pair.exec("new", *ssh[:-1], "-W", "127.0.0.1:5432", ssh[-1], input="", timeout=30)
-    assert "administratively prohibited" not in allowed.stderr
+    assert "administratively prohibited" in other.stderr, other.stderr
+    # the one allowed forward works: PostgreSQL answers an SSLRequest with one byte, S or N
+    forward = ["docker", "exec", "-i", pair.container("new"), *ssh[:-1], "-W", "127.0.0.1:5432", ssh[-1]]
+    ssl_request = bytes.fromhex("0000000804d2162f")
+    allowed = subprocess.run(forward, input=ssl_request, capture_output=True, timeout=30)
+    assert allowed.stdout[:1] in (b"S", b"N"), allowed
 
 
 def test_a_killed_tunnel_comes_back_by_itself(pair):

@@ -11,14 +11,21 @@ import time
 
 import pytest
 
+from . import state
 from .conftest import REPO, fab
-from .test_phase1 import PSQL, actions, sql, wait_until
+from .test_phase1 import PSQL, sql, wait_until
 from .tokens import active_accounts
 from .traffic import Traffic, missing_ids
 
 pytestmark = pytest.mark.docker
 
 TUNNEL = "mastodon-migration-tunnel"
+# What the failover may still cost clients today (requests fail while new takes over). The PgBouncer
+# issue brings each of these to 0.
+MAX_REPORTED_WINDOW_S = 10.0  # the write-unavailability window the tool prints
+MAX_CLIENT_WINDOW_S = 5.0  # the client's view: its first failed request to the next success
+MAX_FAILED_REQUESTS = 100
+MEASURED: dict = {}  # this tool's failover, as measured here, for the baseline file
 OLD_UNITS = ("mastodon-web", "mastodon-sidekiq", "mastodon-streaming")
 
 
@@ -130,12 +137,20 @@ def test_failover_under_live_load_loses_no_acknowledged_write(pair, tokens, orig
     window = re.search(r"write-unavailability window: ([\d.]+) s, from the fence of old \(epoch ([\d.]+)\) "
                        r"to the first write new accepted \(epoch ([\d.]+)\)", result.stdout)
     assert window, result.stdout
-    print(f"\nfailover: window {window.group(1)} s; traffic: {traffic.summary()}")
+    client_window = failure_window(traffic.requests)
+    print(f"\nfailover: window {window.group(1)} s, {client_window:.2f} s seen by the client; "
+          f"traffic: {traffic.summary()}")
     assert len(traffic.acknowledged) > 100
-    assert missing_ids(pair, "new", traffic.acknowledged) == []
+    lost = missing_ids(pair, "new", traffic.acknowledged)
+    MEASURED.update(acknowledged=len(traffic.acknowledged), lost=len(lost), failed=len(traffic.failures),
+                    window_s=float(window.group(1)), client_window_s=round(client_window, 2))
+    assert lost == []
     fenced, accepted = float(window.group(2)), float(window.group(3))
     outside = [r for r in traffic.failures if r.wall_ended < fenced - 0.5 or r.wall_started > accepted + 0.5]
     assert outside == [], outside[:5]
+    assert float(window.group(1)) <= MAX_REPORTED_WINDOW_S
+    assert client_window <= MAX_CLIENT_WINDOW_S
+    assert len(traffic.failures) <= MAX_FAILED_REQUESTS, traffic.summary()
     assert sql(pair, "new", "SELECT count(*) FROM mig_uncommitted", "mastodon_production") == "0"
     # old's durable Sidekiq state is on new exactly once
     for key, jids in original_jobs.items():
@@ -154,11 +169,24 @@ def test_after_the_failover(pair, tokens):
                for unit in OLD_UNITS)
 
 
+def failure_window(requests) -> float:
+    """The longest time the client saw only failures: from a failed request's start to the end of the next
+    request that succeeded (0 when nothing failed)."""
+    longest, first_failed = 0.0, None
+    for request in sorted(requests, key=lambda r: r.wall_started):
+        if not request.ok and first_failed is None:
+            first_failed = request.wall_started
+        elif request.ok and first_failed is not None:
+            longest, first_failed = max(longest, request.wall_ended - first_failed), None
+    return longest
+
+
 def test_a_rerun_reports_already_promoted_and_changes_nothing(pair, tokens):
+    before = state.both(pair)
     result = fab("-H", "old,new", "phase3-failover", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "already promoted" in result.stdout
-    assert actions(result.stdout) == []
+    assert state.changes(before, state.both(pair)) == []
 
 
 def test_the_naive_order_of_the_original_procedure_loses_writes(pair, tokens):
@@ -181,10 +209,12 @@ def test_the_naive_order_of_the_original_procedure_loses_writes(pair, tokens):
     time.sleep(5)
     traffic.stop()
     lost = missing_ids(pair, "new", traffic.acknowledged)
-    report = {"naive_order": {"acknowledged": len(traffic.acknowledged), "lost": len(lost)},
-              "this_tool": {"lost": 0}}
+    report = {"naive_order": {"acknowledged": len(traffic.acknowledged), "lost": len(lost),
+                              "failed": len(traffic.failures)}}
+    if MEASURED:  # only what was measured in this session: the failover test above
+        report["this_tool"] = MEASURED
     (REPO / "build").mkdir(exist_ok=True)
     (REPO / "build" / "failover-baseline.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nbaseline: the naive order lost {len(lost)} of {len(traffic.acknowledged)} acknowledged writes; "
-          "this tool's failover lost 0")
+    print(f"\nbaseline: {json.dumps(report)}")
     assert traffic.acknowledged
+    assert lost, "the naive order lost no write: this control shows nothing (is traffic reaching old?)"

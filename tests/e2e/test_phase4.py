@@ -16,7 +16,9 @@ import pytest
 from tests.fakes.bind import Bind
 from tests.fakes.cloudflare_api import FakeCloudflare
 
+from . import state
 from .conftest import REPO, fab
+from .test_phase1 import PSQL
 from .tokens import active_accounts
 from .traffic import Traffic, missing_ids
 
@@ -50,6 +52,12 @@ def settings_file(tmp_path, **keys):
 
 def port_for(pair, address):
     return pair.https_port({OLD: "old", NEW: "new"}[address])
+
+
+def record_of(bind) -> str:
+    """The A record as BIND holds it, TTL included."""
+    query = dns.message.make_query("social.test", "A")
+    return dns.query.udp(query, "127.0.0.1", port=bind.port, timeout=2).answer[0].to_text()
 
 
 def run_across(pair, tokens, route, *args, env):
@@ -86,8 +94,10 @@ def test_rfc2136_cutover_moves_the_live_client_with_zero_failures(pair, tokens, 
         assert traffic.failures == [], traffic.summary()
         assert missing_ids(pair, "new", traffic.acknowledged) == []
         assert "run cleanup after" in result.stdout
+        before, answer = state.both(pair), record_of(bind)
         again = fab("-H", "old,new", "dns", env=env)
         assert again.returncode == 0 and "unchanged" in again.stdout
+        assert state.changes(before, state.both(pair)) == [] and record_of(bind) == answer
     finally:
         bind.stop()
 
@@ -128,9 +138,16 @@ def test_cleanup_shows_a_plan_then_leaves_nothing_behind(pair, tokens):
     assert "mastodon-migration" not in pair.exec("old", "cat", "/etc/postgresql/15/main/pg_hba.conf").stdout
     assert "mig_replicator" not in pair.exec("new", "cat", "/var/lib/postgresql/.pgpass").stdout
     assert pair.exec("old", "ls", "-A", "/var/lib/postgresql/15/main/pg_replslot").stdout.strip() == ""
+    # new, the primary now, received the replication role through replication: it goes there too
+    role = "SELECT rolname FROM pg_roles WHERE rolname = 'mig_replicator'"
+    roles = pair.exec("new", *PSQL, "-c", role).stdout
+    slots = pair.exec("new", *PSQL, "-c", "SELECT slot_name FROM pg_replication_slots").stdout
+    assert (roles.strip(), slots.strip()) == ("", "")
     assert pair.exec("new", "ls", "/var/lib/postgresql/.ssh/").stdout.count("mastodon-migration") == 0
+    before = state.both(pair)
     again = fab("-H", "old,new", "cleanup", "--apply", timeout=300)
-    assert again.returncode == 0 and "$ " not in again.stdout
+    assert again.returncode == 0
+    assert state.changes(before, state.both(pair)) == []
     # the instance still works on new
     status, _, _ = pair.request("GET", "/api/v1/timelines/home", host="new", token=tokens[0])
     assert status == 200

@@ -14,6 +14,7 @@ import pytest
 
 from tests.fakes.bind import Bind
 
+from . import state
 from .conftest import PAIR_PY, REPO, fab
 from .test_phase4 import ZONE  # social.test A: old's address
 
@@ -72,8 +73,10 @@ def test_after_phase1_phase2_is_next(fresh):
     assert "new streams from old, lag " in table and table.endswith("next: fab -H old,new phase2-proxy\n")
 
 
-def test_status_changes_nothing(fresh):
+def test_status_changes_nothing(pair, fresh):
+    before = state.both(pair)
     shown = status(fresh)
+    assert state.changes(before, state.both(pair)) == []
     assert "$ " not in shown  # every action is echoed as `  HOST$ COMMAND`; status ran none
     own_log = Path(fresh["MIGRATION_ENV"]).parent / "logs" / "status.log"
     logged = [json.loads(line) for line in own_log.read_text().splitlines()]

@@ -44,6 +44,7 @@ class Traffic:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    started: float = 0.0
 
     def _port(self) -> int:
         return self.route() if self.route else self.pair.https_port("old")
@@ -85,7 +86,7 @@ class Traffic:
                 request.status = status
                 if not request.ok:
                     request.error = body[:200].decode(errors="replace")
-            except (OSError, http.client.HTTPException, ValueError) as error:
+            except Exception as error:  # whatever ends a request is a failed request, never a dead thread
                 request.error = f"{type(error).__name__}: {error}"
             request.ended, request.wall_ended = time.monotonic(), time.time()
             with self._lock:
@@ -94,6 +95,7 @@ class Traffic:
             self._stop.wait(next_at - time.monotonic())
 
     def start(self) -> "Traffic":
+        self.started = time.monotonic()
         for kind, rate in (("write", self.writes_per_second), ("read", self.reads_per_second)):
             thread = threading.Thread(target=self._loop, args=(kind, rate), daemon=True)
             thread.start()
@@ -104,6 +106,7 @@ class Traffic:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
+        self.expect_at_least(time.monotonic() - self.started)
         return self
 
     @property
@@ -113,6 +116,13 @@ class Traffic:
     @property
     def acknowledged(self) -> list[str]:
         return [r.status_id for r in self.requests if r.kind == "write" and r.ok]
+
+    def expect_at_least(self, seconds: float, share: float = 0.5) -> None:
+        """A stalled client cannot pass as "no failures": each kind made at least `share` of the requests
+        its rate promises over `seconds` (the time the traffic ran)."""
+        for kind, rate in (("write", self.writes_per_second), ("read", self.reads_per_second)):
+            made = len([r for r in self.requests if r.kind == kind])
+            assert made >= share * rate * seconds, f"only {made} {kind}s in {seconds:.0f} s at {rate}/s"
 
     def summary(self) -> str:
         writes = [r for r in self.requests if r.kind == "write"]

@@ -214,6 +214,14 @@ def test_a_planned_phase_has_no_drift_against_itself(example_settings):
     executed = [record for title, commands in steps
                 for record in ([{"step": title}] if title else []) + [{"command": c} for c in commands]]
     assert runbook.drift(steps, executed) == []
+    # the same run with one command changed, and a step that came too late: each is drift
+    index = next(i for i, r in enumerate(executed) if "pg_basebackup" in r.get("command", "") or
+                 "tootctl feeds build" in r.get("command", ""))
+    tampered = [*executed[:index], {"command": executed[index]["command"] + " --all-the-things"},
+                *executed[index + 1:], {"step": steps[1][0]}]
+    found = runbook.drift(steps, tampered)
+    assert len(found) == 2 and found[0].endswith("--all-the-things")
+    assert found[1].startswith(f"step {steps[1][0]!r} after step")
 
 
 NESTED = [("", []), ("media sync", ["rsync"]), ("media key", ["ssh-keygen"]), ("restart", ["reload web"]),
