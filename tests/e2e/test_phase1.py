@@ -78,10 +78,14 @@ def test_a_backup_whose_tunnel_dies_cleans_up_and_changes_nothing_on_old(pair):
 SAMPLED: dict[str, str] = {}  # `ps auxww` on each host, sampled every 0.1 s while phase 1 ran
 
 
+SAMPLES = "/tmp/mig-ps-samples"
+
+
 def sample_processes(pair, host):
-    script = "for i in $(seq 3000); do ps auxww; echo @@; sleep 0.1; done"
+    """`ps auxww` every 0.1 s into a file on the host (a pipe would fill and stall the sampler)."""
+    script = f"rm -f {SAMPLES}; for i in $(seq 3000); do ps auxww; echo @@; sleep 0.1; done > {SAMPLES}"
     return subprocess.Popen(["docker", "exec", pair.container(host), "sh", "-c", script],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def test_phase1_leaves_new_streaming_from_old(pair):
@@ -90,8 +94,9 @@ def test_phase1_leaves_new_streaming_from_old(pair):
         result = fab("-H", "old,new", "phase1-replicate", timeout=600)
     finally:
         for host, sampler in samplers.items():
-            sampler.kill()
-            SAMPLED[host] = sampler.communicate()[0]
+            pair.exec(host, "pkill", "-f", "seq 3000")
+            sampler.wait(timeout=30)
+            SAMPLED[host] = pair.exec(host, "cat", SAMPLES).stdout
     assert result.returncode == 0, result.stdout + result.stderr
     assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "t"
     rows = sql(pair, "old", "SELECT client_addr, state FROM pg_stat_replication").splitlines()
