@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Prepare a Debian 12 machine (as root) to run the simulated pair: install the Docker engine, Compose v1,
-# mmdebstrap, BIND tools and openssl from Debian's packages when missing, start dockerd when the engine does
-# not answer (no systemd as PID 1 here), and wait until `docker info` works. Idempotent; called by .ci/run.
+# Prepare a Debian 12 machine (as root) for `make test`: install the Docker engine, Compose v1, mmdebstrap,
+# BIND and its tools, Redis (the unit tests run a real BIND and Redis on loopback) and openssl from Debian's
+# packages when missing, start dockerd when the engine does not answer (no systemd as PID 1 here), and wait
+# until `docker info` works. Idempotent; `make test` and `make demo` call it.
 set -euo pipefail
 
 log() { echo "setup-engine: $*" >&2; }
@@ -17,6 +18,8 @@ have_cmd mmdebstrap     || need+=(mmdebstrap)
 have_cmd openssl        || need+=(openssl)
 have_cmd named          || need+=(bind9)
 have_pkg bind9-dnsutils || need+=(bind9-dnsutils)
+have_cmd tsig-keygen    || need+=(bind9-utils)
+have_cmd redis-server   || need+=(redis-server)
 # mmdebstrap needs the archive keyring named in the machine's sources file.
 have_pkg debian-archive-keyring || need+=(debian-archive-keyring)
 

@@ -3,7 +3,7 @@
 Fabric runs a task once per `-H` host. Two-host tasks (the phases, and tasks such as `tunnel`
 that act on both hosts) must run ONCE with both: `PhaseExecutor`, selected in fabric.yaml by
 `tasks.executor_class`, folds the per-host calls of such a task into one call whose context knows
-every host. One-host tasks keep Fabric's per-host behaviour. See ../shared/notes/fabric.md §1.
+every host. One-host tasks keep Fabric's per-host behaviour.
 """
 
 from __future__ import annotations
