@@ -339,12 +339,27 @@ def provision_inputs_hash(host: str, pubkey: str) -> str:
     roots = [PROVISION_DIR] + ([STANDIN_DIR] if STANDIN_DIR.is_dir() else [])
     extra = f"{host}\0{pubkey}\0{(CA_DIR / 'ca.crt').read_text()}\0"
     if host == "old":
-        extra += f"SEED_SIZE={seed_size()}\0"
+        extra += f"SEED_SIZE={seed_size()}\0PAIR_PROFILE={profile()}\0"
     return tree_hash(*roots, extra=extra.encode())[:16]
 
 
 def seed_size() -> str:
     return os.environ.get("SEED_SIZE", "small")
+
+
+PROFILES = {
+    "default": "old as Mastodon's install guide leaves it: peer authentication over the socket, no database "
+               "password, PostgreSQL tuned as pgtune suggests",
+    "variant": "old's Mastodon reaches PostgreSQL over TCP with a password; Debian's PostgreSQL settings",
+}
+
+
+def profile() -> str:
+    """PAIR_PROFILE: which kind of `old` the pair simulates (`new` is the same fresh host in each)."""
+    name = os.environ.get("PAIR_PROFILE", "default")
+    if name not in PROFILES:
+        raise PairError(f"PAIR_PROFILE={name!r}: choose one of " + ", ".join(PROFILES))
+    return name
 
 
 def provision(host: str, pubkey: str, ca_crt: Path, results: dict) -> None:
@@ -361,6 +376,7 @@ def provision(host: str, pubkey: str, ca_crt: Path, results: dict) -> None:
         env = {"DOMAIN": DOMAIN}
         if host == "old":
             env["SEED_SIZE"] = seed_size()
+            env["PAIR_PROFILE"] = profile()
         args = ["docker", "exec"] + sum((["-e", f"{k}={v}"] for k, v in env.items()), []) + [
             HOSTS[host]["container"], "bash", f"/opt/mastomig/provision/{host}.sh"]
         with open(logfile, "wb") as fh:
@@ -429,6 +445,7 @@ def pair_json(ca_crt: Path) -> dict:
         "ssh_user": "admin",
         "demo_env": str(DEMO_ENV),
         "seed_size": seed_size(),
+        "profile": profile(),
         "hosts": {
             name: {
                 "container": h["container"],
