@@ -7,7 +7,8 @@ Layers, imports pointing down only:
                                        runbook): steps as scopes, one way to wait
   executor                             Fabric plumbing: two-host tasks, sessions, host keys
   system, postgres, tunnel, mastodon,  one module per subsystem: its facts, actions and tasks
-  nginx, sidekiq, transfer, dns/
+  nginx, sidekiq, transfer, access,
+  dns/
   preflight, phases                    phases composed from subsystem steps, and the table of phases
   status, runbook                      read the phases
 The dns/ package's records, answers, state and providers import only core and settings.

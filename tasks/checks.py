@@ -169,6 +169,40 @@ def mastodon_versions(cfg: Settings, old: Output, new: Output) -> Check:
     return Check("Mastodon version", "both", PASS, f"same version ({revisions['old'][:12]})")
 
 
+def standby_settings(old: Output, new: Output) -> Check:
+    """new will be old's hot standby: each setting in facts.HOT_STANDBY_SETTINGS must be as high as old's."""
+    name = "hot-standby settings"
+    old_values, new_values = facts.StandbySettings.parse(old), facts.StandbySettings.parse(new)
+    if old_values is None or new_values is None:
+        return Check(name, "both", WARN, "not read (a cluster does not answer)")
+    low = facts.too_low(old_values, new_values)
+    if low:
+        return Check(
+            name,
+            "new",
+            WARN,
+            "; ".join(f"{key} is {theirs} on new, {ours} on old" for key, (ours, theirs) in low.items())
+            + ": phase 1 raises them on new",
+        )
+    return Check(name, "new", PASS, "each is at least old's value")
+
+
+def mastodon_login(tunnel: Output, login: Output) -> Check:
+    """After phase 1: new's Mastodon can log into old's database through the tunnel, as it will in phase 2."""
+    name = "Mastodon's database login"
+    if not facts.UnitProcess.parse(tunnel).pid:
+        return Check(name, "new", PASS, "checked once phase 1 has set up the tunnel")
+    if login.ok:
+        return Check(name, "new", PASS, "new's Mastodon logs into old's database through the tunnel")
+    return Check(
+        name,
+        "new",
+        WARN,
+        f"new's Mastodon cannot log into old's database through the tunnel "
+        f"({login.why()}): phase 1 sets that up; run it again",
+    )
+
+
 def tunnel_port(cfg: Settings, listeners: Output, tunnel: Output) -> Check:
     """The tunnel port on new must be free, or held by the tunnel unit's own ssh."""
     name = "tunnel port"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
 from .core import UNKNOWN, Secret
-from .shell import Cmd, Output
+from .shell import Cmd, Output, quoted
 
 T = TypeVar("T")
 
@@ -137,7 +137,7 @@ class LinesWith(Fact[str]):
 
     def command(self) -> Cmd:
         flags = "-sxF" if self.whole_line else "-sF"
-        return Cmd(f"grep {flags} -- {shlex.quote(self.text)} {shlex.quote(self.path)}", user=self.user)
+        return Cmd(f"grep {flags} -- {quoted(self.text)} {shlex.quote(self.path)}", user=self.user)
 
     def parse(self, out: Output) -> str:
         return out.stdout if out.ok else ""
@@ -156,7 +156,7 @@ class CountLines(Fact[int]):
 
     def command(self) -> Cmd:
         flags = "-csxF" if self.whole_line else "-csF"
-        return Cmd(f"grep {flags} -- {shlex.quote(self.text)} {shlex.quote(self.path)}", user=self.user)
+        return Cmd(f"grep {flags} -- {quoted(self.text)} {shlex.quote(self.path)}", user=self.user)
 
     @staticmethod
     def parse(out: Output) -> int:
@@ -596,6 +596,46 @@ class DataDirEntries(Fact[Output]):
         return out
 
 
+# A hot standby refuses to start when one of these is lower than on its primary.
+HOT_STANDBY_SETTINGS = (
+    "max_connections",
+    "max_worker_processes",
+    "max_wal_senders",
+    "max_prepared_transactions",
+    "max_locks_per_transaction",
+)
+
+
+@dataclass(frozen=True)
+class StandbySettings(Fact["dict[str, int] | None"]):
+    """The settings a hot standby must have at least as high as its primary; None when no cluster answers."""
+
+    port: int
+    passes: ClassVar[str] = "prints `name|value` for each of " + ", ".join(HOT_STANDBY_SETTINGS)
+
+    def command(self) -> Cmd:
+        names = ", ".join(f"'{name}'" for name in HOT_STANDBY_SETTINGS)
+        return psql(
+            f"SELECT name, setting FROM pg_settings WHERE name IN ({names}) ORDER BY name;", self.port
+        )
+
+    @staticmethod
+    def parse(out: Output) -> dict[str, int] | None:
+        if not out.ok:
+            return None
+        rows = psql_rows(out, 2)
+        return {name: int(value) for name, value in rows if value.lstrip("-").isdigit()}
+
+
+def too_low(old: dict[str, int], new: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Each hot-standby setting lower on new than on old: name -> (old's value, new's)."""
+    return {
+        name: (old[name], new[name])
+        for name in HOT_STANDBY_SETTINGS
+        if name in old and name in new and new[name] < old[name]
+    }
+
+
 @dataclass(frozen=True)
 class DatabaseSize(Fact[int]):
     port: int
@@ -631,6 +671,10 @@ class Cluster:
     @property
     def start_conf(self) -> str:
         return f"{self.config_dir}/start.conf"
+
+    @property
+    def log_file(self) -> str:
+        return f"/var/log/postgresql/postgresql-{self.version}-{self.name}.log"
 
 
 @dataclass(frozen=True)
@@ -838,6 +882,22 @@ class PgReady(Fact[bool]):
     @staticmethod
     def parse(out: Output) -> bool:
         return out.ok
+
+
+@dataclass(frozen=True)
+class ServerLog(Fact[str]):
+    """The last lines of a cluster's log (why it did not start), for an error message."""
+
+    path: str
+    lines: int = 8
+    passes: ClassVar[str] = "prints the cluster log's last lines: they say why it stopped or did not start"
+
+    def command(self) -> Cmd:
+        return Cmd(f"tail -n {self.lines} {shlex.quote(self.path)}")
+
+    @staticmethod
+    def parse(out: Output) -> str:
+        return out.stdout.strip() or out.why()
 
 
 @dataclass(frozen=True)

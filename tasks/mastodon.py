@@ -358,41 +358,47 @@ def use_local_database(s: Session) -> bool:
     cfg = s.settings
     with s.step(
         "point Mastodon at new's database",
-        f"DB_HOST=127.0.0.1, DB_PORT={cfg.pg_port} in new's .env.production",
+        "new's .env.production reaches new's own cluster the way old's reached old's: the socket (peer) "
+        f"where old used it, else 127.0.0.1:{cfg.pg_port}",
         undo="none after the promotion: new's database is the only primary",
     ):
-        text = read_env(s, s.new)
+        text, old_text = read_env(s, s.new), read_env(s, s.old)
         if text is None:
             raise StepFailed(f"new has no {env_path(s)}")
         want = (
-            mastodon_env.point_at_local_database(text, cfg.pg_port)
-            if known(text)
+            mastodon_env.point_at_local_database(text, old_text or "", cfg.pg_port)
+            if known(text) and known(old_text)
             else "<new's .env.production>"
         )
         if known(text) and want == text:
             return False
-        secret = Secret(want, f"new's .env.production with DB_HOST=127.0.0.1, DB_PORT={cfg.pg_port}")
+        secret = Secret(want, "new's .env.production, its database on new")
         s.new.write_file(env_path(s), want, owner=cfg.mastodon_user, mode="0600", secrets=(secret,))
         return True
 
 
 @dataclass(frozen=True)
 class CanWrite(Fact[bool]):
-    """A write transaction as Mastodon's database role, as its .env.production says (password on stdin)."""
+    """A write transaction as Mastodon logs in from its .env.production: as its Unix user, to DB_HOST (a
+    socket directory means peer authentication), with DB_PASS when set (in the script, on stdin)."""
 
-    port: int
+    host: str
+    port: str
     user: str
     database: str
     password: Secret
+    unix_user: str = "mastodon"
 
-    passes: ClassVar[str] = "prints a transaction id and exits 0 once Mastodon's role can write on new"
+    passes: ClassVar[str] = "prints a transaction id and exits 0 once Mastodon's role can write there"
 
     def command(self) -> Cmd:
+        password = (
+            f"export PGPASSWORD={shlex.quote(self.password.reveal())}\n" if self.password.reveal() else ""
+        )
         return Cmd(
-            f"export PGPASSWORD={shlex.quote(self.password.reveal())}; "
-            f"psql -XAtq -h 127.0.0.1 -p {self.port} "
-            f"-U {self.user} -d {self.database} -c 'SELECT pg_current_xact_id()'",
-            user=None,
+            f"{password}psql -w -XAtq -h {shlex.quote(self.host)} -p {self.port} -U {self.user} "
+            f"-d {self.database} -c 'SELECT pg_current_xact_id()'",
+            user=self.unix_user,
             secrets=(self.password,),
         )
 
@@ -429,10 +435,12 @@ def probe_write(s: Session) -> None:
     password = Secret(values.get("DB_PASS", ""), "DB_PASS in new's .env.production")
     s.new.wait_for(
         CanWrite(
-            cfg.pg_port,
-            values.get("DB_USER", "mastodon"),
-            values.get("DB_NAME", "mastodon_production"),
+            values.get("DB_HOST") or "localhost",
+            values.get("DB_PORT") or "5432",
+            values.get("DB_USER") or "mastodon",
+            values.get("DB_NAME") or "mastodon_production",
             password,
+            cfg.mastodon_user,
         ),
         bool,
         what="Mastodon's database role can write on new",

@@ -85,9 +85,26 @@ def rewrite_for_new(text: str, tunnel_port: int, old_address_from_new: str) -> s
     return "\n".join([HEADER, *lines]) + "\n"
 
 
-def point_at_local_database(text: str, pg_port: int) -> str:
-    """After failover: the database is new's own cluster."""
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def point_at_local_database(text: str, old_text: str, pg_port: int) -> str:
+    """After failover: the database is new's own cluster, reached the way old's Mastodon reached old's. Where
+    old's DB_HOST was a socket directory or loopback (and DATABASE_URL unset), new takes old's DB_HOST and
+    DB_PORT as they were (a socket means peer authentication, as on old); otherwise 127.0.0.1:pg_port."""
+    old = parse(old_text)
+    host = old.get("DB_HOST", "")
+    if not old.get("DATABASE_URL") and (host.startswith("/") or host in LOCAL_HOSTS or not host):
+        lines = text.splitlines()
+        for key in ("DB_HOST", "DB_PORT"):
+            lines = _set(lines, key, old[key]) if key in old else _unset(lines, key)
+        return "\n".join(lines) + "\n"
     return "\n".join(_point_database(text.splitlines(), parse(text), pg_port)) + "\n"
+
+
+def _unset(lines: list[str], key: str) -> list[str]:
+    pattern = re.compile(rf"^\s*(export\s+)?{key}\s*=")
+    return [x for x in lines if not pattern.match(x)]
 
 
 def masked(text: str) -> str:

@@ -11,7 +11,7 @@ from typing import Callable
 
 from invoke.exceptions import Exit
 
-from . import mastodon, nginx, postgres, preflight, sidekiq, system, transfer, tunnel
+from . import access, mastodon, nginx, postgres, preflight, sidekiq, system, transfer, tunnel
 from .command import Session, StepFailed, known
 from .dns import steps as dns
 from .executor import two_host_task
@@ -27,6 +27,7 @@ def replicate(s: Session, max_rate: str = "") -> None:
     postgres.ensure_slot_wal_cap(s)
     tunnel.ensure_tunnel(s)
     postgres.run_basebackup(s, max_rate=max_rate)
+    access.ensure_access(s)
     report = postgres.show_replication_status(s)
     if report is not None and not report.healthy:
         raise StepFailed("phase 1 ended but replication is not healthy (see above); run it again")
@@ -52,6 +53,7 @@ def require_replication(s: Session, why: str) -> None:
 def proxy(s: Session, force: bool = False, smoke_post: bool = False) -> None:
     """Phase 2 as steps: new is prepared and proven before old's nginx sends it any traffic."""
     require_replication(s, "phase 2 needs new's replica")
+    access.require_login(s)
     env_changed = transfer.copy_configuration(s, force=force)
     transfer.sync_media(s, "first pass, while old still takes uploads")
     mastodon.precompile_assets(s, s.new)
@@ -167,6 +169,7 @@ def clean_up(s: Session, stop_old_nginx: bool = False) -> None:
         )
     tunnel.remove_tunnel(s)
     transfer.remove_media_access(s)
+    access.remove_access(s)
     postgres.remove_replication_leftovers(s)
     if stop_old_nginx:
         with s.step(

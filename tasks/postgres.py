@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from . import checks, system
 from .command import Cmd, CommandFailed, Remote, Secret, Session, StepFailed, known
 from .executor import two_host_task
-from .facts import Cluster as ClusterPlace
 from .facts import (
+    HOT_STANDBY_SETTINGS,
     ClusterIdentity,
     ClusterLocation,
     Control,
@@ -30,15 +30,19 @@ from .facts import (
     Raw,
     Sender,
     Senders,
+    ServerLog,
     Slot,
     SlotState,
     Standby,
+    StandbySettings,
     StandbyState,
     UnitState,
     human_bytes,
     lsn,
     psql,
+    too_low,
 )
+from .facts import Cluster as ClusterPlace
 from .settings import Settings
 
 PGPASS = "/var/lib/postgresql/.pgpass"
@@ -156,27 +160,33 @@ def ensure_replication_hba(s: Session) -> None:
         f"allow {cfg.replication_role} to replicate from 127.0.0.1 only (the tunnel's end)",
         undo="restore the pg_hba.conf.mig-* backup next to pg_hba.conf, then SELECT pg_reload_conf()",
     ):
-        hba = cluster(s, s.old).hba_file
-        rule = f"host replication {cfg.replication_role} 127.0.0.1/32 scram-sha-256"
-        present = s.old.fact(
-            CountLines(hba, rule, "postgres", whole_line=True),
-            then="when it prints 1, the rule is in place: skip the rest of this step",
-        )
-        if present:
-            return
-        backup = "mig-" + time.strftime("%Y%m%d%H%M%S")
-        s.old.run(system.put_block(hba, "replication", [rule], user="postgres", backup_suffix=backup))
-        errors = query(
-            s.old,
-            "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL;",
-            cfg,
-            means="prints `0` when PostgreSQL reads the edited file without error",
-            then="anything else: put the backup back (mv it over pg_hba.conf) and stop",
-        )
-        if known(errors) and errors != "0":
-            s.old.run(Cmd(f"mv {hba}.{backup} {hba}", user="postgres"))
-            raise StepFailed(f"old's {hba} has errors after the edit; the previous file was put back")
-        s.old.run(psql("SELECT pg_reload_conf();", cfg.pg_port))
+        put_hba_rule(s, "replication", f"host replication {cfg.replication_role} 127.0.0.1/32 scram-sha-256")
+
+
+def put_hba_rule(s: Session, name: str, rule: str) -> None:
+    """One rule in a block of its own at the top of old's pg_hba.conf (first match wins), checked by
+    PostgreSQL before the reload; on an error the previous file comes back."""
+    cfg = s.settings
+    hba = cluster(s, s.old).hba_file
+    present = s.old.fact(
+        CountLines(hba, rule, "postgres", whole_line=True),
+        then="when it prints 1, the rule is in place: skip the rest of this step",
+    )
+    if present:
+        return
+    backup = "mig-" + time.strftime("%Y%m%d%H%M%S")
+    s.old.run(system.put_block(hba, name, [rule], user="postgres", backup_suffix=backup))
+    errors = query(
+        s.old,
+        "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL;",
+        cfg,
+        means="prints `0` when PostgreSQL reads the edited file without error",
+        then="anything else: put the backup back (mv it over pg_hba.conf) and stop",
+    )
+    if known(errors) and errors != "0":
+        s.old.run(Cmd(f"mv {hba}.{backup} {hba}", user="postgres"))
+        raise StepFailed(f"old's {hba} has errors after the edit; the previous file was put back")
+    s.old.run(psql("SELECT pg_reload_conf();", cfg.pg_port))
 
 
 def ensure_slot_wal_cap(s: Session) -> None:
@@ -310,8 +320,61 @@ def run_basebackup(s: Session, force: bool = False, max_rate: str = "") -> None:
             )
         if existing:
             drop_slot(s)
+        raise_standby_settings(s)
         _copy_cluster(s, cluster(s, s.new).unit, max_rate)
-        _wait_streaming(s)
+
+
+STANDBY_DROP_IN = "mastodon-migration-standby.conf"
+
+
+def raise_standby_settings(s: Session) -> None:
+    """A hot standby refuses to start with a setting lower than its primary's (max_connections, ...): new
+    gets old's values for each that is lower, in a drop-in of its own that its restart as a standby reads."""
+    cfg = s.settings
+    place = cluster(s, s.new)
+    drop_in = f"{place.config_dir}/conf.d/{STANDBY_DROP_IN}"
+    with s.step(
+        "hot-standby settings on new",
+        "each of max_connections, max_worker_processes, max_wal_senders, max_prepared_transactions and "
+        "max_locks_per_transaction at least as high as on old, or new cannot start as old's standby",
+        undo=f"ssh new -- 'sudo rm {drop_in} && sudo systemctl restart {place.unit}'",
+    ):
+        old_values = s.old.fact(StandbySettings(cfg.pg_port))
+        new_values = s.new.fact(
+            StandbySettings(cfg.pg_port), then="each lower than old's goes into the drop-in"
+        )
+        if s.planning:
+            low = {"max_connections": ("<old's value>", "")}
+        elif old_values is None or new_values is None:
+            s.say("not read: a cluster does not answer; the settings are left as they are")
+            return
+        else:
+            low = too_low(old_values, new_values)
+        current = s.new.fact(FileText(drop_in), then="its lines stay; those printed above as lower are added")
+        # Lines already there stay: new's running values may come from them (an earlier run raised them).
+        want = {**drop_in_values(current), **{name: str(ours) for name, (ours, _) in low.items()}}
+        text = (
+            f"# {system.MARK}: new is old's hot standby, which needs these at least as high as on old.\n"
+            + "".join(f"{name} = {want[name]}\n" for name in HOT_STANDBY_SETTINGS if name in want)
+        )
+        if not want or current == text:
+            return
+        s.new.run(Cmd(f"install -d -o postgres -g postgres {place.config_dir}/conf.d"))
+        s.new.write_file(drop_in, text, owner="postgres")
+        s.say(
+            "raised on new: "
+            + ", ".join(f"{name} {theirs} -> {ours}" for name, (ours, theirs) in low.items())
+        )
+
+
+def drop_in_values(text) -> dict[str, str]:
+    """`name = value` lines of a configuration file (nothing when there is none, or in a plan)."""
+    if not known(text) or not text:
+        return {}
+    pairs = (
+        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.lstrip().startswith("#")
+    )
+    return {name.strip(): value.strip() for name, value in pairs}
 
 
 def _copy_cluster(s: Session, unit: str, max_rate: str) -> None:
@@ -332,21 +395,39 @@ def _copy_cluster(s: Session, unit: str, max_rate: str) -> None:
         s.new.run(backup)
         s.new.run(Cmd(f"{bindir(cfg)}/pg_verifybackup {cfg.pg_data_dir}", user="postgres"))
     except CommandFailed as error:
-        drop_slot(s, ours_in_use=True)
-        s.new.run(
-            Cmd(
-                f"rm -rf {cfg.pg_data_dir} && {{ test ! -e {aside} || mv {aside} {cfg.pg_data_dir}; }} "
-                f"&& {{ test -e {cfg.pg_data_dir} || install -d -o postgres -g postgres -m 0700 "
-                f"{cfg.pg_data_dir}; }}"
-            )
-        )
-        if s.new.fact(PathExists(f"{cfg.pg_data_dir}/PG_VERSION", "-f")):
-            s.new.run(system.systemctl("start", unit))
+        _put_new_back(s, unit, aside)
         raise StepFailed(
             f"the base backup failed ({error.out.why()}). The slot on old was dropped and new's data "
             "directory is back as it was; old was not changed. Fix the cause and run basebackup again."
         ) from None
-    s.new.run(system.systemctl("start", unit))
+    try:
+        s.new.run(system.systemctl("start", unit))
+        _wait_streaming(s)
+    except (CommandFailed, StepFailed) as error:
+        why = s.new.fact(ServerLog(cluster(s, s.new).log_file))
+        _put_new_back(s, unit, aside)
+        raise StepFailed(
+            f"new's copy of old did not become a streaming standby ({error}). Its log says:\n{why}\n"
+            "The slot on old was dropped and new's previous data directory is back and running; old was not "
+            "changed. Fix the cause (the log's last lines say which), then run phase1-replicate again."
+        ) from None
+
+
+def _put_new_back(s: Session, unit: str, aside: str) -> None:
+    """Undo a copy that did not become a standby: the slot on old goes (its walsender ended first), new's
+    cluster stops, the copy goes and the data directory moved aside comes back and starts."""
+    cfg = s.settings
+    drop_slot(s, ours_in_use=True)
+    s.new.run(system.systemctl("stop", unit))
+    s.new.run(
+        Cmd(
+            f"rm -rf {cfg.pg_data_dir} && {{ test ! -e {aside} || mv {aside} {cfg.pg_data_dir}; }} "
+            f"&& {{ test -e {cfg.pg_data_dir} || install -d -o postgres -g postgres -m 0700 "
+            f"{cfg.pg_data_dir}; }}"
+        )
+    )
+    if s.new.fact(PathExists(f"{cfg.pg_data_dir}/PG_VERSION", "-f")):
+        s.new.run(system.systemctl("start", unit))
 
 
 # --- replication status ------------------------------------------------------------------------------

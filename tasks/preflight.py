@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke.exceptions import Exit
 
-from . import checks, tunnel
+from . import access, checks, mastodon, tunnel
 from .command import HostUnreachable, Remote, Session
 from .executor import two_host_task
 from .facts import (
@@ -20,6 +20,7 @@ from .facts import (
     Raw,
     ReplicationCapacity,
     ServerVersion,
+    StandbySettings,
     SudoWorks,
     UnitProcess,
 )
@@ -42,7 +43,10 @@ def gather(s: Session) -> dict[str, dict[str, Output]]:
         "identity": ClusterIdentity(cfg.pg_port),
         "mastodon": MastodonRevision(cfg.mastodon_dir, cfg.mastodon_user),
     }
+    common["standby"] = StandbySettings(cfg.pg_port)
     old = dict(common, capacity=ReplicationCapacity(cfg.pg_port), size=DatabaseSize(cfg.pg_port))
+    old_found = _gather(s.old, old)
+    values = None if "unreachable" in old_found else mastodon.env_values(mastodon.read_env(s, s.old))
     parent = cfg.pg_data_dir.rsplit("/", 1)[0] or "/"
     new = dict(
         common,
@@ -50,8 +54,9 @@ def gather(s: Session) -> dict[str, dict[str, Output]]:
         df=FreeDisk(parent),
         listeners=Listeners(cfg.tunnel_port),
         tunnel=UnitProcess(tunnel.UNIT),
+        login=access.login_through_tunnel(s, values),
     )
-    return {"old": _gather(s.old, old), "new": _gather(s.new, new)}
+    return {"old": old_found, "new": _gather(s.new, new)}
 
 
 def judge(cfg, found: dict[str, dict[str, Output]]) -> list[checks.Check]:
@@ -73,6 +78,8 @@ def judge(cfg, found: dict[str, dict[str, Output]]) -> list[checks.Check]:
         checks.disk_space(old["size"], new["df"]),
         checks.mastodon_versions(cfg, old["mastodon"], new["mastodon"]),
         checks.tunnel_port(cfg, new["listeners"], new["tunnel"]),
+        checks.standby_settings(old["standby"], new["standby"]),
+        checks.mastodon_login(new["tunnel"], new["login"]),
     ]
 
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from .core import Secret
 
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\n*?~]|^\s*cd\s")
+# A plan's stand-in for a value read on a host (`<DB_USER>`, `<new's tunnel public key>`): not shell syntax,
+# so a command is run the same way (a plain line or a script) whether it holds the value or its stand-in.
+PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\n]*[^<>\s]>")
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class Cmd:
     @property
     def scripted(self) -> bool:
         """Shell syntax (pipes, &&, redirects, $) runs as a script on `sh -s`'s stdin: no nested quoting."""
-        return bool(_SHELL_SYNTAX.search(self.script))
+        return bool(_SHELL_SYNTAX.search(PLACEHOLDER.sub("", self.script)))
 
     def line(self, interactive: bool = True) -> str:
         """The command line run on the host. Real runs use `sudo -n` so nothing waits for a password."""
@@ -100,6 +103,11 @@ def quote(text: str) -> str:
     if "'" in text and not re.search(r'[$`"\\!]', text):
         return f'"{text}"'
     return shlex.quote(text)
+
+
+def quoted(text: str) -> str:
+    """Always single-quoted: a plan (with placeholders) and a real run (with values) show the same shape."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 def ssh_line(alias: str, cmd: Cmd) -> str:

@@ -7,6 +7,7 @@ import time
 
 from .command import Cmd, Remote, StepFailed, known
 from .facts import CountLines, PresentPaths
+from .shell import quoted
 
 MARK = "mastodon-migration"  # every line or block this tool adds to a shared file carries this mark
 
@@ -17,7 +18,7 @@ def replace_lines(path: str, marker: str, lines: str, user: str, mode: str = "06
     return Cmd(
         f"set -e\nf={shlex.quote(path)}\n"
         f'mkdir -p -m 700 "$(dirname "$f")" && touch "$f"\n'
-        f'{{ grep -vF {shlex.quote(marker)} "$f" || true; cat; }} > "$f.{MARK}"\n'
+        f'{{ grep -vF {quoted(marker)} "$f" || true; cat; }} > "$f.{MARK}"\n'
         f'chmod {mode} "$f.{MARK}" && mv "$f.{MARK}" "$f"',
         user=user,
         stdin=lines,

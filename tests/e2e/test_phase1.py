@@ -39,6 +39,15 @@ def streaming(pair):
             == "streaming")
 
 
+def test_preflight_names_each_hot_standby_setting_new_must_raise(pair):
+    """First, on the fresh pair: later tests raise new's settings."""
+    result = fab("-H", "old,new", "preflight")
+    assert result.returncode == 0, result.stdout + result.stderr  # a warning: phase 1 raises them
+    if pair.info["profile"] == "default":  # old tuned as pgtune suggests, new with Debian's defaults
+        assert re.search(r"hot-standby settings +new +WARN +.*max_connections is 100 on new, 200 on old",
+                         result.stdout), result.stdout
+
+
 def test_tunnel_refuses_a_port_held_by_another_process(pair):
     holder = subprocess.Popen(["docker", "exec", pair.container("new"), "python3", "-c",
                                "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
@@ -73,6 +82,24 @@ def test_a_backup_whose_tunnel_dies_cleans_up_and_changes_nothing_on_old(pair):
     assert "The slot on old was dropped and new's data directory is back as it was" in run.stderr, run.stderr
     assert sql(pair, "old", "SELECT count(*) FROM pg_replication_slots") == before
     assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "f"  # new's own default cluster, running again
+
+
+def test_a_copy_that_cannot_start_as_a_standby_is_rolled_back(pair):
+    """An admin's own setting that wins over the raised one (a later conf.d file): the copy cannot start as
+    old's standby; the slot goes, new's previous cluster comes back and runs, and the error says why."""
+    low = "/etc/postgresql/15/main/conf.d/zz-admin.conf"
+    pair.exec("new", "sh", "-c", f"echo 'max_connections = 50' > {low}", check=True)
+    try:
+        slots_before = sql(pair, "old", "SELECT count(*) FROM pg_replication_slots")
+        result = fab("-H", "old,new", "phase1-replicate", timeout=600)
+        assert result.returncode != 0
+        assert "did not become a streaming standby" in result.stderr, result.stderr
+        assert "max_connections" in result.stderr, result.stderr
+        assert sql(pair, "old", "SELECT count(*) FROM pg_replication_slots") == slots_before
+        assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "f"  # new's previous cluster, running
+        assert "Traceback" not in result.stdout + result.stderr
+    finally:
+        pair.exec("new", "rm", "-f", low, check=True)
 
 
 SAMPLED: dict[str, str] = {}  # `ps auxww` on each host, sampled every 0.1 s while phase 1 ran

@@ -202,8 +202,11 @@ def test_the_naive_order_of_the_original_procedure_loses_writes(pair, tokens):
     time.sleep(3)
     pair.exec("new", *PSQL, "-c", "SELECT pg_promote(true, 60)", check=True)
     time.sleep(1)  # "as quickly as possible": the admin edits .env.production and restarts
-    pair.exec("new", "sed", "-i", "s/^DB_PORT=.*/DB_PORT=5432/", "/home/mastodon/live/.env.production",
-              check=True)
+    old_env = pair.exec("old", "cat", "/home/mastodon/live/.env.production", check=True).stdout
+    for key in ("DB_HOST", "DB_PORT"):  # as old's Mastodon reached old's database (socket or loopback)
+        value = [line for line in old_env.splitlines() if line.startswith(f"{key}=")][0]
+        pair.exec("new", "sed", "-i", f"s|^{key}=.*|{value}|", "/home/mastodon/live/.env.production",
+                  check=True)
     pair.exec("new", "sh", "-c", "systemctl reload mastodon-web && systemctl restart mastodon-sidekiq "
               "mastodon-streaming", check=True)
     time.sleep(5)

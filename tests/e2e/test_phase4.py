@@ -148,6 +148,18 @@ def test_cleanup_shows_a_plan_then_leaves_nothing_behind(pair, tokens):
     again = fab("-H", "old,new", "cleanup", "--apply", timeout=300)
     assert again.returncode == 0
     assert state.changes(before, state.both(pair)) == []
-    # the instance still works on new
+    # the instance still works on new, and its Mastodon logs in the way old's did
     status, _, _ = pair.request("GET", "/api/v1/timelines/home", host="new", token=tokens[0])
     assert status == 200
+    posted, _, body = pair.request("POST", "/api/v1/statuses", host="new", token=tokens[0],
+                                   body={"status": "after cleanup"})
+    assert posted == 200, body
+    old_env = pair.exec("old", "cat", "/home/mastodon/live/.env.production", check=True).stdout
+    new_env = pair.exec("new", "cat", "/home/mastodon/live/.env.production", check=True).stdout
+    for key in ("DB_HOST", "DB_PORT", "DB_PASS"):
+        assert [x for x in new_env.splitlines() if x.startswith(key + "=")] == \
+            [x for x in old_env.splitlines() if x.startswith(key + "=")], key
+    if pair.info["profile"] == "default":  # old's role had no password: new's has none after cleanup
+        no_password = "SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'mastodon'"
+        assert pair.exec("new", *PSQL, "-c", no_password).stdout.strip() == "t"
+        assert "mastodon" not in pair.exec("new", "cat", "/home/mastodon/.pgpass").stdout

@@ -25,8 +25,25 @@ def test_database_url_overrides_are_rewritten_too():
     text = mastodon_env.rewrite_for_new("DATABASE_URL=postgresql://u:pw@db.internal:5432/mastodon\n", 5433,
                                         "10.0.0.1")
     assert mastodon_env.parse(text)["DATABASE_URL"] == "postgresql://u:pw@127.0.0.1:5433/mastodon"
-    back = mastodon_env.point_at_local_database(text, 5432)
+    back = mastodon_env.point_at_local_database(text, "DATABASE_URL=postgresql://u:pw@db.internal/m\n", 5432)
     assert mastodon_env.parse(back)["DATABASE_URL"] == "postgresql://u:pw@127.0.0.1:5432/mastodon"
+
+
+# Mastodon's install guide: peer authentication over the socket, no password
+GUIDE = ("LOCAL_DOMAIN=social.test\nDB_HOST=/var/run/postgresql\nDB_PORT=5432\nDB_NAME=mastodon_production\n"
+         "DB_PASS=\n")
+
+
+def test_after_the_failover_new_connects_the_way_old_did():
+    through_tunnel = mastodon_env.rewrite_for_new(GUIDE, 5433, "172.30.99.11")
+    assert mastodon_env.parse(through_tunnel)["DB_HOST"] == "127.0.0.1"
+    local = mastodon_env.parse(mastodon_env.point_at_local_database(through_tunnel, GUIDE, 5432))
+    assert (local["DB_HOST"], local["DB_PORT"], local["DB_PASS"]) == ("/var/run/postgresql", "5432", "")
+    copied = mastodon_env.rewrite_for_new(OLD, 5433, "a")
+    tcp = mastodon_env.parse(mastodon_env.point_at_local_database(copied, OLD, 5432))
+    assert (tcp["DB_HOST"], tcp["DB_PORT"]) == ("localhost", "5432")
+    unset = mastodon_env.point_at_local_database(through_tunnel, "LOCAL_DOMAIN=social.test\n", 5432)
+    assert "DB_HOST" not in mastodon_env.parse(unset)  # Mastodon's own default, as on old
 
 
 def test_missing_keys_are_added_and_trusted_proxies_kept():

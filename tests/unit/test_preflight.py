@@ -4,18 +4,23 @@ from tasks.facts import Output
 from .test_facts import DF, SS_PYTHON
 
 DATA = "/var/lib/postgresql/15/main"
+# StandbySettings as the pair's hosts print it: Debian's defaults (new), and the same on old until it is tuned
+DEFAULTS = ("max_connections|100\nmax_locks_per_transaction|64\nmax_prepared_transactions|0\n"
+            "max_wal_senders|10\nmax_worker_processes|8\n")
 
 
 def healthy():
     old = {"sudo": Output(0), "version": Output(0, "150013\n"), "glibc": Output(0, "glibc 2.36\n"),
            "identity": Output(0, f"f|7301|mastodon_production|{DATA}\n"),
            "mastodon": Output(0, "abc123  lib/mastodon/version.rb\n"),
-           "capacity": Output(0, "replica|10|10\n"), "size": Output(0, "52428800\n")}
+           "capacity": Output(0, "replica|10|10\n"), "size": Output(0, "52428800\n"),
+           "standby": Output(0, DEFAULTS)}
     new = {"sudo": Output(0), "version": Output(0, "150013\n"), "glibc": Output(0, "glibc 2.36\n"),
            "identity": Output(0, f"f|7399||{DATA}\n"),
            "mastodon": Output(0, "abc123  lib/mastodon/version.rb\n"),
            "entries": Output(0, "PG_VERSION\nbase\n"), "df": Output(0, DF), "listeners": Output(0, ""),
-           "tunnel": Output(0, "0\n")}
+           "tunnel": Output(0, "0\n"), "standby": Output(0, DEFAULTS),
+           "login": Output(2, "", "no tunnel yet")}
     return {"old": old, "new": new}
 
 
@@ -26,7 +31,7 @@ def by_name(results):
 def test_a_healthy_pair_passes(example_settings):
     results = preflight.judge(example_settings, healthy())
     assert [r.status for r in results] == ["PASS"] * len(results)
-    assert len(results) == 9
+    assert len(results) == 11
     table = preflight.table(results)
     assert table.splitlines()[0].split() == ["CHECK", "HOST", "RESULT", "DETAIL"]
 
@@ -94,3 +99,24 @@ def test_tunnel_port_held_by_another_users_process():
     assert checks.tunnel_port(cfg, anonymous, Output(0, "1416   101\n")).status == "PASS"
     foreign = checks.tunnel_port(cfg, anonymous, Output(0, "0 \n"))
     assert foreign.status == "FAIL" and "a process of uid 101" in foreign.detail
+
+
+def test_a_tuned_old_names_each_setting_new_must_raise(example_settings):
+    found = healthy()
+    found["old"]["standby"] = Output(0, DEFAULTS.replace("max_connections|100", "max_connections|300")
+                                     .replace("max_worker_processes|8", "max_worker_processes|16"))
+    result = by_name(preflight.judge(example_settings, found))["hot-standby settings"]
+    assert result.status == "WARN"
+    assert result.detail == ("max_connections is 100 on new, 300 on old; max_worker_processes is 8 on new, "
+                             "16 on old: phase 1 raises them on new")
+
+
+def test_after_phase1_new_s_mastodon_must_log_in_through_the_tunnel(example_settings):
+    found = healthy()
+    found["new"]["tunnel"] = Output(0, "4711 111\n")  # the tunnel runs: phase 1 has set it up
+    found["new"]["login"] = Output(2, "", "psql: error: connection to server at \"127.0.0.1\", port 5433 "
+                                          "failed: fe_sendauth: no password supplied\n")
+    result = by_name(preflight.judge(example_settings, found))["Mastodon's database login"]
+    assert result.status == "WARN" and "fe_sendauth: no password supplied" in result.detail
+    found["new"]["login"] = Output(0, "7781\n")
+    assert by_name(preflight.judge(example_settings, found))["Mastodon's database login"].status == "PASS"
