@@ -66,8 +66,10 @@ class Cmd:
         return text
 
     def shown(self) -> str:
-        """The command as shown to people and logs: the line, then its input; secrets masked."""
-        return self.mask(self.line() + ("" if self.input() is None else "\n" + self.input().rstrip("\n")))
+        """The command as shown to people and logs: the line, then its input; secrets masked. The input is
+        masked whole before its last newline goes: a secret that is a whole file ends with that newline."""
+        data = self.input()
+        return self.mask(self.line() + ("" if data is None else "\n" + self.mask(data).rstrip("\n")))
 
 
 @dataclass(frozen=True)

@@ -196,3 +196,13 @@ def test_marked_lines_and_blocks_converge(tmp_path):
                                "# END mastodon-migration replication\n"
                                "local all postgres peer\n")
     assert (tmp_path / "pg_hba.conf.b1").read_text() == "local all postgres peer\n"
+
+
+def test_a_whole_file_that_is_a_secret_is_masked_wherever_the_command_is_shown(tmp_path):
+    """.env.production is written from stdin; it ends with a newline, as the secret that stands for it."""
+    text = "LOCAL_DOMAIN=x\nSECRET_KEY_BASE=abcdef123456\n"
+    cmd = Cmd("install -D -m 0600 -o m -g m /dev/stdin /p", stdin=text, secrets=(Secret(text, "env"),))
+    assert "abcdef123456" not in cmd.shown() and "<secret: env>" in cmd.shown()
+    log, echo = RunLog(tmp_path / "run.log"), io.StringIO()
+    Remote("new", "new", Live(log, echo=echo), ScriptedConnection((0, "", ""))).run(cmd)
+    assert "abcdef123456" not in echo.getvalue() + (tmp_path / "run.log").read_text()
