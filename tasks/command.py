@@ -23,6 +23,7 @@ from typing import Callable, Iterator, TypeVar
 
 from paramiko import BadHostKeyException, SSHException
 
+from . import files
 from .core import UNKNOWN, Secret, StepFailed, _Unknown, known
 from .facts import Fact
 from .output import Console, Event, Progress
@@ -73,12 +74,13 @@ class RunLog:
 
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        files.private_dir(path.parent)  # refuses a folder open to others, before anything runs
+        if path.exists():
+            files.append_private(path, "")
 
     def write(self, **record) -> None:
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        files.append_private(self.path, json.dumps(record) + "\n")
 
 
 # --- modes ---------------------------------------------------------------------------------------

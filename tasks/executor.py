@@ -100,7 +100,10 @@ def _known_hosts_setup(cfg: settings_module.Settings):
 def _session(c, cfg: settings_module.Settings, roles: dict[str, str]) -> Session:
     """roles: role -> ssh alias of the hosts this task uses."""
     dry = bool(c.config.run.dry)
-    mode = Plan() if dry else Live(RunLog(cfg.log_file))
+    try:
+        mode = Plan() if dry else Live(RunLog(cfg.log_file))
+    except StepFailed as error:  # a run log that others can read: refused before anything runs
+        raise Exit(str(error), code=2) from None
     session = Session(mode=mode, settings=cfg)
     prepare = _known_hosts_setup(cfg)
     for role, alias in roles.items():

@@ -4,12 +4,12 @@ original TTL, when its TTL was lowered, and when (and with which TTL) it was swi
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..core import StepFailed
+from ..files import write_private
 from ..settings import Settings
 
 
@@ -57,13 +57,10 @@ class DnsState:
 
     def save(self) -> None:
         """Written whole and renamed into place: an interrupted run never leaves half a file."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         records = {
             key: {k: _encode(v) for k, v in asdict(state).items()} for key, state in self.records.items()
         }
-        partial = self.path.with_suffix(".partial")
-        partial.write_text(json.dumps({"records": records}, indent=2) + "\n")
-        os.replace(partial, self.path)
+        write_private(self.path, json.dumps({"records": records}, indent=2) + "\n")
 
 
 def _encode(value):

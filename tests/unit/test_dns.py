@@ -29,7 +29,7 @@ def test_targets_are_every_name_with_a_and_aaaa_when_configured(tmp_path):
 
 
 def write_state(cfg, **records):
-    state_file(cfg).parent.mkdir(parents=True, exist_ok=True)
+    state_file(cfg).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     encode = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in records.items()}
     state_file(cfg).write_text(json.dumps({"records": {"example.social A": encode}}))
 
@@ -55,7 +55,7 @@ def test_no_retire_time_before_every_record_switched(tmp_path):
 
 def test_a_damaged_state_file_is_named_with_what_to_do(tmp_path):
     cfg = load(tmp_path)
-    state_file(cfg).parent.mkdir(parents=True)
+    state_file(cfg).parent.mkdir(mode=0o700, parents=True)
     state_file(cfg).write_text("{not json")
     with pytest.raises(StepFailed, match=r"migration.dns.json is damaged .*: repair it, or delete it"):
         dns.retire_after(live(cfg)[0])
