@@ -78,9 +78,27 @@ def _bytes(text: str) -> int:
 
 
 def _abs_path(text: str) -> str:
-    if not text.startswith("/") or any(c.isspace() for c in text):
-        raise ValueError("an absolute path without spaces, such as /var/lib/postgresql/15/main")
-    return text.rstrip("/") or "/"
+    """An absolute, normalised path of plain characters: it reaches remote shells, so nothing in it may
+    be shell syntax (no spaces, quotes, $, backquotes, ;, &, |, *, ...), and no `..` or `//`."""
+    path = text.rstrip("/") or "/"
+    if not re.fullmatch(r"/[A-Za-z0-9._+@:/-]*", path) or os.path.normpath(path) != path:
+        raise ValueError(
+            "an absolute, normalised path of letters, digits and . _ - + @ : / only, "
+            "such as /var/lib/postgresql/15/main"
+        )
+    return path
+
+
+def _data_dir(text: str) -> str:
+    """PG_DATA_DIR: a failed base backup removes the copy there (rm -rf), so it must lie at least three
+    levels deep, never a system folder."""
+    path = _abs_path(text)
+    if len(Path(path).parts) < 4:
+        raise ValueError(
+            "the cluster's own data directory, at least three levels deep, such as "
+            "/var/lib/postgresql/15/main"
+        )
+    return path
 
 
 def _local_path(text: str) -> Path:
@@ -240,7 +258,7 @@ SCHEMA = {
     "NEW_ADDRESS": (_ip, REQUIRED),
     "OLD_ADDRESS_FROM_NEW": (_ip, REQUIRED),
     "PG_VERSION": (_pg_major, REQUIRED),
-    "PG_DATA_DIR": (_abs_path, REQUIRED),
+    "PG_DATA_DIR": (_data_dir, REQUIRED),
     "PG_PORT": (_port, "5432"),
     "TUNNEL_PORT": (_port, "5433"),
     "REPLICATION_ROLE": (_pg_identifier, "mig_replicator"),

@@ -7,7 +7,7 @@ is documented in sidekiq_jobs.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, ClassVar
 
 from . import redis_cli, system
@@ -65,7 +65,8 @@ class SortedSet(RedisFact):
     )
 
     def command(self) -> Cmd:
-        return redis_cli.cli(self.values, f"ZRANGE {self.key} 0 -1 WITHSCORES")
+        # job arguments may be private (ActivityPub bodies, e-mail addresses): kept out of logs
+        return replace(redis_cli.cli(self.values, f"ZRANGE {self.key} 0 -1 WITHSCORES"), secret_output=True)
 
     @staticmethod
     def parse(out: Output) -> list[tuple[str, str]]:
@@ -90,7 +91,7 @@ class QueuedJobs(RedisFact):
     passes: ClassVar[str] = "prints each job (JSON) waiting in queue {name}, newest first; nothing when empty"
 
     def command(self) -> Cmd:
-        return redis_cli.cli(self.values, f"LRANGE queue:{self.name} 0 -1")
+        return replace(redis_cli.cli(self.values, f"LRANGE queue:{self.name} 0 -1"), secret_output=True)
 
     @staticmethod
     def parse(out: Output) -> list[str]:

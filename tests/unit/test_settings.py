@@ -84,4 +84,37 @@ def test_malformed_values_say_what_was_expected(tmp_path):
     message = str(error.value)
     assert "NEW_ADDRESS: 'new.example' is not valid; expected an IPv4 or IPv6 address" in message
     assert "REPLICATION_SLOT: 'Mig-New' is not valid; expected lowercase letters" in message
-    assert "PG_DATA_DIR: 'relative/path' is not valid; expected an absolute path" in message
+    assert "PG_DATA_DIR: 'relative/path' is not valid; expected an absolute, normalised path" in message
+
+
+HOSTILE = ["a b", "x;reboot", "$(id)", "`id`", "x'y", 'x"y', "x\nreboot", "x|y", "x&y", "../x", "*"]
+REACHES_A_SHELL = {"PG_DATA_DIR": "/var/lib/postgresql/15/{}", "MASTODON_DIR": "/home/mastodon/{}",
+                   "REPLICATION_ROLE": "r{}", "REPLICATION_SLOT": "s{}", "MASTODON_USER": "m{}",
+                   "MASTODON_WEB_SERVICE": "web{}", "DOMAIN": "ex{}.social", "OLD_SSH": "old{}",
+                   "PG_VERSION": "15{}", "NEW_ADDRESS": "203.0.113.20{}"}
+
+
+def with_value(key, value):
+    lines = [x for x in EXAMPLE.read_text().splitlines() if not x.startswith(f"{key}=")]
+    return "\n".join(lines) + f"\n{key}={value}\n"
+
+
+@pytest.mark.parametrize("key", sorted(REACHES_A_SHELL))
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_a_value_that_would_reach_a_shell_is_refused_with_what_to_change(tmp_path, key, hostile):
+    """Every value that reaches a remote command line is matched by a pattern; shell syntax never passes."""
+    value = REACHES_A_SHELL[key].format(hostile)
+    if "\n" in value:  # a newline ends the line in the file: the rest is a line of its own
+        value = value.replace("\n", "\\n")
+    with pytest.raises(SettingsError, match=rf"{key}: .* is not valid; expected "):
+        settings.load(write(tmp_path, with_value(key, value)))
+
+
+def test_paths_are_normalised_and_a_data_directory_is_never_a_system_folder(tmp_path):
+    assert settings.load(write(tmp_path, with_value("MASTODON_DIR", "/srv/mastodon/live/"))).mastodon_dir == \
+        "/srv/mastodon/live"
+    for shallow in ("/", "/var", "/var/lib"):
+        with pytest.raises(SettingsError, match="PG_DATA_DIR: .*at least three levels deep"):
+            settings.load(write(tmp_path, with_value("PG_DATA_DIR", shallow)))
+    with pytest.raises(SettingsError, match="PG_DATA_DIR: .*normalised"):
+        settings.load(write(tmp_path, with_value("PG_DATA_DIR", "/var/lib/postgresql/15/../../etc")))

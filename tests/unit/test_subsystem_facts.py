@@ -59,5 +59,7 @@ def test_each_fact_reads_its_own_answer(fact, out, expected):
 def test_secret_bearing_reads_keep_their_output_out_of_logs():
     assert facts.SecretFileText("/m/.env.production", "mastodon").command().secret_output
     assert transfer.CertArchive("social.test").command().secret_output
+    assert sidekiq.SortedSet(None, "retry").command().secret_output  # job payloads
+    assert sidekiq.QueuedJobs(None, "default").command().secret_output
     pgpass = facts.CountLines("/var/lib/postgresql/.pgpass", "127.0.0.1:5433:*:r:", "postgres").command()
     assert pgpass.script.startswith("grep -csF ")  # only a count comes back, never the password line
