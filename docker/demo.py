@@ -177,8 +177,9 @@ def main() -> int:
                    stdout=subprocess.DEVNULL)
     pair = Pair(json.loads((BUILD / "pair.json").read_text()))
     addresses = {pair.info["hosts"][h]["address"]: pair.https_port(h) for h in ("old", "new")}
-    # BIND's journal would replay the last run's cutover
+    # BIND's journal would replay the last run's cutover; each demo keeps a run log of its own
     shutil.rmtree(BUILD / "demo-bind", ignore_errors=True)
+    shutil.rmtree(BUILD / "demo-logs", ignore_errors=True)
     (BUILD / "demo-bind").mkdir()
     bind = Bind(BUILD / "demo-bind", zone=pair.domain,
                 zone_text=ZONE.format(old=pair.info["hosts"]["old"]["address"]))

@@ -1,6 +1,7 @@
 """`make demo`'s migration (docker/demo.py) end to end: its report, checked independently, and no drift
 between what each phase ran and what the runbook shows. Runs last: it recreates the pair itself."""
 import json
+import re
 import subprocess
 import sys
 
@@ -56,3 +57,16 @@ def test_every_command_a_phase_ran_is_in_its_runbook(demo):
         ran = records[start + 1:end]
         assert any("command" in r for r in ran) or number == 4, task
         assert drift(runbook_steps(number, cfg), ran) == [], task
+
+
+def test_the_demo_shows_and_logs_no_secret_of_old(pair, demo):
+    old_env = pair.exec("old", "cat", "/home/mastodon/live/.env.production", check=True).stdout
+    pairs = (line.split("=", 1) for line in old_env.splitlines() if "=" in line)
+    secrets = {key: value for key, value in pairs
+               if re.search(r"SECRET|PASS|KEY|TOKEN|OTP|VAPID", key) and len(value) >= 8}
+    assert "SECRET_KEY_BASE" in secrets
+    logs = settings.load(REPO / "build" / "demo-dns.env").log_dir
+    seen = demo.stdout + demo.stderr + "".join(p.read_text() for p in logs.iterdir() if p.is_file())
+    assert [key for key, value in secrets.items() if value in seen] == []
+    assert oct(logs.stat().st_mode & 0o777) == "0o700"
+    assert {oct(p.stat().st_mode & 0o777) for p in logs.iterdir() if p.is_file()} == {"0o600"}
