@@ -563,6 +563,7 @@ def replication_status(s: Session, json=False):
 
 # --- phase 3: fence old, prove new has everything, promote -----------------------------------------
 
+ACCESS_BLOCKS = ("replication", "mastodon-access")  # what cleanup removes from old's pg_hba.conf
 FENCE_RULES = [
     "local all postgres peer",
     "host replication {role} 127.0.0.1/32 scram-sha-256",
@@ -800,11 +801,14 @@ def remove_replication_leftovers(s: Session) -> None:
                 )
             )
         place = cluster(s, s.old)
-        marked = s.old.fact(
-            CountLines(place.hba_file, f"# BEGIN {system.MARK}", "postgres"),
-            then="0: old is already clean, skip the rest of this step",
-        )
-        if known(marked) and not marked:
+        marked = [
+            s.old.fact(
+                CountLines(place.hba_file, f"# BEGIN {system.MARK} {block}", "postgres"),
+                then="0 for both: old is already clean, skip the rest of this step",
+            )
+            for block in ACCESS_BLOCKS
+        ]
+        if all(known(count) and not count for count in marked):
             return
         was_running = s.old.fact(UnitState(place.unit)) == "active"
         if not was_running:
@@ -820,4 +824,5 @@ def remove_replication_leftovers(s: Session) -> None:
         )
         if not was_running:
             s.old.run(system.systemctl("stop", place.unit))
-        s.old.run(system.delete_blocks(place.hba_file, "", user="postgres"))
+        for block in ACCESS_BLOCKS:  # the fence stays: old must never serve clients again
+            s.old.run(system.delete_blocks(place.hba_file, block, user="postgres"))

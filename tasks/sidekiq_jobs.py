@@ -58,14 +58,18 @@ def jid(job: str) -> str:
 
 
 def parse_zset(text: str) -> list[tuple[str, str]]:
-    """`ZRANGE key 0 -1 WITHSCORES` (--raw): member and score on alternate lines."""
-    lines = text.splitlines()
+    """`ZRANGE key 0 -1 WITHSCORES` (--raw): member and score on alternate lines. Split on "\n" only: a
+    job's JSON escapes newlines but not U+2028, U+2029 or U+0085, which str.splitlines() would also cut at
+    (ActivityPub bodies carry them), shifting every member and score after it."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
     return [(lines[i], lines[i + 1]) for i in range(0, len(lines) - 1, 2)]
 
 
 def parse_list(text: str) -> list[str]:
     """`LRANGE key 0 -1` (--raw): one job per line, newest first."""
-    return [x for x in text.splitlines() if x]
+    return [x for x in text.split("\n") if x]  # "\n" only: see parse_zset
 
 
 def resp(*words: str) -> str:

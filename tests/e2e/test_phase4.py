@@ -135,7 +135,9 @@ def test_cleanup_shows_a_plan_then_leaves_nothing_behind(pair, tokens):
     assert "mastodon-migration" not in pair.exec("old", "cat",
                                                  "/var/lib/postgresql/.ssh/authorized_keys").stdout
     assert "mastodon-migration" not in pair.exec("old", "cat", "/home/mastodon/.ssh/authorized_keys").stdout
-    assert "mastodon-migration" not in pair.exec("old", "cat", "/etc/postgresql/15/main/pg_hba.conf").stdout
+    hba = pair.exec("old", "cat", "/etc/postgresql/15/main/pg_hba.conf").stdout
+    assert "# BEGIN mastodon-migration fence" in hba  # old must never serve clients again
+    assert "mastodon-migration replication" not in hba and "mastodon-access" not in hba
     assert "mig_replicator" not in pair.exec("new", "cat", "/var/lib/postgresql/.pgpass").stdout
     assert pair.exec("old", "ls", "-A", "/var/lib/postgresql/15/main/pg_replslot").stdout.strip() == ""
     # new, the primary now, received the replication role through replication: it goes there too

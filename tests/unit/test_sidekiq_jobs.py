@@ -6,7 +6,7 @@ import time
 import pytest
 
 from tasks import redis_cli, sidekiq_jobs
-from tasks.sidekiq_jobs import merge, parse_state, resp
+from tasks.sidekiq_jobs import merge, parse_list, parse_state, parse_zset, resp
 
 
 def job(jid, cls="PushUpdateWorker", **extra):
@@ -74,3 +74,13 @@ def test_merge_through_a_real_redis(tmp_path):
         assert out("SMEMBERS queues").split() == ["push"]
     finally:
         server.terminate()
+
+
+def test_a_job_whose_arguments_hold_line_separators_arrives_whole():
+    """U+2028, U+2029 and U+0085 stay inside a job's JSON (Ruby's JSON does not escape them)."""
+    payload = json.dumps({"jid": "a1", "args": ["first\u2028second\u2029third\u0085end"]}, ensure_ascii=False)
+    assert parse_zset(f"{payload}\n1764600000.5\n") == [(payload, "1764600000.5")]
+    assert parse_list(f"{payload}\n{payload}\n") == [payload, payload]
+    plan = merge({"retry": [(payload, "1764600000.5")]}, {}, {})
+    assert plan.added == {"retry": 1}
+    assert resp("ZADD", "retry", "NX", "1764600000.5", payload) in plan.commands
