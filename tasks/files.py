@@ -33,27 +33,27 @@ def private_dir(path: Path) -> None:
     _refuse_if_shared(path, f"chmod 700 {path}")
 
 
-def append_private(path: Path, text: str) -> None:
-    """Append to a file that is created 0600 (whatever the umask) and must stay private."""
-    private_dir(path.parent)
-    if path.exists():
-        _refuse_if_shared(path, f"chmod 600 {path}")
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+def _write(path: Path, text: str, flags: int) -> None:
+    """Open (creating it 0600), make sure of 0600 whatever the umask or an older mode, write, close."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o600)
     try:
         os.fchmod(descriptor, 0o600)
         os.write(descriptor, text.encode())
     finally:
         os.close(descriptor)
+
+
+def append_private(path: Path, text: str) -> None:
+    """Append to a file that is created 0600 (whatever the umask) and must stay private."""
+    private_dir(path.parent)
+    if path.exists():
+        _refuse_if_shared(path, f"chmod 600 {path}")
+    _write(path, text, os.O_APPEND)
 
 
 def write_private(path: Path, text: str) -> None:
     """Write a whole file, 0600, renamed into place: an interrupted run never leaves half a file."""
     private_dir(path.parent)
     partial = path.with_name(path.name + ".partial")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(descriptor, 0o600)
-        os.write(descriptor, text.encode())
-    finally:
-        os.close(descriptor)
+    _write(partial, text, os.O_TRUNC)
     os.replace(partial, path)
