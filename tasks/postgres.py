@@ -581,10 +581,10 @@ def fence_old(s: Session, place: ClusterPlace) -> Control | None:
     with s.step(
         "fence old",
         undo="before new is promoted only: delete the fence block from old's pg_hba.conf (the "
-        "previous file is pg_hba.conf.mig-before-fence) and start old's cluster; the task does this itself "
-        "when new does not catch up",
-        why="no client can write on old any more: pg_hba admits only "
-        "postgres and replication, client backends are ended, and old's cluster shuts down cleanly",
+        "previous file is pg_hba.conf.mig-before-fence), systemctl unmask and start old's cluster; the task "
+        "does this itself when new does not catch up",
+        why="no client can write on old any more: pg_hba admits only postgres and replication, client "
+        "backends are ended, old's cluster shuts down cleanly and is masked, so nothing starts it again",
     ):
         s.old.run(
             system.put_block(
@@ -605,6 +605,7 @@ def fence_old(s: Session, place: ClusterPlace) -> Control | None:
             )
         )
         s.old.run(system.systemctl("stop", place.unit))
+        s.old.run(system.systemctl("mask", place.unit))  # `systemctl start` or a reboot must not revive it
         control = s.old.fact(
             ControlData(bindir(cfg), cfg.pg_data_dir),
             then="anything but `shut down`: lift the fence (see Undo) and stop",
@@ -614,6 +615,7 @@ def fence_old(s: Session, place: ClusterPlace) -> Control | None:
 
 def lift_fence(s: Session, place: ClusterPlace) -> None:
     """Undo the fence: old's cluster starts again with its own pg_hba.conf and serves through the tunnel."""
+    s.old.run(system.systemctl("unmask", place.unit))
     s.old.run(system.delete_blocks(place.hba_file, "fence", user="postgres"))
     s.old.run(system.systemctl("start", place.unit))
 
@@ -811,8 +813,9 @@ def remove_replication_leftovers(s: Session) -> None:
         if all(known(count) and not count for count in marked):
             return
         was_running = s.old.fact(UnitState(place.unit)) == "active"
-        if not was_running:
-            s.old.run(system.systemctl("start", place.unit))  # still fenced: only local postgres may connect
+        if not was_running:  # still fenced: only local postgres may connect; masked again afterwards
+            s.old.run(system.systemctl("unmask", place.unit))
+            s.old.run(system.systemctl("start", place.unit))
         s.old.run(
             psql(
                 f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots\n"
@@ -824,5 +827,6 @@ def remove_replication_leftovers(s: Session) -> None:
         )
         if not was_running:
             s.old.run(system.systemctl("stop", place.unit))
+            s.old.run(system.systemctl("mask", place.unit))
         for block in ACCESS_BLOCKS:  # the fence stays: old must never serve clients again
             s.old.run(system.delete_blocks(place.hba_file, block, user="postgres"))

@@ -160,6 +160,9 @@ def test_failover_under_live_load_loses_no_acknowledged_write(pair, tokens, orig
 
 def test_after_the_failover(pair, tokens):
     assert pair.exec("old", "systemctl", "is-active", "postgresql@15-main").stdout.strip() != "active"
+    # old stays down: starting its cluster by hand does nothing (masked since its clean shutdown)
+    assert pair.exec("old", "systemctl", "start", "postgresql@15-main").returncode != 0
+    assert pair.exec("old", "systemctl", "is-active", "postgresql@15-main").stdout.strip() != "active"
     assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "f"
     status, _, body = pair.request("POST", "/api/v1/statuses", token=tokens[1],
                                    body={"status": "on new alone"})
