@@ -9,6 +9,7 @@ every host. One-host tasks keep Fabric's per-host behaviour.
 from __future__ import annotations
 
 import functools
+import traceback
 from pathlib import Path
 
 from fabric import Connection, Executor, Task
@@ -159,8 +160,14 @@ def _load_settings() -> settings_module.Settings:
         raise Exit(str(error), code=2) from None
 
 
+def _again(session: Session, name: str) -> str:
+    return f"fab -H {','.join(r.alias for r in session.hosts.values())} {name}"
+
+
 def _run_body(body, session: Session, name: str, kwargs) -> None:
-    """Run a task body; failures become one clear message and a non-zero exit, and are logged."""
+    """Run a task body; failures become one clear message and a non-zero exit, and are logged. Nothing
+    reaches the operator as a traceback: the unforeseen (a dropped connection mid-command, an answer of an
+    unexpected shape, Ctrl-C) is named, with the command that continues; its traceback goes to the run log."""
     log = session.mode.log if isinstance(session.mode, Live) else None
     if log:
         log.write(task=name, hosts=[r.alias for r in session.hosts.values()], event="start")
@@ -172,6 +179,21 @@ def _run_body(body, session: Session, name: str, kwargs) -> None:
         failure = Exit(f"{name}: {error}", code=1)
     except Exit as error:
         failure = error
+    except KeyboardInterrupt:
+        failure = Exit(
+            f"{name} was interrupted. Every step checks the hosts before it acts: run "
+            f"{_again(session, name)} to continue where it stopped.",
+            code=130,
+        )
+    except Exception as error:  # noqa: BLE001 - the operator gets a sentence; the run log keeps the trace
+        if log:
+            log.write(task=name, event="unexpected", traceback=traceback.format_exc()[-4000:])
+        failure = Exit(
+            f"{name} stopped on something it did not expect ({type(error).__name__}: {error}). Every step "
+            f"checks the hosts before it acts: run {_again(session, name)} to continue where it stopped; the "
+            f"details are in the run log {session.settings.log_file}.",
+            code=1,
+        )
     else:
         failure = None
     finally:

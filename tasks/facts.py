@@ -869,6 +869,37 @@ class ControlData(Fact[Control]):
 
 
 @dataclass(frozen=True)
+class Fork:
+    parent: int  # the timeline it left
+    lsn: str  # where
+
+
+@dataclass(frozen=True)
+class TimelineFork(Fact["Fork | None"]):
+    """Where the cluster's newest timeline began: the last line of the newest history file in pg_wal."""
+
+    data_dir: str
+    passes: ClassVar[str] = (
+        "prints `PARENT_TIMELINE<TAB>LSN<TAB>reason` of the newest timeline switch; nothing before any "
+        "promotion"
+    )
+
+    def command(self) -> Cmd:
+        wal = shlex.quote(f"{self.data_dir}/pg_wal")
+        return Cmd(
+            f'f=$(ls {wal}/*.history 2>/dev/null | sort | tail -n 1); [ -z "$f" ] || tail -n 1 "$f"',
+            user="postgres",
+        )
+
+    @staticmethod
+    def parse(out: Output) -> Fork | None:
+        fields = out.stdout.strip().split("\t")
+        if len(fields) < 2 or not fields[0].isdigit() or "/" not in fields[1]:
+            return None
+        return Fork(int(fields[0]), fields[1])
+
+
+@dataclass(frozen=True)
 class PgReady(Fact[bool]):
     port: int
     host: str = "127.0.0.1"

@@ -6,6 +6,7 @@ import json
 import shlex
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import ClassVar
 
 from . import mastodon_env, redis_cli, system
@@ -199,6 +200,70 @@ def _wait_healthy(s: Session, remote: Remote, chosen: dict[str, str]) -> None:
     except StepFailed as error:
         journal = remote.fact(Journal(tuple(chosen.values())))
         raise StepFailed(f"{error}. The units' last journal lines:\n{journal}") from None
+
+
+@dataclass(frozen=True)
+class StartedSince(Fact["dict[str, bool]"]):
+    """Per unit: whether it is active and was (re)started after the newest of `paths` last changed, so it
+    runs with what they say (a web reload keeps its start time: this fact is for the other units)."""
+
+    units: tuple[str, ...]
+    paths: tuple[str, ...]
+    passes: ClassVar[str] = (
+        "prints `changed EPOCH` (the newest change of the files), then `UNIT STATE STARTED` per unit: a unit "
+        "is current when `active` and started later"
+    )
+
+    def command(self) -> Cmd:
+        files = " ".join(shlex.quote(p) for p in self.paths)
+        lines = [f"echo changed $(stat -c %.6Y {files} 2>/dev/null | sort -n | tail -n 1)"]
+        lines += [
+            f'echo {u} $(systemctl is-active {u}) "$(systemctl show -p ActiveEnterTimestamp '
+            f'--timestamp=us+utc --value {u})"'
+            for u in self.units
+        ]
+        return Cmd("\n".join(lines))
+
+    @staticmethod
+    def parse(out: Output) -> dict[str, bool]:
+        changed, current = 0.0, {}
+        for line in out.stdout.splitlines():
+            word, _, rest = line.partition(" ")
+            if word == "changed":
+                changed = float(rest or 0)
+                continue
+            state, _, started = rest.partition(" ")
+            current[word] = state == "active" and _epoch(started) > changed
+        return current
+
+
+def _epoch(timestamp: str) -> float:
+    """systemd's `Tue 2026-12-01 18:46:32.123456 UTC` as seconds since the epoch (0 when empty)."""
+    try:
+        return (
+            datetime.strptime(timestamp.strip(), "%a %Y-%m-%d %H:%M:%S.%f %Z")
+            .replace(tzinfo=timezone.utc)
+            .timestamp()
+        )
+    except ValueError:
+        return 0.0
+
+
+def restart_stale(s: Session, remote: Remote, services: str, since: tuple[str, ...]) -> None:
+    """Restart those of `services` that do not run or started before the newest of `since` changed."""
+    chosen = units(s.settings, services)
+    with s.step(
+        f"Mastodon's {', '.join(chosen)} on {remote.role} run with the current settings",
+        "each unit started after the last change of " + " and ".join(since) + "; any other is restarted",
+        undo="not needed: a restart changes no state",
+    ):
+        current = remote.fact(
+            StartedSince(tuple(chosen.values()), since), then="each unit that is not current is restarted"
+        )
+        for unit in chosen.values():
+            if not known(current) or not current.get(unit):
+                _systemctl(remote, "restart", unit)
+        _wait_healthy(s, remote, chosen)
 
 
 def _systemctl(remote: Remote, action: str, unit: str) -> None:

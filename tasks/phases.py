@@ -91,15 +91,18 @@ def require_old_mastodon_stopped(s: Session) -> None:
 
 
 def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300) -> None:
-    """Phase 3 as steps; a re-run after a failure continues from the real state."""
+    """Phase 3 as steps. Each reads the real state first, and the failover record on new says what an
+    earlier run did: a run stopped anywhere (a failure, Ctrl-C, a killed laptop) is continued by the next."""
     nginx.require_proxy(s)
-    if postgres.promoted_record(s) is None:  # not yet failed over: the replica must be fit to take over
+    if postgres.failover_stage(s) == "replica":  # nothing fenced yet: the replica must be fit to take over
         require_replication(s, "phase 3 needs new's replica streaming with a small lag")
     sidekiq.drain_old(s, drain_timeout)
-    fenced_at = time.time()
+    transfer.sync_media(s, "last pass, after old's Sidekiq stopped: the files it wrote until then")
     promoted = postgres.promote_new(s, catchup_timeout)
     changed = mastodon.use_local_database(s)
-    if promoted or changed:  # web first: it takes the writes; the rest follows once writes flow again
+    record = postgres.failover_record(s)
+    if promoted or changed or record.get("stage") != "done":
+        # web first: it takes the writes; the rest follows once writes flow again
         mastodon.restart_services(s, s.new, services="web")
         with s.step(
             "verify",
@@ -107,14 +110,18 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
             undo="not needed: the probe is a private post (or a transaction) on new",
         ):
             mastodon.probe_write(s)
-            if promoted and not s.planning:
-                accepted_at = time.time()
+            if promoted and record.get("fenced_at") and not s.planning:
+                fenced_at, accepted_at = record["fenced_at"], time.time()
                 s.say(
                     f"==> write-unavailability window: {accepted_at - fenced_at:.1f} s, from the fence of "
                     f"old (epoch {fenced_at:.3f}) to the first write new accepted (epoch {accepted_at:.3f})"
                 )
-        mastodon.restart_services(s, s.new, services="sidekiq,streaming")
+    mastodon.restart_stale(
+        s, s.new, "sidekiq,streaming", since=(mastodon.env_path(s), postgres.PROMOTION_RECORD)
+    )
     postgres.keep_old_down(s)
+    if record.get("stage") != "done":
+        postgres.note_failover(s, record, stage="done")
 
 
 @two_host_task(help={"timeout": "seconds to wait for the queues to empty"})
@@ -130,7 +137,6 @@ def promote(s: Session, catchup_timeout=30):
     nginx.require_proxy(s)
     require_old_mastodon_stopped(s)
     postgres.promote_new(s, float(catchup_timeout))
-    postgres.keep_old_down(s)
 
 
 @two_host_task(

@@ -4,12 +4,14 @@ report."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json as json_module
 import secrets
 import time
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 from . import checks, system
 from .command import Cmd, CommandFailed, Remote, Secret, Session, StepFailed, known
@@ -36,6 +38,8 @@ from .facts import (
     Standby,
     StandbySettings,
     StandbyState,
+    TimelineFork,
+    UnitEnabled,
     UnitState,
     human_bytes,
     lsn,
@@ -562,6 +566,10 @@ def replication_status(s: Session, json=False):
 
 
 # --- phase 3: fence old, prove new has everything, promote -----------------------------------------
+#
+# Phase 3 can stop anywhere (Ctrl-C, a dropped connection, a killed laptop). Each part reads the real state
+# first, so a re-run continues: `failover_stage` names where the hosts are, the failover record on new says
+# what was done and when, and between the fence and the promotion any interruption lifts the fence.
 
 ACCESS_BLOCKS = ("replication", "mastodon-access")  # what cleanup removes from old's pg_hba.conf
 FENCE_RULES = [
@@ -571,53 +579,153 @@ FENCE_RULES = [
     "host all all 0.0.0.0/0 reject",
     "host all all ::/0 reject",
 ]
+FAILOVER_RECORD = f"{STATE_DIR}/failover.json"  # the intent record: written before the fence, then per step
+FAILOVER = JsonFile(FAILOVER_RECORD)
+BEFORE_FENCE = "mig-before-fence"  # suffix of old's pg_hba.conf and start.conf as they were before the fence
+UNSTARTABLE = f"# {system.MARK}: fenced for the failover to new; see cleanup.\ndisabled\n"
 
 
-def fence_old(s: Session, place: ClusterPlace) -> Control | None:
+@dataclass(frozen=True)
+class OldCluster:
+    """Old's cluster as the failover sees it."""
+
+    running: bool
+    fenced: bool  # the fence block is in its pg_hba.conf
+
+    @property
+    def untouched(self) -> bool:
+        return self.running and not self.fenced
+
+
+def old_cluster(s: Session, place: ClusterPlace) -> OldCluster:
+    running = s.old.fact(UnitState(place.unit), then="`active`: old still runs") == "active"
+    blocks = s.old.fact(
+        CountLines(place.hba_file, f"# BEGIN {system.MARK} fence", "postgres", whole_line=True),
+        then="1: old is fenced already (a run stopped after the fence)",
+    )
+    return OldCluster(running or s.planning, known(blocks) and blocks > 0)
+
+
+def failover_stage(s: Session) -> str:
+    """`replica` (nothing done yet), `fenced` (old fenced or stopped, new not promoted) or `promoted`."""
+    current = standby(s, then="`f|...` (not in recovery) means new is already the primary")
+    if known(current) and current and not current.in_recovery:
+        return "promoted"
+    return "replica" if old_cluster(s, cluster(s, s.old)).untouched else "fenced"
+
+
+def failover_record(s: Session) -> dict:
+    """What the failover record on new says ({} when there is none, or in a plan)."""
+    record = s.new.fact(FAILOVER, then="what an earlier run did, and when")
+    return record if known(record) and record else {}
+
+
+def note_failover(s: Session, record: dict, **facts) -> dict:
+    """`record` with `facts` added, written to new in one command (the critical section counts each)."""
+    record = {**record, **facts, "updated_at": time.time()}
+    s.new.write_file(FAILOVER_RECORD, json_module.dumps(record, indent=2) + "\n")
+    return record
+
+
+def make_unstartable(s: Session, place: ClusterPlace) -> None:
+    """start.conf `disabled` (pg_ctlcluster refuses to start it) and the unit masked: neither a boot nor a
+    `systemctl start` revives old as a second primary. The start.conf before is kept for lift_fence."""
+    start_conf = place.start_conf
+    s.old.run(Cmd(f"test -e {start_conf}.{BEFORE_FENCE} || cp -p {start_conf} {start_conf}.{BEFORE_FENCE}"))
+    s.old.write_file(start_conf, UNSTARTABLE, owner="postgres")
+    s.old.run(system.systemctl("mask", place.unit))
+
+
+def fence_old(s: Session, place: ClusterPlace, old: OldCluster) -> Control | None:
     """Only local postgres and the replication role may connect; client backends end; a checkpoint,
-    then a clean fast shutdown, whose last WAL record the walsender hands to new before it exits.
-    Returns old's control data (None when planning)."""
+    then a clean fast shutdown, whose last WAL record the walsender hands to new before it exits; then old
+    is made unstartable. A part already done (a run stopped here) is skipped. Returns old's control data
+    (None when planning)."""
     cfg = s.settings
     with s.step(
         "fence old",
         undo="before new is promoted only: delete the fence block from old's pg_hba.conf (the "
-        "previous file is pg_hba.conf.mig-before-fence), systemctl unmask and start old's cluster; the task "
-        "does this itself when new does not catch up",
+        f"previous file is pg_hba.conf.{BEFORE_FENCE}), put start.conf.{BEFORE_FENCE} back, systemctl "
+        "unmask and start old's cluster; the task does this itself when it is interrupted before the "
+        "promotion or new does not catch up",
         why="no client can write on old any more: pg_hba admits only postgres and replication, client "
-        "backends are ended, old's cluster shuts down cleanly and is masked, so nothing starts it again",
+        "backends are ended, old's cluster shuts down cleanly and is made unstartable",
     ):
-        s.old.run(
-            system.put_block(
-                place.hba_file,
-                "fence",
-                [r.format(role=cfg.replication_role) for r in FENCE_RULES],
-                user="postgres",
-                backup_suffix="mig-before-fence",
+        if not old.fenced:
+            s.old.run(
+                system.put_block(
+                    place.hba_file,
+                    "fence",
+                    [r.format(role=cfg.replication_role) for r in FENCE_RULES],
+                    user="postgres",
+                    backup_suffix=BEFORE_FENCE,
+                )
             )
-        )
-        s.old.run(
-            psql(
-                "SELECT pg_reload_conf();\n"
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity\n"
-                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid();\n"
-                "CHECKPOINT;",
-                cfg.pg_port,
+        if old.running:
+            s.old.run(
+                psql(
+                    "SELECT pg_reload_conf();\n"
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity\n"
+                    "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid();\n"
+                    "CHECKPOINT;",
+                    cfg.pg_port,
+                )
             )
-        )
-        s.old.run(system.systemctl("stop", place.unit))
-        s.old.run(system.systemctl("mask", place.unit))  # `systemctl start` or a reboot must not revive it
+            s.old.run(system.systemctl("stop", place.unit))
         control = s.old.fact(
             ControlData(bindir(cfg), cfg.pg_data_dir),
             then="anything but `shut down`: lift the fence (see Undo) and stop",
         )
+        if known(control) and control.state == "shut down":
+            make_unstartable(s, place)
         return control if known(control) else None
 
 
 def lift_fence(s: Session, place: ClusterPlace) -> None:
-    """Undo the fence: old's cluster starts again with its own pg_hba.conf and serves through the tunnel."""
+    """Undo the fence (before the promotion only): old's cluster starts again with its own pg_hba.conf and
+    start.conf and serves through the tunnel."""
+    start_conf = place.start_conf
+    s.old.run(Cmd(f"test ! -e {start_conf}.{BEFORE_FENCE} || mv {start_conf}.{BEFORE_FENCE} {start_conf}"))
     s.old.run(system.systemctl("unmask", place.unit))
     s.old.run(system.delete_blocks(place.hba_file, "fence", user="postgres"))
     s.old.run(system.systemctl("start", place.unit))
+
+
+@contextlib.contextmanager
+def fence_lifted_on_failure(s: Session, place: ClusterPlace) -> Iterator[dict]:
+    """Between the fence and the promotion the site cannot take writes: whatever stops this section
+    (Ctrl-C, a lost connection, a timeout) lifts the fence, unless `pg_promote` was already sent (then only
+    a re-run, which reads new's state, may decide)."""
+    progress = {"promoting": False}
+    try:
+        yield progress
+    except BaseException as error:
+        if s.planning or progress["promoting"]:
+            if progress["promoting"] and not isinstance(error, StepFailed):
+                raise StepFailed(
+                    f"the promotion of new was under way when this run stopped ({_reason(error)}). New may "
+                    "or may not be the primary now; old stays fenced. Run phase3-failover again: it reads "
+                    "new's state and finishes either way."
+                ) from None
+            raise
+        try:
+            lift_fence(s, place)
+        except Exception as lift_error:  # noqa: BLE001 - said in the message, with the way out
+            raise StepFailed(
+                f"{_reason(error)}. Lifting the fence failed too ({lift_error}): old's PostgreSQL is "
+                "fenced and down, so the site takes no writes. Run phase3-failover again: it continues from "
+                "the fence (it proves new has everything and promotes it, or lifts the fence)."
+            ) from None
+        raise StepFailed(
+            f"{_reason(error)}. The fence was lifted and old's PostgreSQL started again: old serves through "
+            "the tunnel, new is still its replica, nothing was lost. Run phase3-failover again."
+        ) from None
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    return str(error) or type(error).__name__
 
 
 def _caught_up(target: int):
@@ -633,8 +741,8 @@ def _caught_up(target: int):
     return done
 
 
-def wait_caught_up(s: Session, place: ClusterPlace, checkpoint: str, timeout: float) -> None:
-    """new must have received and replayed past old's shutdown checkpoint; otherwise old comes back."""
+def wait_caught_up(s: Session, checkpoint: str, timeout: float) -> None:
+    """new must have received and replayed past old's shutdown checkpoint."""
     target = lsn(checkpoint) if not s.planning else 0
     with s.step(
         "prove new has everything",
@@ -654,13 +762,10 @@ def wait_caught_up(s: Session, place: ClusterPlace, checkpoint: str, timeout: fl
             )
         except StepFailed:
             last = standby(s)
-            lift_fence(s, place)
             raise StepFailed(
                 f"new did not catch up with old within {timeout:.0f} s (old's last checkpoint "
                 f"{checkpoint}; new received {last.receive_lsn if last else '?'}, replayed "
-                f"{last.replay_lsn if last else '?'}). The fence was lifted and old's PostgreSQL "
-                "started again: old serves through the tunnel, new is still its replica, nothing was "
-                "lost. Check the tunnel (replication-status) and run the failover again."
+                f"{last.replay_lsn if last else '?'}); check the tunnel (replication-status)"
             ) from None
 
 
@@ -679,55 +784,96 @@ def promote_replica(s: Session, old_control: Control | None) -> None:
             timeout=60,
             interval=0.2,
         )
-        s.new.run(
-            psql(
-                "ALTER SYSTEM RESET primary_conninfo;\nALTER SYSTEM RESET primary_slot_name;\n"
-                "SELECT pg_reload_conf();\nCHECKPOINT;",
-                cfg.pg_port,
+        record_promotion(s, old_control.checkpoint_lsn if old_control else "<old's last checkpoint>")
+
+
+def record_promotion(s: Session, old_checkpoint: str, **more) -> None:
+    """new's replication settings go; promotion.json records the new timeline and position."""
+    cfg = s.settings
+    s.new.run(
+        psql(
+            "ALTER SYSTEM RESET primary_conninfo;\nALTER SYSTEM RESET primary_slot_name;\n"
+            "SELECT pg_reload_conf();\nCHECKPOINT;",
+            cfg.pg_port,
+        )
+    )
+    timeline = s.new.fact(
+        Query(
+            "SELECT timeline_id FROM pg_control_checkpoint();",
+            cfg.pg_port,
+            "prints new's timeline (one more than old's)",
+        ),
+        planned="<timeline>",
+    )
+    position = s.new.fact(
+        Query("SELECT pg_current_wal_lsn();", cfg.pg_port, "prints new's WAL position"),
+        planned="<position>",
+    )
+    record = {
+        "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "timeline": timeline,
+        "lsn": position,
+        "old_shutdown_checkpoint": old_checkpoint,
+        **more,
+    }
+    s.new.write_file(PROMOTION_RECORD, json_module.dumps(record, indent=2) + "\n")
+    s.say(f"new is the primary on timeline {timeline} at {position}")
+
+
+def accept_promotion(s: Session) -> bool:
+    """new is already the primary. Recorded by this tool: nothing to do (False). Not recorded (a run
+    stopped between pg_promote and the record): accepted, and recorded, when new's timeline forks from old's
+    at or after old's shutdown checkpoint, which proves that new replayed every write old made (True)."""
+    if promoted_record(s):
+        s.say("already promoted: new is the primary, nothing to do")
+        return False
+    cfg = s.settings
+    with s.step(
+        "accept new's promotion",
+        "new left recovery but the record of its promotion is missing (a run stopped in between): its "
+        "timeline history must fork from old's timeline at or after old's shutdown checkpoint",
+        undo="not needed: this step only reads, then writes promotion.json",
+    ):
+        fork = s.new.fact(
+            TimelineFork(cfg.pg_data_dir), then="its position is compared with old's checkpoint"
+        )
+        control = s.old.fact(ControlData(bindir(cfg), cfg.pg_data_dir), then="must say `shut down`")
+        checkpoint = failover_record(s).get("old_checkpoint") or (
+            control.checkpoint_lsn if known(control) and control.state == "shut down" else None
+        )
+        if s.planning:
+            return True
+        if not (fork and checkpoint and lsn(fork.lsn) > lsn(checkpoint)):
+            raise StepFailed(
+                "new's PostgreSQL is not a replica, and nothing shows that it holds all of old's writes "
+                f"(new's timeline began at {fork.lsn if fork else 'an unknown position'}; old's shutdown "
+                f"checkpoint: {checkpoint or 'unknown, old did not shut down cleanly'}). Nothing was "
+                "changed; compare both databases before going on."
             )
+        s.say(
+            f"new left old's timeline {fork.parent} at {fork.lsn}, after old's shutdown checkpoint "
+            f"{checkpoint}: it holds every write old acknowledged"
         )
-        timeline = s.new.fact(
-            Query(
-                "SELECT timeline_id FROM pg_control_checkpoint();",
-                cfg.pg_port,
-                "prints new's timeline (one more than old's)",
-            ),
-            planned="<timeline>",
-        )
-        position = s.new.fact(
-            Query("SELECT pg_current_wal_lsn();", cfg.pg_port, "prints new's WAL position"),
-            planned="<position>",
-        )
-        record = {
-            "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "timeline": timeline,
-            "lsn": position,
-            "old_shutdown_checkpoint": old_control.checkpoint_lsn
-            if old_control
-            else "<old's last checkpoint>",
-        }
-        s.new.write_file(PROMOTION_RECORD, json_module.dumps(record, indent=2) + "\n")
-        s.say(f"new is the primary on timeline {timeline} at {position}")
+        record_promotion(s, checkpoint, accepted="the promotion was recorded by a later run")
+    return True
 
 
 def keep_old_down(s: Session) -> None:
-    """Debian starts clusters marked 'auto' at boot: old's is set to manual, never to return as a primary."""
+    """Old's cluster must stay unstartable (an interrupted run may have stopped before that part)."""
     with s.step(
         "keep old down",
-        "Debian starts clusters marked auto at boot: old's is set to manual, so it never "
-        "comes back as a second primary",
-        undo="put start.conf.mig-before-fence back (only while new is not the primary)",
+        "old's cluster stays fenced, its start.conf `disabled` and its unit masked, so nothing brings it "
+        "back as a second primary",
+        undo=f"none while new is the primary (start.conf.{BEFORE_FENCE} is the file before the fence)",
     ):
-        start_conf = cluster(s, s.old).start_conf
-        text = s.old.fact(FileText(start_conf), then="when its last line is `manual`, skip the next block")
-        if known(text) and (text or "").strip().splitlines()[-1:] == ["manual"]:
-            return
-        s.old.run(Cmd(f"cp -p {start_conf} {start_conf}.mig-before-fence"))
-        s.old.write_file(
-            start_conf,
-            f"# {system.MARK}: fenced after the failover to new; see cleanup.\nmanual\n",
-            owner="postgres",
+        place = cluster(s, s.old)
+        text = s.old.fact(
+            FileText(place.start_conf), then="`disabled` and a masked unit: skip the next block"
         )
+        masked = s.old.fact(UnitEnabled(place.unit)) == "masked"
+        if known(text) and text == UNSTARTABLE and masked:
+            return
+        make_unstartable(s, place)
 
 
 def promoted_record(s: Session) -> dict | None:
@@ -737,16 +883,35 @@ def promoted_record(s: Session) -> dict | None:
 
 
 def promote_new(s: Session, catchup_timeout: float = 30) -> bool:
-    """Fence, prove, promote. Returns False when new was already promoted (nothing done)."""
-    cfg = s.settings
+    """Fence, prove, promote, each part checking first: a run stopped anywhere is continued by the next.
+    Returns whether new became the primary in this run (False: it already was, and recorded)."""
     current = standby(s, then="`f|...` (not in recovery) means new is already the primary")
     if known(current) and current and not current.in_recovery:
-        if promoted_record(s):
-            s.say("already promoted: new is the primary, nothing to do")
-            return False
-        raise StepFailed(
-            "new's PostgreSQL is not a replica, and this tool did not promote it: nothing was changed"
-        )
+        return accept_promotion(s)
+    place = cluster(s, s.old)
+    old = old_cluster(s, place)
+    record = failover_record(s)
+    if old.untouched:
+        _require_ready(s)
+        record = note_failover(s, {}, stage="fencing", fenced_at=time.time())
+    else:
+        s.say("old is fenced already (a run stopped after the fence): the failover continues from there")
+    with fence_lifted_on_failure(s, place) as progress:
+        control = fence_old(s, place, old)
+        if control is not None and control.state != "shut down":
+            raise StepFailed(f"old's cluster did not shut down cleanly (state: {control.state})")
+        checkpoint = control.checkpoint_lsn if control else "<old's Latest checkpoint location>"
+        record = note_failover(s, record, stage="fenced", old_checkpoint=checkpoint)
+        wait_caught_up(s, checkpoint, catchup_timeout)
+        progress["promoting"] = True
+        promote_replica(s, control)
+    note_failover(s, record, stage="promoted")
+    return True
+
+
+def _require_ready(s: Session) -> None:
+    """Before the fence: new streams with a small lag, and the tunnel reaches old."""
+    cfg = s.settings
     report = replication_report(s)
     if report is not None and not report.healthy:
         raise StepFailed(
@@ -757,19 +922,6 @@ def promote_new(s: Session, catchup_timeout: float = 30) -> bool:
             f"the tunnel on new (127.0.0.1:{cfg.tunnel_port}) does not reach old's PostgreSQL; "
             "nothing was changed"
         )
-    place = cluster(s, s.old)
-    control = fence_old(s, place)
-    if control is not None and control.state != "shut down":
-        lift_fence(s, place)
-        raise StepFailed(
-            f"old's cluster did not shut down cleanly (state: {control.state}); the fence was lifted "
-            "and old started again. Nothing was promoted."
-        )
-    wait_caught_up(
-        s, place, control.checkpoint_lsn if control else "<old's Latest checkpoint location>", catchup_timeout
-    )
-    promote_replica(s, control)
-    return True
 
 
 def remove_replication_leftovers(s: Session) -> None:
@@ -813,7 +965,8 @@ def remove_replication_leftovers(s: Session) -> None:
         if all(known(count) and not count for count in marked):
             return
         was_running = s.old.fact(UnitState(place.unit)) == "active"
-        if not was_running:  # still fenced: only local postgres may connect; masked again afterwards
+        if not was_running:  # still fenced: only local postgres may connect; unstartable again afterwards
+            s.old.write_file(place.start_conf, "manual\n", owner="postgres")
             s.old.run(system.systemctl("unmask", place.unit))
             s.old.run(system.systemctl("start", place.unit))
         s.old.run(
@@ -827,6 +980,6 @@ def remove_replication_leftovers(s: Session) -> None:
         )
         if not was_running:
             s.old.run(system.systemctl("stop", place.unit))
-            s.old.run(system.systemctl("mask", place.unit))
+            make_unstartable(s, place)
         for block in ACCESS_BLOCKS:  # the fence stays: old must never serve clients again
             s.old.run(system.delete_blocks(place.hba_file, block, user="postgres"))

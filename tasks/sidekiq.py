@@ -11,22 +11,27 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, ClassVar
 
 from . import redis_cli, system
-from .command import Cmd, Remote, Secret, Session, StepFailed, known
+from .command import Cmd, Secret, Session, StepFailed, known
 from .facts import Fact, Output, UnitEnabled, UnitStates, stopped
 from .mastodon import env_values, read_env
 from .sidekiq_jobs import (
+    ASIDE,
     BEAT_SECONDS,
     DURABLE_SETS,
+    MOVED_JIDS,
+    Aside,
     SidekiqState,
-    jid,
-    merge,
-    parse_list,
+    parse_aside,
     parse_state,
-    parse_zset,
+    pipe_replies,
+    plan_move,
 )
 
-MOVED = f"mastodon-migration:moved:{time.strftime('%Y%m%dT%H%M%S')}"  # where old's moved keys are set aside
-MOVED_PATTERN = MOVED.rsplit(":", 1)[0] + ":*"  # the keys every drain set aside, whatever its time
+STAMP = time.strftime("%Y%m%dT%H%M%S")
+MOVING = f"{ASIDE}:{STAMP}"  # old's keys, renamed aside before the merge (see sidekiq_jobs)
+MOVED_PREFIX = "mastodon-migration:moved"
+MOVED = f"{MOVED_PREFIX}:{STAMP}"  # where they stay once merged
+MOVED_PATTERN = MOVED_PREFIX + ":*"  # the keys every drain set aside, whatever its time
 
 
 @dataclass(frozen=True)
@@ -55,47 +60,6 @@ done"""
     @staticmethod
     def parse(out: Output) -> SidekiqState:
         return parse_state(out.stdout)
-
-
-@dataclass(frozen=True)
-class SortedSet(RedisFact):
-    key: str = "schedule"
-    passes: ClassVar[str] = (
-        "prints each job (JSON) and its score on alternate lines; nothing when the set is empty"
-    )
-
-    def command(self) -> Cmd:
-        # job arguments may be private (ActivityPub bodies, e-mail addresses): kept out of logs
-        return replace(redis_cli.cli(self.values, f"ZRANGE {self.key} 0 -1 WITHSCORES"), secret_output=True)
-
-    @staticmethod
-    def parse(out: Output) -> list[tuple[str, str]]:
-        return parse_zset(out.stdout)
-
-
-@dataclass(frozen=True)
-class QueueNames(RedisFact):
-    passes: ClassVar[str] = "prints the name of each queue Sidekiq knows, one a line"
-
-    def command(self) -> Cmd:
-        return redis_cli.cli(self.values, "SMEMBERS queues")
-
-    @staticmethod
-    def parse(out: Output) -> list[str]:
-        return out.stdout.split()
-
-
-@dataclass(frozen=True)
-class QueuedJobs(RedisFact):
-    name: str = "default"
-    passes: ClassVar[str] = "prints each job (JSON) waiting in queue {name}, newest first; nothing when empty"
-
-    def command(self) -> Cmd:
-        return replace(redis_cli.cli(self.values, f"LRANGE queue:{self.name} 0 -1"), secret_output=True)
-
-    @staticmethod
-    def parse(out: Output) -> list[str]:
-        return parse_list(out.stdout)
 
 
 @dataclass(frozen=True)
@@ -183,8 +147,14 @@ def stop_old_mastodon(s: Session, timeout: float) -> None:
             if not stopped(state[unit]):
                 s.old.run(system.systemctl("stop", unit))
         if not stopped(state[cfg.mastodon_sidekiq_service]):
-            _wait_idle(s, values, timeout)
-            s.old.run(system.systemctl("kill", "-s", "TSTP", cfg.mastodon_sidekiq_service))
+            now = s.old.fact(
+                QueueState(values),
+                then="every process `true` (quiet: an earlier run sent TSTP): skip to the wait after the "
+                "next command, as a quiet Sidekiq takes nothing from its queues (what is left is moved)",
+            )
+            if not (known(now) and now.quiet and all(now.quiet.values())):
+                _wait_idle(s, values, timeout)
+                s.old.run(system.systemctl("kill", "-s", "TSTP", cfg.mastodon_sidekiq_service))
             s.old.wait_for(
                 QueueState(values),
                 lambda st: st.running == 0 and all(st.quiet.values()),
@@ -198,68 +168,96 @@ def stop_old_mastodon(s: Session, timeout: float) -> None:
                 s.old.run(system.systemctl("disable", unit))
 
 
-def _jobs(remote: Remote, values) -> tuple[dict, dict]:
-    """A host's durable sets and queued jobs."""
-    sets = {key: remote.fact(SortedSet(values, key), planned=[]) for key in DURABLE_SETS}
-    names = remote.fact(QueueNames(values), planned=["<each queue>"])
-    queues = {name: remote.fact(QueuedJobs(values, name), planned=[]) for name in names}
-    return sets, queues
+@dataclass(frozen=True)
+class AsideJobs(RedisFact):
+    """The jobs in the keys set aside for the move (see sidekiq_jobs), by key."""
+
+    passes: ClassVar[str] = (
+        f"prints `@@ zset|list KEY` for each key under {ASIDE}:, then its jobs (JSON; a set's with their "
+        "scores on alternate lines); nothing when no key is set aside"
+    )
+    SCRIPT: ClassVar[str] = f"""for k in $(r --scan --pattern '{ASIDE}:*'); do
+  case "$(r TYPE "$k")" in
+    zset) echo "@@ zset $k"; r ZRANGE "$k" 0 -1 WITHSCORES;;
+    list) echo "@@ list $k"; r LRANGE "$k" 0 -1;;
+  esac
+done"""
+
+    def command(self) -> Cmd:
+        # job arguments may be private (ActivityPub bodies, e-mail addresses): kept out of logs
+        return replace(redis_cli.script(self.values, self.SCRIPT), secret_output=True)
+
+    @staticmethod
+    def parse(out: Output) -> list[Aside]:
+        return parse_aside(out.stdout)
 
 
-def _jids(sets: dict, queues: dict) -> dict[str, set[str]]:
-    found = {key: {jid(member) for member, _ in entries} for key, entries in sets.items()}
-    found.update({f"queue:{name}": {jid(job) for job in jobs} for name, jobs in queues.items()})
-    return found
+@dataclass(frozen=True)
+class MovedJids(RedisFact):
+    passes: ClassVar[str] = f"prints the id of each job an earlier move put into this Redis ({MOVED_JIDS})"
+
+    def command(self) -> Cmd:
+        return redis_cli.cli(self.values, f"SMEMBERS {MOVED_JIDS}")
+
+    @staticmethod
+    def parse(out: Output) -> set[str]:
+        return set(out.stdout.split())
 
 
 def move_jobs(s: Session) -> None:
     with s.step(
         "move Sidekiq's jobs to new",
-        undo="old's keys stay in old's Redis as mastodon-migration:moved:<time>:<key> (RENAME them back)",
-        why="scheduled, retrying and dead jobs (and any left in a queue) "
-        "are merged into new's Redis: none lost, none twice",
+        undo=f"old's keys stay in old's Redis as {MOVED}:<key> (RENAME them back)",
+        why="scheduled, retrying and dead jobs (and any left in a queue) are set aside on old, then merged "
+        "into new's Redis job by job, each job's id recorded with it: none lost, none twice, however often "
+        "this is interrupted and re-run",
     ):
         old_values = env_values(read_env(s, s.old))
         new_values = env_values(read_env(s, s.new))
-        old_sets, old_queues = _jobs(s.old, old_values)
-        new_sets, new_queues = _jobs(s.new, new_values)
-        plan = merge(old_sets, old_queues, _jids(new_sets, new_queues))
+        # set aside first: the merge reads only these, never keys something else may change
+        s.old.run(
+            redis_cli.script(
+                old_values,
+                f"for k in {' '.join(DURABLE_SETS)} $(r SMEMBERS queues | sed 's/^/queue:/'); do\n"
+                f'  if [ "$(r EXISTS "$k")" = 1 ]; then r RENAME "$k" "{MOVING}:$k" >/dev/null; fi\ndone',
+            )
+        )
+        aside = s.old.fact(AsideJobs(old_values), planned=[])
+        moved = s.new.fact(
+            MovedJids(new_values), planned=set(), then="jobs with these ids are not sent again"
+        )
+        plan = plan_move(aside, moved)
         if s.planning or plan.commands:
-            payload = (
-                plan.pipe.rstrip("\n") or "<old's jobs>"
-            )  # the here-document's own newline stays visible
+            # rstrip: the here-document's own newline stays visible
+            payload = plan.pipe.rstrip("\n") or "<old's jobs>"
             jobs = Secret(
                 payload,
-                f"{sum(plan.added.values())} jobs from old's Redis "
+                f"{sum(plan.added.values())} jobs from old's Redis, a script call each "
                 "(Redis protocol; job arguments may be private)",
             )
-            s.new.run(redis_cli.script(new_values, "r --pipe", stdin=payload + "\n", secrets=(jobs,)))
-        if not s.planning:
-            after = _jids(*_jobs(s.new, new_values))
-            missing = {key: ids - after.get(key, set()) for key, ids in _jids(old_sets, old_queues).items()}
-            missing = {key: ids for key, ids in missing.items() if ids}
-            if missing:
+            out = s.new.run(redis_cli.script(new_values, "r --pipe", stdin=payload + "\n", secrets=(jobs,)))
+            errors, replies = pipe_replies(out.stdout)
+            if not s.planning and (errors, replies) != (0, len(plan.commands)):
                 raise StepFailed(
-                    f"after the merge new's Redis still lacks {sum(map(len, missing.values()))} of "
-                    f"old's jobs ({', '.join(missing)}); old's Redis still holds them all. Run drain "
-                    "again."
+                    f"new's Redis answered {replies} of {len(plan.commands)} job moves ({errors} errors); "
+                    "old's jobs are still set aside on old, and those new received are recorded there. Run "
+                    "drain again: it sends only the rest."
                 )
+        if not s.planning:
             s.say(
                 "moved: "
-                + ", ".join(f"{k} +{v} (already there: {plan.already[k]})" for k, v in plan.added.items())
-            )
-        keys = (
-            [key for key, entries in old_sets.items() if entries]
-            + [f"queue:{name}" for name, jobs in old_queues.items() if jobs]
-        ) or (["<the keys moved>"] * s.planning)
-        if keys:  # set aside on old (not deleted): a later run must not hand new jobs it has already done
-            s.old.run(
-                redis_cli.script(
-                    old_values,
-                    f"for k in {' '.join(keys)}; do\n"
-                    f'  if [ "$(r EXISTS "$k")" = 1 ]; then r RENAME "$k" "{MOVED}:$k"; fi\ndone',
+                + (
+                    ", ".join(f"{k} +{v} (earlier: {plan.already[k]})" for k, v in plan.added.items())
+                    or "nothing was left on old"
                 )
             )
+        s.old.run(  # done: the aside keys are kept under their final name, for undo
+            redis_cli.script(
+                old_values,
+                f"for k in $(r --scan --pattern '{ASIDE}:*'); do\n"
+                f'  r RENAME "$k" "{MOVED_PREFIX}:${{k#{ASIDE}:}}" >/dev/null\ndone',
+            )
+        )
 
 
 def drain_old(s: Session, timeout: float = 300) -> None:

@@ -2,6 +2,15 @@
 
 Layout (Sidekiq's own): `queues` SET of names, `queue:<name>` LISTs of job JSON (LPUSH in, BRPOP out),
 `schedule`/`retry`/`dead` ZSETs scored by epoch, `processes` SET with a HASH per process (busy, quiet).
+
+The move to new's Redis adds keys of this tool's own, so that it happens exactly once however often it is
+interrupted and re-run:
+- on old, `mastodon-migration:moving:<time>:<key>`: each of old's keys, renamed aside before the merge (old's
+  Sidekiq has stopped, so nothing adds to them); the merge reads these, never the live names;
+- on new, `mastodon-migration:moved-jids` SET: the id of every job merged in. One script per job checks it,
+  adds the job and records its id atomically, so a job that new's Sidekiq has run meanwhile is not added
+  again;
+- on old, `mastodon-migration:moved:<time>:<key>`: the aside keys once the merge succeeded (kept for undo).
 """
 
 from __future__ import annotations
@@ -67,11 +76,6 @@ def parse_zset(text: str) -> list[tuple[str, str]]:
     return [(lines[i], lines[i + 1]) for i in range(0, len(lines) - 1, 2)]
 
 
-def parse_list(text: str) -> list[str]:
-    """`LRANGE key 0 -1` (--raw): one job per line, newest first."""
-    return [x for x in text.split("\n") if x]  # "\n" only: see parse_zset
-
-
 def resp(*words: str) -> str:
     """One Redis command in the wire protocol, for redis-cli --pipe (exact bytes, no quoting)."""
     parts = [f"*{len(words)}\r\n"]
@@ -80,38 +84,86 @@ def resp(*words: str) -> str:
     return "".join(parts)
 
 
+ASIDE = "mastodon-migration:moving"
+MOVED_JIDS = "mastodon-migration:moved-jids"
+
+# KEYS: the target key, the record of moved ids, `queues`. ARGV: jid, job, score ('' for a queue), queue.
+# The check comes first and changes nothing, so a failing ZADD (a bad score) leaves no trace: a script is
+# not rolled back, but this one writes only after its last possible error.
+MOVE_ONE = (
+    "if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end "
+    "if ARGV[3] == '' then redis.call('RPUSH', KEYS[1], ARGV[2]) redis.call('SADD', KEYS[3], ARGV[4]) "
+    "else redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2]) end "
+    "redis.call('SADD', KEYS[2], ARGV[1]) return 1"
+)
+
+
+@dataclass(frozen=True)
+class Aside:
+    """One of old's keys, renamed aside for the move: its aside name, the name it had, and its jobs."""
+
+    key: str
+    target: str
+    jobs: list[tuple[str, str]]  # (job, score) of a ZSET; (job, "") of a queue LIST, newest first
+
+    @property
+    def queue(self) -> str:
+        return self.target.split(":", 1)[1] if self.target.startswith("queue:") else ""
+
+
+def parse_aside(text: str) -> list[Aside]:
+    """Sections `@@ zset KEY` / `@@ list KEY`, each followed by the key's `ZRANGE .. WITHSCORES` or
+    `LRANGE` lines (split on "\n" only: see parse_zset)."""
+    sections: list[tuple[str, str, list[str]]] = []
+    for line in text.split("\n"):
+        words = line.split(" ")
+        if len(words) == 3 and words[0] == "@@" and words[2].startswith(ASIDE + ":"):
+            sections.append((words[1], words[2], []))
+        elif sections:
+            sections[-1][2].append(line)
+    found = []
+    for kind, key, lines in sections:
+        if kind == "zset":
+            jobs = parse_zset("\n".join(lines))
+        else:
+            jobs = [(job, "") for job in lines if job]
+        found.append(Aside(key, key[len(ASIDE) + 1 :].split(":", 1)[-1], jobs))  # past `<time>:`
+    return found
+
+
 @dataclass
-class Merge:
-    """Commands that add old's jobs to new's Redis, and what they add."""
+class Move:
+    """The commands that move old's aside jobs into new's Redis, one atomic script per job."""
 
     commands: list[str] = field(default_factory=list)
-    added: dict[str, int] = field(default_factory=dict)
-    already: dict[str, int] = field(default_factory=dict)
+    added: dict[str, int] = field(default_factory=dict)  # per key: jobs sent
+    already: dict[str, int] = field(default_factory=dict)  # per key: jobs new had received before
 
     @property
     def pipe(self) -> str:
         return "".join(self.commands)
 
 
-def merge(
-    old_sets: dict[str, list[tuple[str, str]]],
-    old_queues: dict[str, list[str]],
-    new_jids: dict[str, set[str]],
-) -> Merge:
-    """Jobs of old's durable sets and queues that new lacks (by jid): entries already on new stay,
-    nothing is duplicated, nothing is dropped. Queued jobs go behind new's own, oldest first out."""
-    plan = Merge()
-    for key, entries in old_sets.items():
-        fresh = [(member, score) for member, score in entries if jid(member) not in new_jids.get(key, set())]
-        for member, score in fresh:
-            plan.commands.append(resp("ZADD", key, "NX", score, member))
-        plan.added[key], plan.already[key] = len(fresh), len(entries) - len(fresh)
-    for name, jobs in old_queues.items():
-        key = f"queue:{name}"
-        fresh = [job for job in jobs if jid(job) not in new_jids.get(key, set())]
-        if fresh:
-            plan.commands.append(resp("SADD", "queues", name))
-        for job in fresh:  # LRANGE lists newest first; RPUSH in that order leaves the oldest at the right end
-            plan.commands.append(resp("RPUSH", key, job))
-        plan.added[key], plan.already[key] = len(fresh), len(jobs) - len(fresh)
+def plan_move(aside: list[Aside], moved: set[str]) -> Move:
+    """A script call per job whose id new has not recorded; each also records it (see MOVE_ONE)."""
+    plan = Move()
+    for part in aside:
+        fresh = [(job, score) for job, score in part.jobs if jid(job) not in moved]
+        for job, score in fresh:
+            keys = (part.target, MOVED_JIDS, "queues")
+            plan.commands.append(
+                resp("EVAL", MOVE_ONE, str(len(keys)), *keys, jid(job), job, score, part.queue)
+            )
+        plan.added[part.target] = plan.added.get(part.target, 0) + len(fresh)
+        plan.already[part.target] = plan.already.get(part.target, 0) + len(part.jobs) - len(fresh)
     return plan
+
+
+def pipe_replies(text: str) -> tuple[int, int]:
+    """`redis-cli --pipe`'s last line `errors: E, replies: R` as (E, R); (-1, -1) when it is missing."""
+    for line in reversed(text.split("\n")):
+        if line.startswith("errors: ") and ", replies: " in line:
+            errors, replies = line[len("errors: ") :].split(", replies: ", 1)
+            if errors.strip().isdigit() and replies.strip().isdigit():
+                return int(errors), int(replies)
+    return -1, -1

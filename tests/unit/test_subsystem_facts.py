@@ -28,11 +28,20 @@ CERTS = ("3b1f...  archive/social.test/cert1.pem\n"
     (nginx.ProxiesToNew("/s"), Output(0, "# Shaped like Mastodon's dist/nginx.conf (4.2+)\n"), False),
     (nginx.ProxiesToNew("/s"), Output(1, "", "head: cannot open '/s'"), None),
     (nginx.Answers("social.test", "/health"), Output(22, "", "curl: (22) 502"), False),
-    (sidekiq.SortedSet(None, "retry"), Output(0, ZSET),
-     [('{"jid":"a1","class":"X"}', "1764600000.5"), ('{"jid":"b2","class":"Y"}', "1764600100")]),
-    (sidekiq.QueuedJobs(None, "default"), Output(0, '{"jid":"c3"}\n{"jid":"d4"}\n'),
-     ['{"jid":"c3"}', '{"jid":"d4"}']),
-    (sidekiq.QueueNames(None), Output(0, "default\npush\n"), ["default", "push"]),
+    (sidekiq.AsideJobs(None), Output(0, "@@ zset mastodon-migration:moving:1T2:retry\n" + ZSET),
+     [sidekiq.Aside("mastodon-migration:moving:1T2:retry", "retry",
+                    [('{"jid":"a1","class":"X"}', "1764600000.5"),
+                     ('{"jid":"b2","class":"Y"}', "1764600100")])]),
+    (sidekiq.MovedJids(None), Output(0, "a1\nb2\n"), {"a1", "b2"}),
+    (mastodon.StartedSince(("mastodon-sidekiq", "mastodon-streaming"), ("/e",)),
+     Output(0, "changed 1796142400.500000\nmastodon-sidekiq active Tue 2026-12-01 16:26:40.600000 UTC\n"
+               "mastodon-streaming active Tue 2026-12-01 16:26:40.400000 UTC\n"),
+     {"mastodon-sidekiq": True, "mastodon-streaming": False}),
+    (mastodon.StartedSince(("mastodon-sidekiq",), ("/e",)),
+     Output(0, "changed 1\nmastodon-sidekiq inactive \n"), {"mastodon-sidekiq": False}),
+    (facts.TimelineFork("/d"), Output(0, "1\t0/5000148\tno recovery target specified\n"),
+     facts.Fork(1, "0/5000148")),
+    (facts.TimelineFork("/d"), Output(0, ""), None),
     (sidekiq.DurableLeft(None), Output(0, "schedule\nretry\n"), ["schedule", "retry"]),
     (sidekiq.MovedKeys(None), Output(0, "       2\n"), 2),
     (transfer.CertListing("social.test"), Output(0, CERTS), CERTS),
@@ -59,7 +68,6 @@ def test_each_fact_reads_its_own_answer(fact, out, expected):
 def test_secret_bearing_reads_keep_their_output_out_of_logs():
     assert facts.SecretFileText("/m/.env.production", "mastodon").command().secret_output
     assert transfer.CertArchive("social.test").command().secret_output
-    assert sidekiq.SortedSet(None, "retry").command().secret_output  # job payloads
-    assert sidekiq.QueuedJobs(None, "default").command().secret_output
+    assert sidekiq.AsideJobs(None).command().secret_output  # job payloads
     pgpass = facts.CountLines("/var/lib/postgresql/.pgpass", "127.0.0.1:5433:*:r:", "postgres").command()
     assert pgpass.script.startswith("grep -csF ")  # only a count comes back, never the password line
