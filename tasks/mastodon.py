@@ -177,12 +177,13 @@ def precompile_assets(s: Session, remote: Remote) -> None:
     ):
         present = remote.fact(
             AssetsPresent(cfg.mastodon_dir, cfg.mastodon_user),
-            then="when it prints a name, skip the next block",
+            then="when it prints a name (and no precompile was cut short), skip the next block",
         )
-        if known(present) and present:
+        if known(present) and present and not system.cut_short(remote, "precompile"):
             s.say("assets already precompiled")
             return
-        remote.run(in_app(cfg, "bundle exec rails assets:precompile", stream=True))
+        with system.unfinished(remote, "precompile"):  # a killed precompile leaves assets that look done
+            remote.run(in_app(cfg, "bundle exec rails assets:precompile", stream=True))
 
 
 def _wait_healthy(s: Session, remote: Remote, chosen: dict[str, str]) -> None:
@@ -346,13 +347,19 @@ def build_feeds(
         "new's Redis starts empty: without this every home timeline would be blank",
         undo="not needed: feeds are a cache (tootctl feeds clear empties them)",
     ):
-        if not account and not force and feeds_present(s, remote, env_text):
+        if (
+            not account
+            and not force
+            and feeds_present(s, remote, env_text)
+            and not system.cut_short(remote, "feeds-build")
+        ):
             s.say("home feeds already built")
             return
         target = account or "--all"
-        remote.run(
-            in_app(cfg, f"bin/tootctl feeds build {target} --concurrency {int(concurrency)}", stream=True)
-        )
+        with system.unfinished(remote, "feeds-build"):  # any feed counts as built: a cut-short build too
+            remote.run(
+                in_app(cfg, f"bin/tootctl feeds build {target} --concurrency {int(concurrency)}", stream=True)
+            )
 
 
 def _token(cfg: Settings) -> Secret | None:

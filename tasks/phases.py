@@ -21,6 +21,7 @@ from .settings import Settings
 
 def replicate(s: Session, max_rate: str = "") -> None:
     """Phase 1 as steps; each checks the real state first, so a re-run continues where it stopped."""
+    postgres.put_back_cut_short_copy(s)  # before preflight, which needs new's cluster running
     preflight.run_preflight(s)
     postgres.ensure_replication_role(s)
     postgres.ensure_replication_hba(s)

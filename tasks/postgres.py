@@ -50,7 +50,7 @@ from .facts import Cluster as ClusterPlace
 from .settings import Settings
 
 PGPASS = "/var/lib/postgresql/.pgpass"
-STATE_DIR = "/var/lib/mastodon-migration"
+STATE_DIR = system.STATE_DIR
 PROMOTION_RECORD = f"{STATE_DIR}/promotion.json"
 PROMOTED = JsonFile(PROMOTION_RECORD)  # phase 3's "is this done?": the record written at the promotion
 
@@ -381,13 +381,26 @@ def drop_in_values(text) -> dict[str, str]:
     return {name.strip(): value.strip() for name, value in pairs}
 
 
+BACKUP_CUT_SHORT = "base-backup"  # its note: where new's data directory was moved aside
+NOTHING_ASIDE = "none"  # the note when new had no data directory
+
+
 def _copy_cluster(s: Session, unit: str, max_rate: str) -> None:
-    """new's data directory moves aside and is replaced by a copy of old's; on failure it comes back."""
+    """new's data directory moves aside and is replaced by a copy of old's; on failure it comes back. A
+    marker written in the same command as the move says where it went, until the copy streams: a kill in
+    between is undone by the next run (put_back_cut_short_copy)."""
     cfg = s.settings
-    s.new.run(system.systemctl("stop", unit))
-    aside = f"{cfg.pg_data_dir}.mig-{time.strftime('%Y%m%d%H%M%S')}"
-    s.new.run(Cmd(f"test ! -e {cfg.pg_data_dir} || mv {cfg.pg_data_dir} {aside}"))
-    s.new.run(Cmd(f"install -d -o postgres -g postgres -m 0700 {cfg.pg_data_dir}"))
+    exists = s.new.fact(PathExists(cfg.pg_data_dir), then="when it exists, it is moved aside (kept)")
+    aside = f"{cfg.pg_data_dir}.mig-{time.strftime('%Y%m%d%H%M%S')}" if exists is not False else None
+    s.new.run(
+        Cmd(
+            f"set -e\nsystemctl stop {unit}\n"
+            + (f"mv {cfg.pg_data_dir} {aside}\n" if aside else "")
+            + f"install -d -o postgres -g postgres -m 0700 {cfg.pg_data_dir}\n"
+            f"install -d -m 0755 {system.UNFINISHED}\n"
+            f"echo {aside or NOTHING_ASIDE} > {system.UNFINISHED}/{BACKUP_CUT_SHORT}"
+        )
+    )
     rate = f" --max-rate={max_rate}" if max_rate else ""
     backup = Cmd(
         f"{bindir(cfg)}/pg_basebackup -h 127.0.0.1 -p {cfg.tunnel_port} -U {cfg.replication_role} "
@@ -415,23 +428,45 @@ def _copy_cluster(s: Session, unit: str, max_rate: str) -> None:
             "The slot on old was dropped and new's previous data directory is back and running; old was not "
             "changed. Fix the cause (the log's last lines say which), then run phase1-replicate again."
         ) from None
+    s.new.run(Cmd(f"rm -f {system.UNFINISHED}/{BACKUP_CUT_SHORT}"))
 
 
-def _put_new_back(s: Session, unit: str, aside: str) -> None:
+def put_back_cut_short_copy(s: Session) -> None:
+    """A base backup that a kill cut short left new's cluster stopped and its data directory aside:
+    put it back (the copy goes, the slot on old too) so that phase 1 starts over from a working new."""
+    aside = system.cut_short(s.new, BACKUP_CUT_SHORT)
+    if not known(aside) or aside is None:
+        return
+    with s.step(
+        "put back a cut-short base backup",
+        "a run stopped during the base backup: new's data directory comes back as it was, then phase 1 "
+        "copies old again",
+        undo="not needed: the partial copy is of no use",
+    ):
+        current = standby(s)
+        if current and current.in_recovery and current.receiver_status == "streaming":
+            s.say("the copy had finished and streams: kept")  # cut short only while waiting for streaming
+        else:
+            s.new.run(Cmd(f"pkill -KILL -f 'pg_basebackup .*-D {s.settings.pg_data_dir} ' || true"))
+            _put_new_back(s, cluster(s, s.new).unit, None if aside == NOTHING_ASIDE else aside)
+            s.say("new's data directory is back as it was before the copy")
+
+
+def _put_new_back(s: Session, unit: str, aside: str | None) -> None:
     """Undo a copy that did not become a standby: the slot on old goes (its walsender ended first), new's
-    cluster stops, the copy goes and the data directory moved aside comes back and starts."""
+    cluster stops, the copy goes and the data directory moved aside (if any) comes back and starts. Once
+    the directory aside is back, a repeat changes nothing."""
     cfg = s.settings
+    data = cfg.pg_data_dir
     drop_slot(s, ours_in_use=True)
     s.new.run(system.systemctl("stop", unit))
-    s.new.run(
-        Cmd(
-            f"rm -rf {cfg.pg_data_dir} && {{ test ! -e {aside} || mv {aside} {cfg.pg_data_dir}; }} "
-            f"&& {{ test -e {cfg.pg_data_dir} || install -d -o postgres -g postgres -m 0700 "
-            f"{cfg.pg_data_dir}; }}"
-        )
-    )
+    if aside:
+        s.new.run(Cmd(f"if test -e {aside}; then rm -rf {data} && mv {aside} {data}; fi"))
+    else:
+        s.new.run(Cmd(f"rm -rf {data} && install -d -o postgres -g postgres -m 0700 {data}"))
     if s.new.fact(PathExists(f"{cfg.pg_data_dir}/PG_VERSION", "-f")):
         s.new.run(system.systemctl("start", unit))
+    s.new.run(Cmd(f"rm -f {system.UNFINISHED}/{BACKUP_CUT_SHORT}"))
 
 
 # --- replication status ------------------------------------------------------------------------------

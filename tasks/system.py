@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import time
+from typing import Iterator
 
 from .command import Cmd, Remote, StepFailed, known
-from .facts import CountLines, PresentPaths
+from .facts import CountLines, FileText, PresentPaths
 from .shell import quoted
 
 MARK = "mastodon-migration"  # every line or block this tool adds to a shared file carries this mark
+STATE_DIR = "/var/lib/mastodon-migration"  # what this tool records on a host
+UNFINISHED = f"{STATE_DIR}/unfinished"  # a file per long piece of work that began and has not ended
+
+
+@contextlib.contextmanager
+def unfinished(remote: Remote, name: str, note: str = "") -> Iterator[None]:
+    """Long work that a kill may cut short (a copy, a precompile, a feed build) leaves partial results that
+    look done. A marker on the host says it began (holding `note`); only its end removes it."""
+    remote.run(Cmd(f"install -d -m 0755 {UNFINISHED} && cat > {UNFINISHED}/{name}", stdin=note + "\n"))
+    yield
+    remote.run(Cmd(f"rm -f {UNFINISHED}/{name}"))
+
+
+def cut_short(remote: Remote, name: str):
+    """The note of work that began on the host and never ended (None: none; UNKNOWN in a plan)."""
+    text = remote.fact(
+        FileText(f"{UNFINISHED}/{name}"),
+        then="a file here means the work began and was cut short: it is done again",
+    )
+    return text.strip() if known(text) and text is not None else text
 
 
 def replace_lines(path: str, marker: str, lines: str, user: str, mode: str = "0600", secrets=()) -> Cmd:
