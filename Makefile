@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test test-unit lint up down demo clean
+.PHONY: setup test faults test-unit lint up down demo clean
 
 $(BIN)/fab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,14 @@ setup:
 
 # A skipped test fails `make test` (MASTOMIG_NO_SKIP, see tests/conftest.py): here nothing may be missing.
 test: $(BIN)/fab setup
-	MASTOMIG_NO_SKIP=1 $(BIN)/pytest -ra
+	MASTOMIG_NO_SKIP=1 $(BIN)/pytest -ra -m "not faults"
+
+# The fault matrix: fab killed (or its connections dropped) at each step, on a fresh pair per case.
+faults: $(BIN)/fab setup
+	MASTOMIG_NO_SKIP=1 $(BIN)/pytest -ra -m faults tests/e2e/test_faults.py
 
 test-unit: $(BIN)/fab
-	$(BIN)/pytest -ra -m "not docker"
+	$(BIN)/pytest -ra -m "not docker and not faults"
 
 # ruff, configured in pyproject.toml: pyflakes, pycodestyle, isort and bugbear; tasks/ is also kept formatted.
 lint: $(BIN)/fab

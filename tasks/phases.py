@@ -120,6 +120,10 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
     mastodon.restart_stale(
         s, s.new, "sidekiq,streaming", since=(mastodon.env_path(s), postgres.PROMOTION_RECORD)
     )
+    if record.get("stage") != "done":
+        # old's Sidekiq fanned statuses out into old's Redis until the drain: the feeds built in phase 2
+        # lack those. A build from new's own database now adds them (it adds to the feeds, never empties).
+        mastodon.build_feeds(s, s.new, mastodon.read_env(s, s.new), force=True)
     postgres.keep_old_down(s)
     if record.get("stage") != "done":
         postgres.note_failover(s, record, stage="done")
