@@ -40,6 +40,7 @@ class NewFacts:
     units: dict[str, str] = field(default_factory=dict)
     env_copied: bool = False  # .env.production written by copy-config
     promoted: dict | None = None  # what the promotion recorded
+    failover: dict | None = None  # phase 3's record: the stage it reached
     unreachable: str = ""
 
 
@@ -52,6 +53,7 @@ def new_facts(s: Session) -> Batch:
             ("units", UnitStates(cfg.mastodon_services)),
             ("env", mastodon.EnvCopied(mastodon.env_path(s))),
             ("promoted", postgres.PROMOTED),
+            ("failover", postgres.FAILOVER),
         )
     )
 
@@ -63,6 +65,7 @@ def as_new_facts(found: dict) -> NewFacts:
         units=found["units"] or {},
         env_copied=bool(found["env"]),
         promoted=found["promoted"],
+        failover=found.get("failover"),
     )
 
 
@@ -302,11 +305,20 @@ def _phase3(ev: Evidence) -> tuple[str, list[str]]:
         if promoted
         else "new not promoted",
     ]
+    stage = (ev.new.failover or {}).get("stage")
+    if stage and stage != "done":
+        evidence.append(
+            f"a phase 3 run stopped at stage `{stage}`"
+            + (": old is fenced and takes no writes, run phase3-failover again now" if not promoted else "")
+        )
     old_down = bool(old.units) and all(stopped(state) for state in old.units.values())
-    if promoted and old_down and not old.durable_left:
+    if promoted and old_down and not old.durable_left and stage in (None, "done"):
         return DONE, evidence
     started = bool(
-        promoted or old.moved or (old.proxies and any(stopped(state) for state in old.units.values()))
+        promoted
+        or stage
+        or old.moved
+        or (old.proxies and any(stopped(state) for state in old.units.values()))
     )
     return (IN_PROGRESS if started else NOT_STARTED), evidence
 

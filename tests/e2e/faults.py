@@ -188,3 +188,16 @@ def assert_promoted_with_nothing_lost(pair, token: str, runs: list[Run], acknowl
     states = [pair.exec("new", "systemctl", "is-active", f"mastodon-{unit}").stdout.strip()
               for unit in ("web", "sidekiq", "streaming")]
     assert states == ["active"] * 3
+
+
+def fan_out_on_old_only(pair) -> None:
+    """A scheduled status falls due on old: old's Sidekiq publishes it and fans it out into old's Redis
+    alone, so new's feeds (built in phase 2) lack it, as happens between the feed build and the drain."""
+    from .test_phase1 import sql, wait_until
+
+    ss_id = sql(pair, "old", "SELECT id FROM scheduled_statuses ORDER BY id LIMIT 1", "mastodon_production")
+    job = json.dumps({"retry": True, "queue": "default", "class": "PublishScheduledStatusWorker",
+                      "args": [int(ss_id)], "jid": "fanoutonoldonly000000000", "created_at": time.time()})
+    pair.exec("old", "redis-cli", "ZADD", "schedule", str(time.time() - 1), job, check=True)
+    wait_until(lambda: missing_from_feeds(feeds(pair, "old"), feeds(pair, "new")), 60,
+               "old's Sidekiq to fan out a status that new's feeds lack")

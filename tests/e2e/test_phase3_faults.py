@@ -8,7 +8,15 @@ which then works on the pair this test promoted.
 """
 import pytest
 
-from .faults import PHASE3_STEPS, assert_promoted_with_nothing_lost, fresh_pair, run, run_killed_at, seed_jobs
+from .faults import (
+    PHASE3_STEPS,
+    assert_promoted_with_nothing_lost,
+    fan_out_on_old_only,
+    fresh_pair,
+    run,
+    run_killed_at,
+    seed_jobs,
+)
 from .traffic import Traffic
 
 pytestmark = pytest.mark.docker
@@ -24,6 +32,7 @@ def fresh_tokens(pair):
 
 def test_phase3_killed_at_every_step_converges(pair, fresh_tokens):
     jobs = seed_jobs(pair)
+    fan_out_on_old_only(pair)
     traffic = Traffic(pair, fresh_tokens, writes_per_second=10, reads_per_second=2).start()
     runs = []
     try:
