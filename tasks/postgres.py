@@ -735,14 +735,14 @@ def fence_lifted_on_failure(s: Session, place: ClusterPlace) -> Iterator[dict]:
     try:
         yield progress
     except BaseException as error:
-        if s.planning or progress["promoting"]:
-            if progress["promoting"] and not isinstance(error, StepFailed):
-                raise StepFailed(
-                    f"the promotion of new was under way when this run stopped ({_reason(error)}). New may "
-                    "or may not be the primary now; old stays fenced. Run phase3-failover again: it reads "
-                    "new's state and finishes either way."
-                ) from None
+        if s.planning:
             raise
+        if progress["promoting"]:
+            raise StepFailed(
+                f"the promotion of new was under way when this run stopped ({_reason(error)}). New may or "
+                "may not be the primary now; old stays fenced. Run phase3-failover again: it reads new's "
+                "state and finishes either way."
+            ) from None
         try:
             lift_fence(s, place)
         except Exception as lift_error:  # noqa: BLE001 - said in the message, with the way out
@@ -856,9 +856,10 @@ def record_promotion(s: Session, old_checkpoint: str, **more) -> None:
 
 
 def accept_promotion(s: Session) -> bool:
-    """new is already the primary. Recorded by this tool: nothing to do (False). Not recorded (a run
-    stopped between pg_promote and the record): accepted, and recorded, when new's timeline forks from old's
-    at or after old's shutdown checkpoint, which proves that new replayed every write old made (True)."""
+    """new is already the primary. Recorded by this tool: nothing to do. Not recorded (a run stopped between
+    pg_promote and the record): accepted, and recorded, when new's timeline forks from old's after old's
+    shutdown checkpoint, which proves that new replayed every write old made. Returns False: this run
+    promoted nothing."""
     if promoted_record(s):
         s.say("already promoted: new is the primary, nothing to do")
         return False
@@ -872,12 +873,12 @@ def accept_promotion(s: Session) -> bool:
         fork = s.new.fact(
             TimelineFork(cfg.pg_data_dir), then="its position is compared with old's checkpoint"
         )
-        control = s.old.fact(ControlData(bindir(cfg), cfg.pg_data_dir), then="must say `shut down`")
-        checkpoint = failover_record(s).get("old_checkpoint") or (
-            control.checkpoint_lsn if known(control) and control.state == "shut down" else None
-        )
+        checkpoint = failover_record(s).get("old_checkpoint")
+        if not checkpoint:  # the record has it unless the run stopped right at the fence: old's control file
+            control = s.old.fact(ControlData(bindir(cfg), cfg.pg_data_dir), then="must say `shut down`")
+            checkpoint = control.checkpoint_lsn if known(control) and control.state == "shut down" else None
         if s.planning:
-            return True
+            return False
         if not (fork and checkpoint and lsn(fork.lsn) > lsn(checkpoint)):
             raise StepFailed(
                 "new's PostgreSQL is not a replica, and nothing shows that it holds all of old's writes "
@@ -890,7 +891,7 @@ def accept_promotion(s: Session) -> bool:
             f"{checkpoint}: it holds every write old acknowledged"
         )
         record_promotion(s, checkpoint, accepted="the promotion was recorded by a later run")
-    return True
+    return False
 
 
 def keep_old_down(s: Session) -> None:

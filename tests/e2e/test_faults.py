@@ -30,23 +30,24 @@ UNFINISHED = "/var/lib/mastodon-migration/unfinished"
 
 @dataclass(frozen=True)
 class Kill:
+    name: str
     step: str
     command: str = ""  # after the step's first command containing this (default: its first command)
     delay: float = 0.0  # seconds later
     cuts_short: str = ""  # the marker of the work that the kill must have cut short
 
     def __str__(self) -> str:
-        return self.step + (f" +{self.delay}s" if self.delay else "")
+        return self.name
 
 
 PHASE1_KILLS = [
-    Kill("base backup", command=f"{UNFINISHED}/base-backup", delay=1.5, cuts_short="base-backup"),
-    Kill("base backup", command="systemctl start postgresql@15-main"),
+    Kill("during the base backup", "base backup", f"{UNFINISHED}/base-backup", 1.5, "base-backup"),
+    Kill("at the standby's start", "base backup", command="systemctl start postgresql@15-main"),
 ]
 PHASE2_KILLS = [
-    Kill("precompile assets", command=UNFINISHED, delay=0.7, cuts_short="precompile"),
-    Kill("build home feeds", command=UNFINISHED, delay=0.3, cuts_short="feeds-build"),
-    Kill("proxy old to new"),
+    Kill("during the precompile", "precompile assets", UNFINISHED, 0.7, "precompile"),
+    Kill("during the feed build", "build home feeds", UNFINISHED, 0.3, "feeds-build"),
+    Kill("at the proxy switch", "proxy old to new"),
 ]
 TUNNEL_DROP = "the tunnel dropped during the catch-up"
 CONNECTION_DROP = "the connection to new dropped during the promotion"
@@ -101,7 +102,7 @@ def fail_over_with_fault(pair, fault: str) -> list[Run]:
 
 
 @pytest.mark.parametrize("phase1_kill,phase2_kill,fault", CASES,
-                         ids=[f"phase3 {c[2]}" + (f" + {c[0] or c[1]}" if c[0] or c[1] else "")
+                         ids=[f"phase 3: {c[2]}" + (f"; {c[0] or c[1]}" if c[0] or c[1] else "")
                               for c in CASES])
 def test_a_fault_then_a_rerun_converges(pair, phase1_kill, phase2_kill, fault):
     tokens = fresh_pair(pair)
