@@ -111,6 +111,8 @@ def test_a_tunnel_that_dies_before_catch_up_brings_old_back(pair, tokens):
     assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "t"
     assert pair.exec("old", "systemctl", "is-active", "postgresql@15-main").stdout.strip() == "active"
     assert "fence" not in pair.exec("old", "cat", "/etc/postgresql/15/main/pg_hba.conf").stdout
+    assert "disabled" not in pair.exec("old", "cat", "/etc/postgresql/15/main/start.conf").stdout
+    assert pair.exec("old", "systemctl", "is-enabled", "postgresql@15-main").stdout.strip() != "masked"
     wait_until(lambda: fab("-H", "old,new", "replication-status").returncode == 0, 60,
                "replication to resume")
     # old serves again: a write through the public endpoint goes to old's database through the tunnel
@@ -160,7 +162,11 @@ def test_failover_under_live_load_loses_no_acknowledged_write(pair, tokens, orig
 
 def test_after_the_failover(pair, tokens):
     assert pair.exec("old", "systemctl", "is-active", "postgresql@15-main").stdout.strip() != "active"
-    # old stays down: starting its cluster by hand does nothing (masked since its clean shutdown)
+    # old stays down: starting its cluster by hand does nothing (start.conf `disabled` and the unit masked
+    # since its clean shutdown)
+    start_conf = pair.exec("old", "cat", "/etc/postgresql/15/main/start.conf").stdout
+    assert start_conf.strip().splitlines()[-1] == "disabled"
+    assert pair.exec("old", "systemctl", "is-enabled", "postgresql@15-main").stdout.strip() == "masked"
     assert pair.exec("old", "systemctl", "start", "postgresql@15-main").returncode != 0
     assert pair.exec("old", "systemctl", "is-active", "postgresql@15-main").stdout.strip() != "active"
     assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "f"
