@@ -745,6 +745,8 @@ def fence_lifted_on_failure(s: Session, place: ClusterPlace) -> Iterator[dict]:
             ) from None
         try:
             lift_fence(s, place)
+            with contextlib.suppress(Exception):  # old serves again: no failover under way (status reads it)
+                s.new.run(Cmd(f"rm -f {FAILOVER_RECORD}"))
         except Exception as lift_error:  # noqa: BLE001 - said in the message, with the way out
             raise StepFailed(
                 f"{_reason(error)}. Lifting the fence failed too ({lift_error}): old's PostgreSQL is "

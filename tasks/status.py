@@ -262,6 +262,8 @@ def _phase1(ev: Evidence) -> tuple[str, list[str]]:
     ]
     if new.promoted:
         return DONE, evidence + ["new was promoted since: replication has ended, as planned"]
+    if (new.failover or {}).get("stage"):
+        return DONE, evidence + ["phase 3 has fenced old since: replication ends there, as planned"]
     evidence.append(replication_evidence(report, ev.replication_problem))
     if new.tunnel == "active" and report and report.healthy:
         return DONE, evidence

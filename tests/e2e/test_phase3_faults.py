@@ -6,6 +6,9 @@ a kill left them, and the last run converges.
 Runs on a fresh pair (it brings one up and runs phases 1 and 2), after test_phase3 and before test_phase4,
 which then works on the pair this test promoted.
 """
+import json
+import time
+
 import pytest
 
 from .faults import (
@@ -17,6 +20,7 @@ from .faults import (
     run_killed_at,
     seed_jobs,
 )
+from .test_phase1 import wait_until
 from .traffic import Traffic
 
 pytestmark = pytest.mark.docker
@@ -40,6 +44,11 @@ def test_phase3_killed_at_every_step_converges(pair, fresh_tokens):
             killed = run_killed_at(step, "phase3-failover")
             runs.append(killed)
             assert killed.killed, f"the run ended before step {step!r} began:\n{killed.output[-3000:]}"
+            if step == "drain old's Sidekiq":  # once more, right after the quiet signal
+                quiet = run_killed_at(step, "phase3-failover", command="TSTP")
+                runs.append(quiet)
+                assert quiet.killed, quiet.output[-3000:]
+                queued = queue_on_quiet_old(pair)
         final = run("phase3-failover")
         runs.append(final)
     finally:
@@ -47,3 +56,23 @@ def test_phase3_killed_at_every_step_converges(pair, fresh_tokens):
     assert final.returncode == 0, final.output[-5000:]
     assert len(traffic.acknowledged) > 20, traffic.summary()
     assert_promoted_with_nothing_lost(pair, fresh_tokens[0], runs, traffic.acknowledged, jobs)
+    # the job queued while old's Sidekiq was quiet ran on new, once
+    assert started(pair, "new", queued) == 1 and started(pair, "old", queued) == 0
+
+
+def queue_on_quiet_old(pair) -> str:
+    """A job queued on old after its Sidekiq was quieted: it takes nothing from its queues any more, so the
+    drain must stop waiting for them to empty, and the move takes the job to new."""
+    wait_until(lambda: "Terminating quiet threads" in pair.exec(
+        "old", "journalctl", "-u", "mastodon-sidekiq", "--no-pager", "-o", "cat").stdout, 30,
+        "old's Sidekiq to be quiet")
+    jid = "queuedwhilequiet00000000"
+    job = json.dumps({"retry": True, "queue": "default", "class": "Standin::SlowWorker", "args": [0.1],
+                      "jid": jid, "created_at": time.time()})
+    pair.exec("old", "redis-cli", "LPUSH", "queue:default", job, check=True)
+    return jid
+
+
+def started(pair, host: str, jid: str) -> int:
+    journal = pair.exec(host, "journalctl", "-u", "mastodon-sidekiq", "--no-pager", "-o", "cat").stdout
+    return sum(1 for line in journal.splitlines() if f"jid={jid}" in line and line.endswith(": start"))

@@ -35,7 +35,8 @@ def test_anything_that_stops_the_fenced_section_lifts_the_fence(example_settings
     assert "/^# BEGIN mastodon-migration fence$/" in lifted[2]
     assert "systemctl start postgresql@15-main" in lifted[3]
     assert "fence was lifted" in str(error.value) and "phase3-failover again" in str(error.value)
-    assert hosts["new"].calls == []
+    assert [line + (stdin or "") for line, stdin in hosts["new"].calls] == [
+        "sudo -n rm -f /var/lib/mastodon-migration/failover.json"]  # no failover under way any more
 
 
 def test_once_pg_promote_was_sent_only_the_next_run_decides(example_settings, tmp_path):

@@ -299,3 +299,16 @@ def test_json_names_every_phase(cfg):
     parsed = json.loads(text)
     assert [p["name"] for p in parsed["phases"]] == ["replicate", "proxy", "failover", "dns", "cleanup"]
     assert parsed["next"] == "fab -H old,new phase2-proxy"
+
+
+def test_a_run_that_stopped_after_the_fence_says_to_run_phase3_again(cfg):
+    fenced = NEW_REPLICA + '@@ failover\n{"stage": "fenced", "old_checkpoint": "0/5000028"}\n@@= 0\n'
+    evidence = facts(cfg, fenced, OLD_DRAINED, replication=report(healthy=False, lag=None),
+                     dns=answers("old", "old"))
+    assert states(cfg, evidence) == (["done", "done", "in progress", "not started", "not started"],
+                                     "fab -H old,new phase3-failover")
+    assert status.judge(cfg, evidence)[2].evidence[-1] == (
+        "a phase 3 run stopped at stage `fenced`: old is fenced and takes no writes, run phase3-failover "
+        "again now")
+    unfinished = NEW_PROMOTED + '@@ failover\n{"stage": "promoted"}\n@@= 0\n'
+    assert states(cfg, facts(cfg, unfinished, OLD_DRAINED, dns=answers("old", "old")))[0][2] == "in progress"
