@@ -179,7 +179,7 @@ def precompile_assets(s: Session, remote: Remote) -> None:
             AssetsPresent(cfg.mastodon_dir, cfg.mastodon_user),
             then="when it prints a name (and no precompile was cut short), skip the next block",
         )
-        if known(present) and present and not system.cut_short(remote, "precompile"):
+        if known(present) and present and system.cut_short(remote, "precompile") is None:
             s.say("assets already precompiled")
             return
         with system.unfinished(remote, "precompile"):  # a killed precompile leaves assets that look done
@@ -351,7 +351,7 @@ def build_feeds(
             not account
             and not force
             and feeds_present(s, remote, env_text)
-            and not system.cut_short(remote, "feeds-build")
+            and system.cut_short(remote, "feeds-build") is None
         ):
             s.say("home feeds already built")
             return

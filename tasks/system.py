@@ -20,13 +20,15 @@ UNFINISHED = f"{STATE_DIR}/unfinished"  # a file per long piece of work that beg
 def unfinished(remote: Remote, name: str, note: str = "") -> Iterator[None]:
     """Long work that a kill may cut short (a copy, a precompile, a feed build) leaves partial results that
     look done. A marker on the host says it began (holding `note`); only its end removes it."""
+    note = note or f"began {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
     remote.run(Cmd(f"install -d -m 0755 {UNFINISHED} && cat > {UNFINISHED}/{name}", stdin=note + "\n"))
     yield
     remote.run(Cmd(f"rm -f {UNFINISHED}/{name}"))
 
 
 def cut_short(remote: Remote, name: str):
-    """The note of work that began on the host and never ended (None: none; UNKNOWN in a plan)."""
+    """The note of work that began on the host and never ended (never empty); None when there is no such
+    work (UNKNOWN in a plan)."""
     text = remote.fact(
         FileText(f"{UNFINISHED}/{name}"),
         then="a file here means the work began and was cut short: it is done again",
