@@ -35,18 +35,21 @@ class Kill:
     command: str = ""  # after the step's first command containing this (default: its first command)
     delay: float = 0.0  # seconds later
     cuts_short: str = ""  # the marker of the work that the kill must have cut short
+    flags: tuple[str, ...] = ()  # of the killed run
 
     def __str__(self) -> str:
         return self.name
 
 
 PHASE1_KILLS = [
-    Kill("during the base backup", "base backup", f"{UNFINISHED}/base-backup", 1.5, "base-backup"),
+    # throttled, so that the kill lands in the middle of the copy
+    Kill("during the base backup", "base backup", f"{UNFINISHED}/base-backup", 2.0, "base-backup",
+         ("--max-rate", "4M")),
     Kill("at the standby's start", "base backup", command="systemctl start postgresql@15-main"),
 ]
 PHASE2_KILLS = [
     Kill("during the precompile", "precompile assets", UNFINISHED, 0.7, "precompile"),
-    Kill("during the feed build", "build home feeds", UNFINISHED, 0.3, "feeds-build"),
+    Kill("during the feed build", "build home feeds", UNFINISHED, 0.15, "feeds-build"),
     Kill("at the proxy switch", "proxy old to new"),
 ]
 TUNNEL_DROP = "the tunnel dropped during the catch-up"
@@ -62,7 +65,7 @@ CASES = [
 def phase_killed_then_rerun(pair, task: str, kill: Kill | None) -> list[Run]:
     runs = []
     if kill:
-        killed = run_killed_at(kill.step, task, command=kill.command, delay=kill.delay)
+        killed = run_killed_at(kill.step, task, *kill.flags, command=kill.command, delay=kill.delay)
         runs.append(killed)
         assert killed.killed, f"{task} ended before {kill}:\n{killed.output[-3000:]}"
         if kill.cuts_short:
