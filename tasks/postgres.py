@@ -755,7 +755,8 @@ def fence_lifted_on_failure(s: Session, place: ClusterPlace) -> Iterator[dict]:
             ) from None
         raise StepFailed(
             f"{_reason(error)}. The fence was lifted and old's PostgreSQL started again: old serves through "
-            "the tunnel, new is still its replica, nothing was lost. Run phase3-failover again."
+            "the tunnel, new is still its replica, nothing was lost. Run phase3-failover again once "
+            "`replication-status` shows new streaming (it reconnects by itself within seconds)."
         ) from None
 
 

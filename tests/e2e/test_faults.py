@@ -21,7 +21,7 @@ from .faults import (
     run_killed_at,
     seed_jobs,
 )
-from .test_phase1 import sql
+from .test_phase1 import sql, wait_until
 from .traffic import Traffic
 
 pytestmark = [pytest.mark.docker, pytest.mark.faults]
@@ -95,6 +95,8 @@ def fail_over_with_fault(pair, fault: str) -> list[Run]:
         first = run_killed_at("fence old", "phase3-failover", "--catchup-timeout", "10",
                               action=drop_tunnel(pair))
         assert first.returncode == 0 or "fence was lifted" in first.output, first.output[-3000:]
+        if first.returncode:  # as the message says: once new streams again
+            wait_until(lambda: run("replication-status").returncode == 0, 60, "replication to resume")
     elif fault == CONNECTION_DROP:
         first = run_killed_at("promote new", "phase3-failover", action=drop_connection_to_new(pair))
         assert first.returncode == 0 or "phase3-failover again" in first.output, first.output[-3000:]
