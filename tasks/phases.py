@@ -95,8 +95,11 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
     """Phase 3 as steps. Each reads the real state first, and the failover record on new says what an
     earlier run did: a run stopped anywhere (a failure, Ctrl-C, a killed laptop) is continued by the next."""
     nginx.require_proxy(s)
-    if postgres.failover_stage(s) == "replica":  # nothing fenced yet: the replica must be fit to take over
+    stage = postgres.failover_stage(s)
+    if stage == "replica":  # nothing fenced yet: the replica must be fit to take over
         require_replication(s, "phase 3 needs new's replica streaming with a small lag")
+    elif stage == "promoted":  # before anything changes: a promotion this tool cannot vouch for stops here
+        postgres.accept_promotion(s)
     sidekiq.drain_old(s, drain_timeout)
     transfer.sync_media(s, "last pass, after old's Sidekiq stopped: the files it wrote until then")
     promoted = postgres.promote_new(s, catchup_timeout)
