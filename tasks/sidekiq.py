@@ -97,13 +97,17 @@ class MovedKeys(RedisFact):
 
 @dataclass
 class IdleFor:
-    """Done once Sidekiq was seen idle twice at least `seconds` apart (busy counts lag by a heartbeat)."""
+    """Done once Sidekiq was seen idle twice at least `seconds` apart (busy counts lag by a heartbeat), or
+    quieted: a quiet Sidekiq (an earlier run's TSTP) takes nothing from its queues, so they never empty;
+    what waits there is moved to new with the rest."""
 
     seconds: float
     clock: Callable[[], float] = time.monotonic
     first_idle: float | None = field(default=None, init=False)
 
     def __call__(self, state: SidekiqState) -> bool:
+        if state.quieted:
+            return True
         if not state.idle:
             self.first_idle = None
             return False
@@ -111,13 +115,15 @@ class IdleFor:
         return self.clock() - self.first_idle >= self.seconds
 
 
-def _wait_idle(s: Session, values, timeout: float) -> None:
-    """Queues empty and nothing running, seen twice at least one heartbeat apart."""
+def _wait_idle(s: Session, values, timeout: float):
+    """Queues empty and nothing running, seen twice at least one heartbeat apart (or quieted already).
+    Returns the last answer."""
     try:
-        s.old.wait_for(
+        return s.old.wait_for(
             QueueState(values),
             IdleFor(BEAT_SECONDS),
-            what=f"Sidekiq on old is idle (queues empty, nothing busy) in two answers {BEAT_SECONDS} s apart",
+            what=f"Sidekiq on old is idle (queues empty, nothing busy) in two answers {BEAT_SECONDS} s "
+            "apart, or quiet (every process `true`: an earlier run quieted it) and running nothing",
             timeout=timeout,
             interval=2,
             show=SidekiqState.summary,
@@ -147,13 +153,8 @@ def stop_old_mastodon(s: Session, timeout: float) -> None:
             if not stopped(state[unit]):
                 s.old.run(system.systemctl("stop", unit))
         if not stopped(state[cfg.mastodon_sidekiq_service]):
-            now = s.old.fact(
-                QueueState(values),
-                then="every process `true` (quiet: an earlier run sent TSTP): skip to the wait after the "
-                "next command, as a quiet Sidekiq takes nothing from its queues (what is left is moved)",
-            )
-            if not (known(now) and now.quiet and all(now.quiet.values())):
-                _wait_idle(s, values, timeout)
+            last = _wait_idle(s, values, timeout)
+            if not (known(last) and last.quieted):  # quiet already: what waits in its queues is moved
                 s.old.run(system.systemctl("kill", "-s", "TSTP", cfg.mastodon_sidekiq_service))
             s.old.wait_for(
                 QueueState(values),

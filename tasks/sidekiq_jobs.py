@@ -40,6 +40,11 @@ class SidekiqState:
     def idle(self) -> bool:
         return self.waiting == 0 and self.running == 0
 
+    @property
+    def quieted(self) -> bool:
+        """Every live process quiet (TSTP) and running nothing: it takes no more jobs from its queues."""
+        return bool(self.quiet) and all(self.quiet.values()) and self.running == 0
+
     def summary(self) -> str:
         queues = ", ".join(f"{k} {v}" for k, v in sorted(self.queues.items()) if v) or "all empty"
         return f"queues: {queues}; busy: {self.running} in {len(self.busy)} process(es)"

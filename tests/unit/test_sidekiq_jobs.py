@@ -126,3 +126,18 @@ def test_a_job_whose_arguments_hold_line_separators_arrives_whole():
     plan = plan_move(found, moved=set())
     assert plan.added == {"retry": 1, "queue:x": 1}
     assert payload in plan.commands[0]
+
+
+def test_idle_needs_two_answers_a_heartbeat_apart_unless_sidekiq_is_quiet_already():
+    from tasks.sidekiq import IdleFor
+
+    now = [0.0]
+    idle = IdleFor(10, clock=lambda: now[0])
+    assert not idle(parse_state("queue default 0\nprocess old:1 0 false\n"))
+    now[0] = 10.0
+    assert idle(parse_state("queue default 0\nprocess old:1 0 false\n"))
+    # a quiet Sidekiq (an earlier run's TSTP) never empties its queues: it counts as drained at once
+    quiet = IdleFor(10, clock=lambda: 0.0)
+    assert quiet(parse_state("queue default 3\nprocess old:1 0 true\n"))
+    assert not quiet(parse_state("queue default 3\nprocess old:1 1 true\n"))  # still running one
+    assert not quiet(parse_state("queue default 3\n"))  # no live process says anything
