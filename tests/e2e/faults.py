@@ -188,6 +188,15 @@ def assert_promoted_with_nothing_lost(pair, token: str, runs: list[Run], acknowl
     states = [pair.exec("new", "systemctl", "is-active", f"mastodon-{unit}").stdout.strip()
               for unit in ("web", "sidekiq", "streaming")]
     assert states == ["active"] * 3
+    # sidekiq and streaming started after the promotion and the last change of .env.production
+    changed = max(float(pair.exec("new", "stat", "-c", "%.6Y", path, check=True).stdout)
+                  for path in ("/home/mastodon/live/.env.production",
+                               "/var/lib/mastodon-migration/promotion.json"))
+    for unit in ("mastodon-sidekiq", "mastodon-streaming"):  # boot time + the unit's monotonic start
+        script = (f"systemctl show -p ActiveEnterTimestampMonotonic --value {unit}; "
+                  "cut -d' ' -f1 /proc/uptime; date +%s.%N")
+        started, uptime, now = pair.sh("new", script).stdout.split()
+        assert float(now) - float(uptime) + int(started) / 1e6 > changed, f"{unit} runs with older settings"
 
 
 def fan_out_on_old_only(pair) -> None:
