@@ -251,13 +251,13 @@ class Remote:
             ) from None
         except SSHException as error:
             if "not found in known_hosts" not in str(error):
-                raise HostUnreachable(f"{self.alias}: ssh failed: {error}") from None
+                raise HostUnreachable(f"{self.alias}: ssh failed: {_said(error)}") from None
             raise HostUnreachable(
                 f"{self.alias}: unknown host key (not in {self._known_hosts_file}); connect once with "
                 f"`ssh {self.alias}` and verify the key, or set SSH_ACCEPT_NEW_HOST_KEYS=yes"
             ) from None
         except (OSError, EOFError) as error:
-            raise HostUnreachable(f"{self.alias}: ssh failed: {error}") from None
+            raise HostUnreachable(f"{self.alias}: ssh failed: {_said(error)}") from None
         self.mode.log.write(
             host=self.alias,
             role=self.role,
@@ -283,6 +283,11 @@ class Remote:
     def close(self) -> None:
         if self._connection is not None and self._connection.is_connected:
             self._connection.close()
+
+
+def _said(error: BaseException) -> str:
+    """An exception's message; paramiko's EOFError and some of its SSHExceptions have none."""
+    return str(error) or f"{type(error).__name__}: the connection was closed"
 
 
 def _exec(client, cmd: Cmd, console: Console) -> Output:
