@@ -102,9 +102,9 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
         postgres.accept_promotion(s)
     sidekiq.drain_old(s, drain_timeout)
     transfer.sync_media(s, "last pass, after old's Sidekiq stopped: the files it wrote until then")
-    promoted = postgres.promote_new(s, catchup_timeout)
+    promoted = postgres.promote_new(s, catchup_timeout)  # its record, when this run promoted new
     changed = mastodon.use_local_database(s)
-    record = postgres.failover_record(s)
+    record = promoted or postgres.failover_record(s)
     if promoted or changed or record.get("stage") != "done":
         # web first: it takes the writes; the rest follows once writes flow again
         mastodon.restart_services(s, s.new, services="web")

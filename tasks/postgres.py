@@ -666,9 +666,13 @@ def make_unstartable(s: Session, place: ClusterPlace) -> None:
     """start.conf `disabled` (pg_ctlcluster refuses to start it) and the unit masked: neither a boot nor a
     `systemctl start` revives old as a second primary. The start.conf before is kept for lift_fence."""
     start_conf = place.start_conf
-    s.old.run(Cmd(f"test -e {start_conf}.{BEFORE_FENCE} || cp -p {start_conf} {start_conf}.{BEFORE_FENCE}"))
-    s.old.write_file(start_conf, UNSTARTABLE, owner="postgres")
-    s.old.run(system.systemctl("mask", place.unit))
+    s.old.run(  # one command: it runs while the site takes no writes
+        Cmd(
+            f"set -e\ntest -e {start_conf}.{BEFORE_FENCE} || cp -p {start_conf} {start_conf}.{BEFORE_FENCE}\n"
+            f"cat > {start_conf}\nsystemctl mask {place.unit}",
+            stdin=UNSTARTABLE,
+        )
+    )
 
 
 def fence_old(s: Session, place: ClusterPlace, old: OldCluster) -> Control | None:
@@ -858,14 +862,13 @@ def record_promotion(s: Session, old_checkpoint: str, **more) -> None:
     s.say(f"new is the primary on timeline {timeline} at {position}")
 
 
-def accept_promotion(s: Session) -> bool:
+def accept_promotion(s: Session) -> None:
     """new is already the primary. Recorded by this tool: nothing to do. Not recorded (a run stopped between
     pg_promote and the record): accepted, and recorded, when new's timeline forks from old's after old's
-    shutdown checkpoint, which proves that new replayed every write old made. Returns False: this run
-    promoted nothing."""
+    shutdown checkpoint, which proves that new replayed every write old made."""
     if promoted_record(s):
         s.say("already promoted: new is the primary, nothing to do")
-        return False
+        return
     cfg = s.settings
     with s.step(
         "accept new's promotion",
@@ -881,7 +884,7 @@ def accept_promotion(s: Session) -> bool:
             control = s.old.fact(ControlData(bindir(cfg), cfg.pg_data_dir), then="must say `shut down`")
             checkpoint = control.checkpoint_lsn if known(control) and control.state == "shut down" else None
         if s.planning:
-            return False
+            return
         if not (fork and checkpoint and lsn(fork.lsn) > lsn(checkpoint)):
             raise StepFailed(
                 "new's PostgreSQL is not a replica, and nothing shows that it holds all of old's writes "
@@ -894,7 +897,6 @@ def accept_promotion(s: Session) -> bool:
             f"{checkpoint}: it holds every write old acknowledged"
         )
         record_promotion(s, checkpoint, accepted="the promotion was recorded by a later run")
-    return False
 
 
 def keep_old_down(s: Session) -> None:
@@ -921,12 +923,13 @@ def promoted_record(s: Session) -> dict | None:
     return record if known(record) else None
 
 
-def promote_new(s: Session, catchup_timeout: float = 30) -> bool:
+def promote_new(s: Session, catchup_timeout: float = 30) -> dict | None:
     """Fence, prove, promote, each part checking first: a run stopped anywhere is continued by the next.
-    Returns whether new became the primary in this run (False: it already was, and recorded)."""
+    Returns the failover record when new became the primary in this run (None: it already was)."""
     current = standby(s, then="`f|...` (not in recovery) means new is already the primary")
     if known(current) and current and not current.in_recovery:
-        return accept_promotion(s)
+        accept_promotion(s)
+        return None
     place = cluster(s, s.old)
     old = old_cluster(s, place)
     record = failover_record(s)
@@ -944,8 +947,7 @@ def promote_new(s: Session, catchup_timeout: float = 30) -> bool:
         wait_caught_up(s, checkpoint, catchup_timeout)
         progress["promoting"] = True
         promote_replica(s, control)
-    note_failover(s, record, stage="promoted")
-    return True
+    return record
 
 
 def _require_ready(s: Session) -> None:
