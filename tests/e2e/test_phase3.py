@@ -111,7 +111,8 @@ def test_a_tunnel_that_dies_before_catch_up_brings_old_back(pair, tokens):
     assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "t"
     assert pair.exec("old", "systemctl", "is-active", "postgresql@15-main").stdout.strip() == "active"
     assert "fence" not in pair.exec("old", "cat", "/etc/postgresql/15/main/pg_hba.conf").stdout
-    assert "disabled" not in pair.exec("old", "cat", "/etc/postgresql/15/main/start.conf").stdout
+    start_conf = pair.exec("old", "cat", "/etc/postgresql/15/main/start.conf").stdout
+    assert start_conf.strip().splitlines()[-1] == "auto"  # as Debian left it
     assert pair.exec("old", "systemctl", "is-enabled", "postgresql@15-main").stdout.strip() != "masked"
     wait_until(lambda: fab("-H", "old,new", "replication-status").returncode == 0, 60,
                "replication to resume")
