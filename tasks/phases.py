@@ -115,7 +115,7 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
         ):
             mastodon.probe_write(s)
             if promoted and record.get("fenced_at") and not s.planning:
-                fenced_at, accepted_at = record["fenced_at"], time.time()
+                fenced_at, accepted_at = float(record["fenced_at"]), time.time()
                 s.say(
                     f"==> write-unavailability window: {accepted_at - fenced_at:.1f} s, from the fence of "
                     f"old (epoch {fenced_at:.3f}) to the first write new accepted (epoch {accepted_at:.3f})"
@@ -127,9 +127,7 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
         # old's Sidekiq fanned statuses out into old's Redis until the drain: the feeds built in phase 2
         # lack those. A build from new's own database now adds them (it adds to the feeds, never empties).
         mastodon.build_feeds(s, s.new, mastodon.read_env(s, s.new), force=True)
-    postgres.keep_old_down(s)
-    if record.get("stage") != "done":
-        postgres.note_failover(s, record, stage="done")
+    postgres.keep_old_down(s, record)
 
 
 @two_host_task(help={"timeout": "seconds to wait for the queues to empty"})

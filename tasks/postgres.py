@@ -655,9 +655,11 @@ def failover_record(s: Session) -> dict:
     return record if known(record) and record else {}
 
 
-def note_failover(s: Session, record: dict, **facts) -> dict:
-    """`record` with `facts` added, written to new in one command (the critical section counts each)."""
-    record = {**record, **facts, "updated_at": time.time()}
+def note_failover(s: Session, record: dict, stamp: str = "", **facts) -> dict:
+    """`record` with `facts` added (and `stamp`, a key, set to now), written to new in one command: the
+    critical section counts each. Times are epoch seconds as strings, so a plan can show placeholders."""
+    now = "<now, in seconds since 1970>" if s.planning else f"{time.time():.3f}"
+    record = {**record, **facts, **({stamp: now} if stamp else {}), "updated_at": now}
     s.new.write_file(FAILOVER_RECORD, json_module.dumps(record, indent=2) + "\n")
     return record
 
@@ -675,11 +677,12 @@ def make_unstartable(s: Session, place: ClusterPlace) -> None:
     )
 
 
-def fence_old(s: Session, place: ClusterPlace, old: OldCluster) -> Control | None:
+def fence_old(s: Session, place: ClusterPlace, old: OldCluster, record: dict) -> tuple[Control | None, dict]:
     """Only local postgres and the replication role may connect; client backends end; a checkpoint,
     then a clean fast shutdown, whose last WAL record the walsender hands to new before it exits; then old
-    is made unstartable. A part already done (a run stopped here) is skipped. Returns old's control data
-    (None when planning)."""
+    is made unstartable. A part already done (a run stopped here) is skipped. The failover record notes
+    the start and old's shutdown checkpoint. Returns old's control data (None when planning) and the
+    record."""
     cfg = s.settings
     with s.step(
         "fence old",
@@ -690,6 +693,8 @@ def fence_old(s: Session, place: ClusterPlace, old: OldCluster) -> Control | Non
         why="no client can write on old any more: pg_hba admits only postgres and replication, client "
         "backends are ended, old's cluster shuts down cleanly and is made unstartable",
     ):
+        if old.untouched:
+            record = note_failover(s, {}, stamp="fenced_at", stage="fencing")
         if not old.fenced:
             s.old.run(
                 system.put_block(
@@ -715,9 +720,11 @@ def fence_old(s: Session, place: ClusterPlace, old: OldCluster) -> Control | Non
             ControlData(bindir(cfg), cfg.pg_data_dir),
             then="anything but `shut down`: lift the fence (see Undo) and stop",
         )
-        if known(control) and control.state == "shut down":
+        if s.planning or (known(control) and control.state == "shut down"):
             make_unstartable(s, place)
-        return control if known(control) else None
+            checkpoint = control.checkpoint_lsn if known(control) else "<old's Latest checkpoint location>"
+            record = note_failover(s, record, stage="fenced", old_checkpoint=checkpoint)
+        return (control if known(control) else None), record
 
 
 def lift_fence(s: Session, place: ClusterPlace) -> None:
@@ -899,8 +906,9 @@ def accept_promotion(s: Session) -> None:
         record_promotion(s, checkpoint, accepted="the promotion was recorded by a later run")
 
 
-def keep_old_down(s: Session) -> None:
-    """Old's cluster must stay unstartable (an interrupted run may have stopped before that part)."""
+def keep_old_down(s: Session, record: dict | None = None) -> None:
+    """Old's cluster must stay unstartable (an interrupted run may have stopped before that part); then
+    the failover `record`, when given, is marked done."""
     with s.step(
         "keep old down",
         "old's cluster stays fenced, its start.conf `disabled` and its unit masked, so nothing brings it "
@@ -912,9 +920,10 @@ def keep_old_down(s: Session) -> None:
             FileText(place.start_conf), then="`disabled` and a masked unit: skip the next block"
         )
         masked = s.old.fact(UnitEnabled(place.unit)) == "masked"
-        if known(text) and text == UNSTARTABLE and masked:
-            return
-        make_unstartable(s, place)
+        if not (known(text) and text == UNSTARTABLE and masked):
+            make_unstartable(s, place)
+        if record is not None and record.get("stage") != "done":
+            note_failover(s, record, stage="done")
 
 
 def promoted_record(s: Session) -> dict | None:
@@ -935,16 +944,13 @@ def promote_new(s: Session, catchup_timeout: float = 30) -> dict | None:
     record = failover_record(s)
     if old.untouched:
         _require_ready(s)
-        record = note_failover(s, {}, stage="fencing", fenced_at=time.time())
     else:
         s.say("old is fenced already (a run stopped after the fence): the failover continues from there")
     with fence_lifted_on_failure(s, place) as progress:
-        control = fence_old(s, place, old)
+        control, record = fence_old(s, place, old, record)
         if control is not None and control.state != "shut down":
             raise StepFailed(f"old's cluster did not shut down cleanly (state: {control.state})")
-        checkpoint = control.checkpoint_lsn if control else "<old's Latest checkpoint location>"
-        record = note_failover(s, record, stage="fenced", old_checkpoint=checkpoint)
-        wait_caught_up(s, checkpoint, catchup_timeout)
+        wait_caught_up(s, record.get("old_checkpoint", "<old's Latest checkpoint location>"), catchup_timeout)
         progress["promoting"] = True
         promote_replica(s, control)
     return record
