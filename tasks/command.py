@@ -299,7 +299,12 @@ def _exec(client, cmd: Cmd, console: Console) -> Output:
     feeder = threading.Thread(target=_feed, args=(channel, (data or "").encode()), daemon=True)
     feeder.start()
     stdout, stderr = bytearray(), bytearray()
-    while not channel.exit_status_ready() or channel.recv_ready() or channel.recv_stderr_ready():
+    # sshd may report the exit status before the last output: read on until its EOF (or the channel's end)
+    while (
+        not (channel.exit_status_ready() and (channel.eof_received or channel.closed))
+        or channel.recv_ready()
+        or channel.recv_stderr_ready()
+    ):
         progressed = False
         for ready, receive, buffer in (
             (channel.recv_ready, channel.recv, stdout),

@@ -16,6 +16,7 @@ class ScriptedChannel:
         self.exited, stdout, stderr = answer
         self.out, self.err = [stdout.encode()], [stderr.encode()]
         self.calls, self.stdin = calls, b""
+        self.eof_received, self.closed = True, False
 
     def exec_command(self, line):
         self.calls.append([line, None])
