@@ -104,11 +104,11 @@ class EnvCopied(Fact[bool]):
 class HomeFeedsPresent(Fact[bool]):
     """Whether the Redis that a host's Mastodon uses holds home feeds."""
 
-    values: dict[str, str] | None  # the .env.production values (None: a plan's placeholders)
+    target: redis_cli.Target  # Mastodon's base Redis (redis_cli.base)
     passes: ClassVar[str] = "prints a `feed:home:<id>` key when home feeds exist; nothing when Redis has none"
 
     def command(self) -> Cmd:
-        return redis_cli.cli(self.values, "--scan --pattern 'feed:home:*' | head -n 1")
+        return redis_cli.cli(self.target, '--scan --pattern "${P}feed:home:*" | head -n 1')
 
     @staticmethod
     def parse(out: Output) -> bool:
@@ -327,7 +327,7 @@ def start_services(s: Session, remote: Remote, restart: bool) -> None:
 def feeds_present(s: Session, remote: Remote, env_text) -> bool | None:
     """Whether the host's Redis holds home feeds (None when planning)."""
     found = remote.fact(
-        HomeFeedsPresent(env_values(env_text)),
+        HomeFeedsPresent(redis_cli.base(env_values(env_text))),
         then="when it prints a key, the feeds are built: skip the next block",
     )
     return found if known(found) else None

@@ -36,9 +36,9 @@ MOVED_PATTERN = MOVED_PREFIX + ":*"  # the keys every drain set aside, whatever 
 
 @dataclass(frozen=True)
 class RedisFact(Fact):
-    """A question to the Redis a host's Mastodon uses; `values` are its .env.production (None: a plan)."""
+    """A question to the Redis that holds a host's Sidekiq state (redis_cli.sidekiq)."""
 
-    values: dict[str, str] | None
+    target: redis_cli.Target
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,15 @@ class QueueState(RedisFact):
         "prints `queue NAME LENGTH` per queue and `process IDENTITY BUSY QUIET` per live "
         "Sidekiq process: idle means every LENGTH and BUSY is 0"
     )
-    SCRIPT: ClassVar[str] = """for q in $(r SMEMBERS queues); do echo "queue $q $(r LLEN "queue:$q")"; done
-for p in $(r SMEMBERS processes); do
-  if [ "$(r EXISTS "$p")" = 1 ]; then echo "process $p $(r HGET "$p" busy) $(r HGET "$p" quiet)"; fi
+    SCRIPT: ClassVar[
+        str
+    ] = """for q in $(r SMEMBERS "${P}queues"); do echo "queue $q $(r LLEN "${P}queue:$q")"; done
+for p in $(r SMEMBERS "${P}processes"); do
+  if [ "$(r EXISTS "$P$p")" = 1 ]; then echo "process $p $(r HGET "$P$p" busy) $(r HGET "$P$p" quiet)"; fi
 done"""
 
     def command(self) -> Cmd:
-        return redis_cli.script(self.values, self.SCRIPT)
+        return redis_cli.script(self.target, self.SCRIPT)
 
     @staticmethod
     def parse(out: Output) -> SidekiqState:
@@ -72,7 +74,8 @@ class DurableLeft(RedisFact):
 
     def command(self) -> Cmd:
         return redis_cli.script(
-            self.values, "\n".join(f'[ "$(r EXISTS {key})" = 1 ] && echo {key}' for key in DURABLE_SETS)
+            self.target,
+            "\n".join(f'[ "$(r EXISTS "${{P}}{key}")" = 1 ] && echo {key}' for key in DURABLE_SETS),
         )
 
     @staticmethod
@@ -87,7 +90,7 @@ class MovedKeys(RedisFact):
     passes: ClassVar[str] = "prints how many keys drains set aside as " + MOVED_PATTERN
 
     def command(self) -> Cmd:
-        return redis_cli.script(self.values, f"r --scan --pattern '{MOVED_PATTERN}' | wc -l")
+        return redis_cli.script(self.target, f'r --scan --pattern "${{P}}{MOVED_PATTERN}" | wc -l')
 
     @staticmethod
     def parse(out: Output) -> int:
@@ -115,12 +118,12 @@ class IdleFor:
         return self.clock() - self.first_idle >= self.seconds
 
 
-def _wait_idle(s: Session, values, timeout: float):
+def _wait_idle(s: Session, target: redis_cli.Target, timeout: float):
     """Queues empty and nothing running, seen twice at least one heartbeat apart (or quieted already).
     Returns the last answer."""
     try:
         return s.old.wait_for(
-            QueueState(values),
+            QueueState(target),
             IdleFor(BEAT_SECONDS),
             what=f"Sidekiq on old is idle (queues empty, nothing busy) in two answers {BEAT_SECONDS} s "
             "apart, or quiet (every process `true`: an earlier run quieted it) and running nothing",
@@ -144,7 +147,7 @@ def stop_old_mastodon(s: Session, timeout: float) -> None:
         "finishes every queued job, is quieted, then stops",
         undo="systemctl enable --now the units on old",
     ):
-        values = env_values(read_env(s, s.old))
+        target = redis_cli.sidekiq(env_values(read_env(s, s.old)))
         active = s.old.fact(
             UnitStates(cfg.mastodon_services), then="each unit that is not `inactive` or `failed` is stopped"
         )
@@ -153,11 +156,11 @@ def stop_old_mastodon(s: Session, timeout: float) -> None:
             if not stopped(state[unit]):
                 s.old.run(system.systemctl("stop", unit))
         if not stopped(state[cfg.mastodon_sidekiq_service]):
-            last = _wait_idle(s, values, timeout)
+            last = _wait_idle(s, target, timeout)
             if not (known(last) and last.quieted):  # quiet already: what waits in its queues is moved
                 s.old.run(system.systemctl("kill", "-s", "TSTP", cfg.mastodon_sidekiq_service))
             s.old.wait_for(
-                QueueState(values),
+                QueueState(target),
                 lambda st: st.running == 0 and all(st.quiet.values()),
                 what="Sidekiq on old is quiet and idle",
                 timeout=timeout,
@@ -177,7 +180,7 @@ class AsideJobs(RedisFact):
         f"prints `@@ zset|list KEY` for each key under {ASIDE}:, then its jobs (JSON; a set's with their "
         "scores on alternate lines); nothing when no key is set aside"
     )
-    SCRIPT: ClassVar[str] = f"""for k in $(r --scan --pattern '{ASIDE}:*'); do
+    SCRIPT: ClassVar[str] = f"""for k in $(r --scan --pattern "${{P}}{ASIDE}:*"); do
   case "$(r TYPE "$k")" in
     zset) echo "@@ zset $k"; r ZRANGE "$k" 0 -1 WITHSCORES;;
     list) echo "@@ list $k"; r LRANGE "$k" 0 -1;;
@@ -186,11 +189,10 @@ done"""
 
     def command(self) -> Cmd:
         # job arguments may be private (ActivityPub bodies, e-mail addresses): kept out of logs
-        return replace(redis_cli.script(self.values, self.SCRIPT), secret_output=True)
+        return replace(redis_cli.script(self.target, self.SCRIPT), secret_output=True)
 
-    @staticmethod
-    def parse(out: Output) -> list[Aside]:
-        return parse_aside(out.stdout)
+    def parse(self, out: Output) -> list[Aside]:
+        return parse_aside(out.stdout, self.target.prefix)
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ class MovedJids(RedisFact):
     passes: ClassVar[str] = f"prints the id of each job an earlier move put into this Redis ({MOVED_JIDS})"
 
     def command(self) -> Cmd:
-        return redis_cli.cli(self.values, f"SMEMBERS {MOVED_JIDS}")
+        return redis_cli.cli(self.target, f'SMEMBERS "${{P}}{MOVED_JIDS}"')
 
     @staticmethod
     def parse(out: Output) -> set[str]:
@@ -213,21 +215,20 @@ def move_jobs(s: Session) -> None:
         "into new's Redis job by job, each job's id recorded with it: none lost, none twice, however often "
         "this is interrupted and re-run",
     ):
-        old_values = env_values(read_env(s, s.old))
-        new_values = env_values(read_env(s, s.new))
+        old_redis = redis_cli.sidekiq(env_values(read_env(s, s.old)))
+        new_redis = redis_cli.sidekiq(env_values(read_env(s, s.new)))
         # set aside first: the merge reads only these, never keys something else may change
         s.old.run(
             redis_cli.script(
-                old_values,
-                f"for k in {' '.join(DURABLE_SETS)} $(r SMEMBERS queues | sed 's/^/queue:/'); do\n"
-                f'  if [ "$(r EXISTS "$k")" = 1 ]; then r RENAME "$k" "{MOVING}:$k" >/dev/null; fi\ndone',
+                old_redis,
+                f'for k in {" ".join(DURABLE_SETS)} $(r SMEMBERS "${{P}}queues" | sed "s/^/queue:/"); do\n'
+                f'  if [ "$(r EXISTS "$P$k")" = 1 ]; then r RENAME "$P$k" "$P{MOVING}:$k" >/dev/null; fi\n'
+                "done",
             )
         )
-        aside = s.old.fact(AsideJobs(old_values), planned=[])
-        moved = s.new.fact(
-            MovedJids(new_values), planned=set(), then="jobs with these ids are not sent again"
-        )
-        plan = plan_move(aside, moved)
+        aside = s.old.fact(AsideJobs(old_redis), planned=[])
+        moved = s.new.fact(MovedJids(new_redis), planned=set(), then="jobs with these ids are not sent again")
+        plan = plan_move(aside, moved, new_redis.prefix)
         if s.planning or plan.commands:
             # rstrip: the here-document's own newline stays visible
             payload = plan.pipe.rstrip("\n") or "<old's jobs>"
@@ -236,7 +237,7 @@ def move_jobs(s: Session) -> None:
                 f"{sum(plan.added.values())} jobs from old's Redis, a script call each "
                 "(Redis protocol; job arguments may be private)",
             )
-            out = s.new.run(redis_cli.script(new_values, "r --pipe", stdin=payload + "\n", secrets=(jobs,)))
+            out = s.new.run(redis_cli.script(new_redis, "r --pipe", stdin=payload + "\n", secrets=(jobs,)))
             errors, replies = pipe_replies(out.stdout)
             if not s.planning and (errors, replies) != (0, len(plan.commands)):
                 raise StepFailed(
@@ -254,9 +255,9 @@ def move_jobs(s: Session) -> None:
             )
         s.old.run(  # done: the aside keys are kept under their final name, for undo
             redis_cli.script(
-                old_values,
-                f"for k in $(r --scan --pattern '{ASIDE}:*'); do\n"
-                f'  r RENAME "$k" "{MOVED_PREFIX}:${{k#{ASIDE}:}}" >/dev/null\ndone',
+                old_redis,
+                f'for k in $(r --scan --pattern "${{P}}{ASIDE}:*"); do\n'
+                f'  r RENAME "$k" "$P{MOVED_PREFIX}:${{k#"$P{ASIDE}:"}}" >/dev/null\ndone',
             )
         )
 

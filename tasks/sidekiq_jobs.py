@@ -11,6 +11,9 @@ interrupted and re-run:
   adds the job and records its id atomically, so a job that new's Sidekiq has run meanwhile is not added
   again;
 - on old, `mastodon-migration:moved:<time>:<key>`: the aside keys once the merge succeeded (kept for undo).
+
+With a `REDIS_NAMESPACE` every one of these keys, Sidekiq's and this tool's, starts with `<namespace>:`
+(redis-namespace's layout); the values do not (a queue's name in `queues`, a process in `processes`).
 """
 
 from __future__ import annotations
@@ -116,13 +119,14 @@ class Aside:
         return self.target.split(":", 1)[1] if self.target.startswith("queue:") else ""
 
 
-def parse_aside(text: str) -> list[Aside]:
+def parse_aside(text: str, prefix: str = "") -> list[Aside]:
     """Sections `@@ zset KEY` / `@@ list KEY`, each followed by the key's `ZRANGE .. WITHSCORES` or
-    `LRANGE` lines (split on "\n" only: see parse_zset)."""
+    `LRANGE` lines (split on "\n" only: see parse_zset). `prefix`: the namespace's, before every key."""
+    aside = prefix + ASIDE
     sections: list[tuple[str, str, list[str]]] = []
     for line in text.split("\n"):
         words = line.split(" ")
-        if len(words) == 3 and words[0] == "@@" and words[2].startswith(ASIDE + ":"):
+        if len(words) == 3 and words[0] == "@@" and words[2].startswith(aside + ":"):
             sections.append((words[1], words[2], []))
         elif sections:
             sections[-1][2].append(line)
@@ -132,7 +136,7 @@ def parse_aside(text: str) -> list[Aside]:
             jobs = parse_zset("\n".join(lines))
         else:
             jobs = [(job, "") for job in lines if job]
-        found.append(Aside(key, key[len(ASIDE) + 1 :].split(":", 1)[-1], jobs))  # past `<time>:`
+        found.append(Aside(key, key[len(aside) + 1 :].split(":", 1)[-1], jobs))  # past `<time>:`
     return found
 
 
@@ -149,13 +153,14 @@ class Move:
         return "".join(self.commands)
 
 
-def plan_move(aside: list[Aside], moved: set[str]) -> Move:
-    """A script call per job whose id new has not recorded; each also records it (see MOVE_ONE)."""
+def plan_move(aside: list[Aside], moved: set[str], prefix: str = "") -> Move:
+    """A script call per job whose id new has not recorded; each also records it (see MOVE_ONE). `prefix`:
+    the namespace's in new's Redis."""
     plan = Move()
     for part in aside:
         fresh = [(job, score) for job, score in part.jobs if jid(job) not in moved]
         for job, score in fresh:
-            keys = (part.target, MOVED_JIDS, "queues")
+            keys = (prefix + part.target, prefix + MOVED_JIDS, prefix + "queues")
             plan.commands.append(
                 resp("EVAL", MOVE_ONE, str(len(keys)), *keys, jid(job), job, score, part.queue)
             )

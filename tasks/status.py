@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from . import mastodon, nginx, postgres, sidekiq, tunnel
+from . import mastodon, nginx, postgres, redis_cli, sidekiq, tunnel
 from .command import HostUnreachable, Session, StepFailed, known
 from .dns import answers as dns_answers
 from .dns import steps as dns
@@ -82,14 +82,14 @@ class OldFacts:
 
 def old_facts(s: Session, site: str, env_text) -> Batch:
     """The site's first line, Mastodon's units, and Sidekiq's keys in the Redis old's Mastodon uses."""
-    values = mastodon.env_values(env_text)
+    jobs = redis_cli.sidekiq(mastodon.env_values(env_text))
     parts = (("site", nginx.ProxiesToNew(site)),) if site else ()
     return Batch(
         parts
         + (
             ("units", UnitStates(s.settings.mastodon_services)),
-            ("durable", sidekiq.DurableLeft(values)),
-            ("moved", sidekiq.MovedKeys(values)),
+            ("durable", sidekiq.DurableLeft(jobs)),
+            ("moved", sidekiq.MovedKeys(jobs)),
         )
     )
 

@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from tasks import facts, mastodon, nginx, sidekiq
+from tasks import facts, mastodon, nginx, redis_cli, sidekiq
 from tasks.facts import Output, Unparseable
 
 DF = """Filesystem         1-blocks        Used   Available Capacity Mounted on
@@ -114,9 +114,9 @@ def test_files_keys_and_matching_lines():
 
 def test_a_batch_asks_several_facts_in_one_round_trip():
     batch = facts.Batch((("tunnel", facts.UnitState("t")), ("installed", facts.PathExists("/etc/t.service")),
-                         ("feeds", mastodon.HomeFeedsPresent({"REDIS_PASSWORD": "hush"}))))
+                         ("feeds", mastodon.HomeFeedsPresent(redis_cli.base({"REDIS_PASSWORD": "hush"})))))
     cmd = batch.command()
-    assert cmd.user == "root" and "<secret: REDIS_PASSWORD in .env.production>" in cmd.shown()
+    assert cmd.user == "root" and "<secret: the Redis password in .env.production>" in cmd.shown()
     ran = subprocess.run(["sh", "-s"], input=cmd.script.replace("systemctl is-active t", "echo active")
                          .replace("redis-cli", "echo feed:home:1; true"), capture_output=True, text=True)
     assert batch.parse(Output(0, ran.stdout)) == {"tunnel": "active", "installed": False, "feeds": True}

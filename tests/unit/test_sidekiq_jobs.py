@@ -70,12 +70,11 @@ def test_resp_counts_bytes_not_characters():
 
 
 def test_redis_password_stays_off_the_command_line():
-    cmd = redis_cli.cli({"REDIS_HOST": "127.0.0.1", "REDIS_PASSWORD": "p@ss-very-secret"}, "PING")
+    target = redis_cli.base({"REDIS_HOST": "127.0.0.1", "REDIS_PASSWORD": "p@ss-very-secret"})
+    cmd = redis_cli.cli(target, "PING")
     assert "p@ss" not in cmd.line()
     assert "p@ss-very-secret" in cmd.input()
     assert "p@ss" not in cmd.shown()
-    assert redis_cli.target({"REDIS_URL": "redis://:pw%40x@10.0.0.5:6380/2"}) == ("10.0.0.5", "6380", "2",
-                                                                                   "pw@x")
 
 
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
@@ -85,7 +84,7 @@ def test_a_move_interrupted_and_run_again_delivers_each_job_once(tmp_path):
     server = subprocess.Popen(["redis-server", "--port", "16399", "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
     try:
-        values = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": "16399"}
+        values = redis_cli.base({"REDIS_HOST": "127.0.0.1", "REDIS_PORT": "16399"})
 
         def run(args, stdin=None):
             cmd = redis_cli.script(values, args, stdin=stdin) if stdin else redis_cli.cli(values, args)

@@ -71,7 +71,7 @@ def test_the_scripts_silence_errors_and_mark_each_part(cfg):
             "through the tunnel.' /home/mastodon/live/.env.production" in script)
     old = status.old_facts(session, SITE, None).command().script
     assert "echo '@@ site'\nhead -n 1 /etc/nginx/sites-available/social.test" in old
-    assert "r --scan --pattern 'mastodon-migration:moved:*' | wc -l" in old
+    assert 'r --scan --pattern "${P}mastodon-migration:moved:*" | wc -l' in old
 
 
 def test_new_fresh_replica_and_promoted(cfg):
@@ -248,7 +248,7 @@ def test_a_replica_is_read_in_few_round_trips(cfg):
     assert states(cfg, evidence)[0][:3] == ["done", "not started", "not started"]
     assert evidence.replication.lag_bytes == 0 and evidence.new.tunnel == "active"
     logged = cfg.log_file.read_text()
-    assert "hush" not in logged and "REDISCLI_AUTH=<secret: REDIS_PASSWORD in .env.production>" in logged
+    assert "hush" not in logged and "REDISCLI_AUTH=<secret: the Redis password in .env.production>" in logged
 
 
 def test_a_fresh_pair_read_as_captured(cfg):

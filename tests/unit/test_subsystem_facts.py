@@ -1,11 +1,12 @@
 """The subsystems' own facts: each parser on the output its command prints on the pair's hosts."""
 import pytest
 
-from tasks import facts, mastodon, nginx, sidekiq, transfer, tunnel
+from tasks import facts, mastodon, nginx, redis_cli, sidekiq, transfer, tunnel
 from tasks.facts import Output
 
 SENDERS = "15/main|127.0.0.1|streaming|0/3000148|0/3000148|0/3000148|0/3000148|0\n"
 ZSET = '{"jid":"a1","class":"X"}\n1764600000.5\n{"jid":"b2","class":"Y"}\n1764600100\n'
+PLAN = redis_cli.PLANNED
 CERTS = ("3b1f...  archive/social.test/cert1.pem\n"
          "../../archive/social.test/cert1.pem  live/social.test/cert.pem\n")
 
@@ -18,8 +19,8 @@ CERTS = ("3b1f...  archive/social.test/cert1.pem\n"
     (mastodon.EnvCopied("/m/.env.production"), Output(0, "1\n"), True),
     (mastodon.EnvCopied("/m/.env.production"), Output(1, "0\n"), False),
     (mastodon.EnvCopied("/m/.env.production"), Output(2, ""), False),  # no file yet
-    (mastodon.HomeFeedsPresent(None), Output(0, "feed:home:109\n"), True),
-    (mastodon.HomeFeedsPresent(None), Output(0, ""), False),
+    (mastodon.HomeFeedsPresent(PLAN), Output(0, "feed:home:109\n"), True),
+    (mastodon.HomeFeedsPresent(PLAN), Output(0, ""), False),
     (mastodon.HttpsAnswer("social.test", "127.0.0.1", "/health"), Output(0, "OK\n200"), (200, "OK")),
     (mastodon.HttpsAnswer("social.test", "127.0.0.1", "/health"), Output(7, "\n000"), (0, "")),
     (nginx.EnabledSites("social.test"), Output(0, "/etc/nginx/sites-available/social.test\n"),
@@ -28,11 +29,11 @@ CERTS = ("3b1f...  archive/social.test/cert1.pem\n"
     (nginx.ProxiesToNew("/s"), Output(0, "# Shaped like Mastodon's dist/nginx.conf (4.2+)\n"), False),
     (nginx.ProxiesToNew("/s"), Output(1, "", "head: cannot open '/s'"), None),
     (nginx.Answers("social.test", "/health"), Output(22, "", "curl: (22) 502"), False),
-    (sidekiq.AsideJobs(None), Output(0, "@@ zset mastodon-migration:moving:1T2:retry\n" + ZSET),
+    (sidekiq.AsideJobs(PLAN), Output(0, "@@ zset mastodon-migration:moving:1T2:retry\n" + ZSET),
      [sidekiq.Aside("mastodon-migration:moving:1T2:retry", "retry",
                     [('{"jid":"a1","class":"X"}', "1764600000.5"),
                      ('{"jid":"b2","class":"Y"}', "1764600100")])]),
-    (sidekiq.MovedJids(None), Output(0, "a1\nb2\n"), {"a1", "b2"}),
+    (sidekiq.MovedJids(PLAN), Output(0, "a1\nb2\n"), {"a1", "b2"}),
     (mastodon.StartedSince(("mastodon-sidekiq", "mastodon-streaming"), ("/e",)),
      Output(0, "changed 1796142400.500000\nmastodon-sidekiq active Tue 2026-12-01 16:26:40.600000 UTC\n"
                "mastodon-streaming active Tue 2026-12-01 16:26:40.400000 UTC\n"),
@@ -42,8 +43,8 @@ CERTS = ("3b1f...  archive/social.test/cert1.pem\n"
     (facts.TimelineFork("/d"), Output(0, "1\t0/5000148\tno recovery target specified\n"),
      facts.Fork(1, "0/5000148")),
     (facts.TimelineFork("/d"), Output(0, ""), None),
-    (sidekiq.DurableLeft(None), Output(0, "schedule\nretry\n"), ["schedule", "retry"]),
-    (sidekiq.MovedKeys(None), Output(0, "       2\n"), 2),
+    (sidekiq.DurableLeft(PLAN), Output(0, "schedule\nretry\n"), ["schedule", "retry"]),
+    (sidekiq.MovedKeys(PLAN), Output(0, "       2\n"), 2),
     (transfer.CertListing("social.test"), Output(0, CERTS), CERTS),
     (tunnel.INSTALLED, Output(1, ""), False),
     (facts.PresentPaths(("/a", "/b")), Output(2, "/b\n"), ["/b"]),
@@ -68,6 +69,6 @@ def test_each_fact_reads_its_own_answer(fact, out, expected):
 def test_secret_bearing_reads_keep_their_output_out_of_logs():
     assert facts.SecretFileText("/m/.env.production", "mastodon").command().secret_output
     assert transfer.CertArchive("social.test").command().secret_output
-    assert sidekiq.AsideJobs(None).command().secret_output  # job payloads
+    assert sidekiq.AsideJobs(PLAN).command().secret_output  # job payloads
     pgpass = facts.CountLines("/var/lib/postgresql/.pgpass", "127.0.0.1:5433:*:r:", "postgres").command()
     assert pgpass.script.startswith("grep -csF ")  # only a count comes back, never the password line
