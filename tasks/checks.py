@@ -45,13 +45,6 @@ def pg_versions(cfg: Settings, old: Output, new: Output) -> Check:
             f"old runs {majors['old']}, new runs {majors['new']}: a physical replica needs the same "
             f"major version; install postgresql-{majors['old']} on new",
         )
-    if majors["old"] != cfg.pg_version:
-        return Check(
-            "PostgreSQL version",
-            "both",
-            FAIL,
-            f"both run {majors['old']} but PG_VERSION={cfg.pg_version}; fix the settings",
-        )
     return Check("PostgreSQL version", "both", PASS, f"both run PostgreSQL {majors['old']}")
 
 
@@ -96,31 +89,26 @@ def glibc(old: Output, new: Output) -> Check:
     return Check("glibc", "both", PASS, f"both have glibc {versions[0]}")
 
 
-def new_cluster(cfg: Settings, identity: Output, entries: Output, old_identity: Output) -> Check:
-    """new's data directory must hold nothing, the default empty cluster, or a replica of old."""
+def new_cluster(
+    cfg: Settings, identity: Output, entries: Output, old_identity: Output, data_dir: str
+) -> Check:
+    """new's data directory (pg_lsclusters' for PG_PORT) must hold nothing, the default empty cluster, or a
+    replica of old."""
     name = "new's data directory"
     if not identity.ok:  # no cluster answers: the directory must be empty
         if entries.ok and not entries.stdout.strip():
-            return Check(name, "new", PASS, f"{cfg.pg_data_dir} is empty")
+            return Check(name, "new", PASS, f"{data_dir} is empty")
         return Check(
             name,
             "new",
             FAIL,
-            f"no cluster answers on port {cfg.pg_port} and {cfg.pg_data_dir} "
+            f"no cluster answers on port {cfg.pg_port} and {data_dir} "
             "is not empty; start the default cluster or empty the directory",
         )
     try:
         ident = facts.ClusterIdentity.parse(identity)
     except Unparseable as error:
         return Check(name, "new", FAIL, str(error))
-    if ident.data_directory != cfg.pg_data_dir:
-        return Check(
-            name,
-            "new",
-            FAIL,
-            f"the cluster on port {cfg.pg_port} uses {ident.data_directory}, "
-            f"not PG_DATA_DIR={cfg.pg_data_dir}; fix the settings",
-        )
     if ident.in_recovery:
         try:
             primary = facts.ClusterIdentity.parse(old_identity).system_identifier
@@ -216,3 +204,81 @@ def tunnel_port(cfg: Settings, listeners: Output, tunnel: Output) -> Check:
         return Check(name, "new", PASS, f"{cfg.tunnel_port} is held by the migration tunnel")
     holders = ", ".join(f"{x.process} (pid {x.pid})" if x.pid else f"a process of uid {x.uid}" for x in found)
     return Check(name, "new", FAIL, f"{cfg.tunnel_port} is taken by {holders}; stop it or change TUNNEL_PORT")
+
+
+def database_front(values: dict[str, str], address: tuple[str, int], front: Output) -> Check:
+    """Names what old's Mastodon connects to; PgBouncer is kept for old and not used by new until the
+    failover: new's Mastodon reaches PostgreSQL itself through the tunnel, which carries replication too."""
+    name, (host, port) = "Mastodon's database connection", address
+    where = f"{host}:{port}" if not host.startswith("/") else f"the socket in {host} (port {port})"
+    found = facts.DatabaseFront.parse(front)
+    if not found.pgbouncer:
+        return Check(
+            name, "old", PASS, f"old's Mastodon connects to {found.program or 'PostgreSQL'} at {where}"
+        )
+    detail = (
+        f"old's Mastodon goes through PgBouncer at {where} ({found.config}, pool_mode={found.pool_mode}); "
+        "it stays in old's path. New's Mastodon reaches old's PostgreSQL itself through the tunnel until "
+        "the failover, then new's own PostgreSQL"
+    )
+    prepared = values.get("PREPARED_STATEMENTS", "true").strip().lower() != "false"
+    if found.pool_mode == "transaction" and prepared:
+        return Check(
+            name,
+            "old",
+            WARN,
+            detail + "; PREPARED_STATEMENTS is not false, which Mastodon requires behind transaction "
+            "pooling: set PREPARED_STATEMENTS=false in old's .env.production",
+        )
+    return Check(name, "old", PASS, detail)
+
+
+def redis_servers(
+    sentinels: list[str], targets: dict, old: dict[str, Output], new: dict[str, Output]
+) -> Check:
+    """Each Redis of Mastodon's settings answers on old, and on new another server answers (new's own): a
+    Redis both reach would hold one set of queues for two Sidekiqs. Sentinel is not supported."""
+    name = "Redis"
+    if sentinels:
+        return Check(
+            name,
+            "old",
+            FAIL,
+            f"old's Mastodon uses Redis Sentinel ({', '.join(sentinels)}), which this tool does not support: "
+            "move Redis by hand, or point Mastodon at the master with REDIS_URL first",
+        )
+    notes = []
+    for use, target in targets.items():
+        on_old, on_new = facts.RedisServer.parse(old[use]), facts.RedisServer.parse(new[use])
+        if on_old.problem:
+            return Check(name, "old", FAIL, f"old's {use} Redis ({target}) did not answer: {on_old.problem}")
+        if on_new.run_id == on_old.run_id:
+            return Check(
+                name,
+                "both",
+                FAIL,
+                f"old and new reach the same {use} Redis ({target.server}): this tool moves jobs from old's "
+                "own Redis to new's; a shared Redis is not supported",
+            )
+        if on_new.problem and not on_new.no_password:
+            return Check(
+                name,
+                "new",
+                FAIL,
+                f"new's {use} Redis at {target.server} does not take the settings of old's .env.production "
+                f"({on_new.problem}): install redis-server on new, with old's user and password if any",
+            )
+        notes.append(f"{use}: {target}")
+        if on_new.no_password:
+            notes.append(f"new's Redis at {target.server} has no password yet: phase 2 gives it old's")
+    return Check(name, "both", PASS, "; ".join(dict.fromkeys(notes)) + "; each host has its own")
+
+
+def cluster_found(cfg: Settings, host: str, out: Output) -> Check:
+    """pg_lsclusters names one cluster on PG_PORT: the paths the tool uses (unit, data, binaries) are its."""
+    name = "PostgreSQL cluster"
+    try:
+        place = facts.ClusterOnPort(cfg.pg_port).parse(out)
+    except Unparseable as error:
+        return Check(name, host, FAIL, str(error))
+    return Check(name, host, PASS, f"{place.version}/{place.name} in {place.data_dir} ({place.unit})")

@@ -16,6 +16,7 @@ import shlex
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
+from . import redis_cli
 from .core import UNKNOWN, Secret
 from .shell import Cmd, Output, quoted
 
@@ -654,15 +655,21 @@ class DatabaseSize(Fact[int]):
 
 @dataclass(frozen=True)
 class Cluster:
-    """Where Debian keeps a cluster: its version and name, unit, pg_hba.conf and start.conf."""
+    """Where Debian keeps a cluster: its version and name, data directory, unit, binaries, pg_hba.conf and
+    start.conf."""
 
     version: int
     name: str
+    data_dir: str
     hba_file: str
 
     @property
     def unit(self) -> str:
         return f"postgresql@{self.version}-{self.name}"
+
+    @property
+    def bindir(self) -> str:
+        return f"/usr/lib/postgresql/{self.version}/bin"
 
     @property
     def config_dir(self) -> str:
@@ -677,14 +684,31 @@ class Cluster:
         return f"/var/log/postgresql/postgresql-{self.version}-{self.name}.log"
 
 
-@dataclass(frozen=True)
-class ClusterLocation(Fact[Cluster]):
-    """The cluster whose data lives in `data_dir`, found with Debian's pg_lsclusters, so it is known
-    whether or not the cluster runs; its pg_hba.conf as its configuration names it."""
+# A plan reads no host: the runbook shows what the real run finds with pg_lsclusters.
+PLANNED_CLUSTER = Cluster("<version>", "<cluster>", "<data_directory>", "<hba_file>")  # type: ignore[arg-type]
+PLAIN_PATH = re.compile(r"/[A-Za-z0-9._+@:-]+(/[A-Za-z0-9._+@:-]+)+")
+# Folders that hold more than one cluster's data: never a data directory to replace (or remove).
+SHARED_FOLDERS = (
+    "/var/lib",
+    "/var/lib/postgresql",
+    "/usr/lib",
+    "/usr/local",
+    "/home",
+    "/srv",
+    "/opt",
+    "/var",
+)
 
-    data_dir: str
+
+@dataclass(frozen=True)
+class ClusterOnPort(Fact[Cluster]):
+    """The cluster configured for `port`, found with Debian's pg_lsclusters whether or not it runs (and even
+    while its data directory is moved aside): its version, name and data directory as the host has them,
+    and its pg_hba.conf as its configuration names it. Never guessed from a folder's name."""
+
+    port: int
     passes: ClassVar[str] = (
-        "prints `VERSION NAME hba_file = '...'` for the cluster in {data_dir} "
+        "prints `VERSION NAME DATA_DIRECTORY hba_file = '...'` for the cluster on port {port} "
         "(from pg_lsclusters, running or not)"
     )
     stable: ClassVar[bool] = True
@@ -692,21 +716,34 @@ class ClusterLocation(Fact[Cluster]):
     def command(self) -> Cmd:
         return Cmd(
             "pg_lsclusters -h | while read -r version name port status owner data rest; do\n"
-            f'  if [ "$data" = {shlex.quote(self.data_dir)} ]; then\n'
-            '    echo "$version $name $(pg_conftool "$version" "$name" show hba_file 2>/dev/null)"\n'
+            f'  if [ "$port" = {self.port} ]; then\n'
+            '    echo "$version $name $data $(pg_conftool "$version" "$name" show hba_file 2>/dev/null)"\n'
             "  fi\ndone"
         )
 
     def parse(self, out: Output) -> Cluster:
-        words = out.stdout.split(None, 2)
-        if len(words) < 2 or not words[0].isdigit():
+        lines = out.stdout.strip().splitlines()
+        words = lines[0].split(None, 3) if len(lines) == 1 else []
+        if len(words) < 3 or not words[0].isdigit():
+            listed = "several clusters" if len(lines) > 1 else "no cluster"
             raise Unparseable(
-                f"pg_lsclusters lists no cluster in {self.data_dir}: {out.why() if not out.ok else ''}"
+                f"pg_lsclusters lists {listed} on port {self.port}"
+                + (f" ({out.why()})" if not out.ok else "")
+                + ": PG_PORT must name the port of the one cluster Mastodon uses"
             )
-        version, name = int(words[0]), words[1]
-        setting = re.search(r"hba_file\s*=\s*'?([^'\s]+)'?", words[2] if len(words) > 2 else "")
+        version, name, data = int(words[0]), words[1], words[2]
+        # the base backup replaces this directory (rm -rf of a failed copy): a plain path, two levels deep
+        # at least, never a shared system folder
+        if not PLAIN_PATH.fullmatch(data) or "/." in data or data.rstrip("/") in SHARED_FOLDERS:
+            raise Unparseable(
+                f"cluster {version}/{name} has a data directory this tool will not touch: {data!r}"
+            )
+        setting = re.search(r"hba_file\s*=\s*'?([^'\s]+)'?", words[3] if len(words) > 3 else "")
         return Cluster(
-            version, name, setting.group(1) if setting else f"/etc/postgresql/{version}/{name}/pg_hba.conf"
+            version,
+            name,
+            data,
+            setting.group(1) if setting else f"/etc/postgresql/{version}/{name}/pg_hba.conf",
         )
 
 
@@ -955,3 +992,88 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Front:
+    """The program that takes Mastodon's database connections on a host: `postgres`, `pgbouncer`, ... ("" when
+    nothing local listens there); for PgBouncer, its configuration file and pool mode."""
+
+    program: str
+    config: str = ""
+    pool_mode: str = ""
+
+    @property
+    def pgbouncer(self) -> bool:
+        return self.program == "pgbouncer"
+
+
+@dataclass(frozen=True)
+class DatabaseFront(Fact[Front]):
+    """Who listens where Mastodon connects for its database (DB_HOST, DB_PORT): PostgreSQL itself, or a
+    pooler in front of it. A DB_HOST directory is a socket's (`.s.PGSQL.<port>` in it)."""
+
+    host: str
+    port: int
+    passes: ClassVar[str] = (
+        "prints `program NAME` of the process listening there (nothing when none does here); for "
+        "PgBouncer also `config FILE` and `pool_mode MODE` (PgBouncer's default is session)"
+    )
+    planned: ClassVar[Front] = Front("postgres")
+
+    def command(self) -> Cmd:
+        if self.host.startswith("/"):
+            listing = f"ss -Hlxp | grep -F {shlex.quote(f' {self.host}/.s.PGSQL.{self.port} ')}"
+        else:
+            listing = f"ss -Hltnp 'sport = :{self.port}'"
+        return Cmd(
+            f"pid=$({listing} | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2)\n"
+            '[ -n "$pid" ] || exit 0\n'
+            'name=$(cat "/proc/$pid/comm"); echo "program $name"\n'
+            '[ "$name" = pgbouncer ] || exit 0\n'
+            "ini=$(tr '\\0' '\\n' < \"/proc/$pid/cmdline\" | grep '\\.ini$' | tail -n 1)\n"
+            'echo "config $ini"\n'
+            "sed -n 's/^[[:space:]]*pool_mode[[:space:]]*=[[:space:]]*\\([a-z]*\\).*/pool_mode \\1/p' "
+            '"$ini"'
+        )
+
+    @staticmethod
+    def parse(out: Output) -> Front:
+        found = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+        program = found.get("program", "")
+        mode = found.get("pool_mode", "session" if program == "pgbouncer" else "")
+        return Front(program, found.get("config", ""), mode)
+
+
+NO_PASSWORD = "called without any password configured"
+
+
+@dataclass(frozen=True)
+class Server:
+    """What `INFO server` told, with the password of Mastodon's settings."""
+
+    run_id: str  # this server process's id: two answers with the same id came from one server
+    config_file: str
+    no_password: bool  # it answered, but has no password while the settings give one
+    problem: str  # why it did not answer ("" when it did)
+
+
+@dataclass(frozen=True)
+class RedisServer(Fact[Server]):
+    """Which Redis answers at a target of Mastodon's settings, and whether it takes their password."""
+
+    target: redis_cli.Target
+    passes: ClassVar[str] = (
+        "prints INFO server (run_id, config_file); NOAUTH or WRONGPASS when the password is refused, "
+        f"`AUTH failed: ... {NO_PASSWORD}` when Redis has none"
+    )
+
+    def command(self):
+        return redis_cli.script(self.target, "r INFO server 2>&1")
+
+    @staticmethod
+    def parse(out: Output) -> Server:
+        text = out.stdout + out.stderr
+        found = dict(re.findall(r"^(run_id|config_file):(.*?)\r?$", text, re.M))
+        problem = "" if found.get("run_id") else (text.strip().splitlines() or [out.why()])[-1]
+        return Server(found.get("run_id", ""), found.get("config_file", ""), NO_PASSWORD in text, problem)

@@ -12,7 +12,7 @@ from typing import ClassVar
 from . import mastodon_env, redis_cli, system
 from .command import Cmd, CommandFailed, Remote, Secret, Session, StepFailed, known
 from .executor import one_host_task
-from .facts import Fact, Journal, Output, SecretFileText, UnitEnabled, UnitState
+from .facts import DatabaseFront, Fact, Journal, Output, SecretFileText, UnitEnabled, UnitState
 from .settings import Settings
 
 SERVICES = ("web", "sidekiq", "streaming")
@@ -437,8 +437,14 @@ def use_local_database(s: Session) -> bool:
         text, old_text = read_env(s, s.new), read_env(s, s.old)
         if text is None:
             raise StepFailed(f"new has no {env_path(s)}")
+        old_values = env_values(old_text)
+        front = s.old.fact(
+            DatabaseFront(*mastodon_env.database_address(old_values or {})),
+            then="PgBouncer there: new takes PostgreSQL's own port (new runs none)",
+        )
+        pooled = known(front) and front.pgbouncer
         want = (
-            mastodon_env.point_at_local_database(text, old_text or "", cfg.pg_port)
+            mastodon_env.point_at_local_database(text, old_text or "", cfg.pg_port, pooled)
             if known(text) and known(old_text)
             else "<new's .env.production>"
         )

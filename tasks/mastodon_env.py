@@ -88,16 +88,29 @@ def rewrite_for_new(text: str, tunnel_port: int, old_address_from_new: str) -> s
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
-def point_at_local_database(text: str, old_text: str, pg_port: int) -> str:
+def database_address(values: dict[str, str]) -> tuple[str, int]:
+    """Where Mastodon connects for its database: DATABASE_URL's host and port, else DB_HOST (a directory is
+    the socket's) and DB_PORT, with Mastodon's defaults."""
+    if values.get("DATABASE_URL"):
+        url = urlsplit(values["DATABASE_URL"])
+        return url.hostname or "localhost", url.port or 5432
+    port = values.get("DB_PORT", "")
+    return values.get("DB_HOST") or "localhost", int(port) if port.isdigit() else 5432
+
+
+def point_at_local_database(text: str, old_text: str, pg_port: int, pooled: bool = False) -> str:
     """After failover: the database is new's own cluster, reached the way old's Mastodon reached old's. Where
     old's DB_HOST was a socket directory or loopback (and DATABASE_URL unset), new takes old's DB_HOST and
-    DB_PORT as they were (a socket means peer authentication, as on old); otherwise 127.0.0.1:pg_port."""
+    DB_PORT as they were (a socket means peer authentication, as on old); otherwise 127.0.0.1:pg_port.
+    `pooled`: old's port was a PgBouncer's, which new does not have: new takes PostgreSQL's own port."""
     old = parse(old_text)
     host = old.get("DB_HOST", "")
     if not old.get("DATABASE_URL") and (host.startswith("/") or host in LOCAL_HOSTS or not host):
         lines = text.splitlines()
         for key in ("DB_HOST", "DB_PORT"):
             lines = _set(lines, key, old[key]) if key in old else _unset(lines, key)
+        if pooled:
+            lines = _set(lines, "DB_PORT", str(pg_port))
         return "\n".join(lines) + "\n"
     return "\n".join(_point_database(text.splitlines(), parse(text), pg_port)) + "\n"
 

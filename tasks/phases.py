@@ -11,7 +11,7 @@ from typing import Callable
 
 from invoke.exceptions import Exit
 
-from . import access, mastodon, nginx, postgres, preflight, sidekiq, system, transfer, tunnel
+from . import access, mastodon, nginx, postgres, preflight, redis_server, sidekiq, system, transfer, tunnel
 from .command import Session, StepFailed, known
 from .dns import steps as dns
 from .executor import two_host_task
@@ -56,6 +56,7 @@ def proxy(s: Session, force: bool = False, smoke_post: bool = False) -> None:
     require_replication(s, "phase 2 needs new's replica")
     access.require_login(s)
     env_changed = transfer.copy_configuration(s, force=force)
+    redis_server.give_new_old_password(s)
     transfer.sync_media(s, "first pass, while old still takes uploads")
     mastodon.precompile_assets(s, s.new)
     mastodon.start_services(s, s.new, restart=env_changed)

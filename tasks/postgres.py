@@ -18,8 +18,9 @@ from .command import Cmd, CommandFailed, Remote, Secret, Session, StepFailed, kn
 from .executor import two_host_task
 from .facts import (
     HOT_STANDBY_SETTINGS,
+    PLANNED_CLUSTER,
     ClusterIdentity,
-    ClusterLocation,
+    ClusterOnPort,
     Control,
     ControlData,
     CountLines,
@@ -65,19 +66,12 @@ SCRAM_ONE_LINER = (
 )
 
 
-def bindir(cfg: Settings) -> str:
-    return f"/usr/lib/postgresql/{cfg.pg_version}/bin"
-
-
 def cluster(s: Session, remote: Remote) -> ClusterPlace:
-    """The host's cluster in PG_DATA_DIR: its unit, pg_hba.conf and start.conf, whether it runs or not
-    (the one way to find them). A plan shows Debian's usual places."""
-    cfg = s.settings
-    name = cfg.pg_data_dir.rstrip("/").rsplit("/", 1)[-1]
-    usual = ClusterPlace(cfg.pg_version, name, f"/etc/postgresql/{cfg.pg_version}/{name}/pg_hba.conf")
+    """The host's cluster on PG_PORT: version, data directory, unit, binaries, pg_hba.conf and start.conf,
+    whether it runs or not (the one way to find them; asked once per run)."""
     return remote.fact(
-        ClusterLocation(cfg.pg_data_dir),
-        planned=usual,
+        ClusterOnPort(s.settings.pg_port),
+        planned=PLANNED_CLUSTER,
         then="the unit is postgresql@VERSION-NAME; later commands use these paths",
     )
 
@@ -266,7 +260,7 @@ def _refuse_unless_empty(s: Session, force: bool) -> None:
         host.fact(Raw(fact))
         for host, fact in (
             (s.new, ClusterIdentity(cfg.pg_port)),
-            (s.new, DataDirEntries(cfg.pg_data_dir)),
+            (s.new, DataDirEntries(cluster(s, s.new).data_dir)),
             (s.old, ClusterIdentity(cfg.pg_port)),
         )
     ]
@@ -276,11 +270,11 @@ def _refuse_unless_empty(s: Session, force: bool) -> None:
             "replica of old; anything else stops here (basebackup --force moves it aside)"
         )
         return
-    found = checks.new_cluster(cfg, *outputs)
+    found = checks.new_cluster(cfg, *outputs, cluster(s, s.new).data_dir)
     if found.status == checks.FAIL and not force:
         raise StepFailed(
             f"new's data directory: {found.detail}. Nothing was changed. Run basebackup --force "
-            f"to move {cfg.pg_data_dir} aside (it is kept, never deleted)."
+            f"to move {cluster(s, s.new).data_dir} aside (it is kept, never deleted)."
         )
 
 
@@ -299,7 +293,7 @@ def run_basebackup(s: Session, force: bool = False, max_rate: str = "") -> None:
     with s.step(
         "base backup",
         "copy old's cluster to new through the tunnel; new starts as its streaming replica",
-        undo=f"stop new's cluster; the previous data directory was kept as {cfg.pg_data_dir}.mig-*",
+        undo="stop new's cluster; its previous data directory was kept next to it as <data directory>.mig-*",
     ):
         primary = query(
             s.old,
@@ -389,28 +383,29 @@ def _copy_cluster(s: Session, unit: str, max_rate: str) -> None:
     """new's data directory moves aside and is replaced by a copy of old's; on failure it comes back. A
     marker written in the same command as the move says where it went, until the copy streams: a kill in
     between is undone by the next run (put_back_cut_short_copy)."""
-    cfg = s.settings
-    exists = s.new.fact(PathExists(cfg.pg_data_dir), then="when it exists, it is moved aside (kept)")
-    aside = f"{cfg.pg_data_dir}.mig-{time.strftime('%Y%m%d%H%M%S')}" if exists is not False else None
+    cfg, place = s.settings, cluster(s, s.new)
+    data = place.data_dir
+    exists = s.new.fact(PathExists(data), then="when it exists, it is moved aside (kept)")
+    aside = f"{data}.mig-{time.strftime('%Y%m%d%H%M%S')}" if exists is not False else None
     s.new.run(
         Cmd(
             f"set -e\nsystemctl stop {unit}\n"
-            + (f"mv {cfg.pg_data_dir} {aside}\n" if aside else "")
-            + f"install -d -o postgres -g postgres -m 0700 {cfg.pg_data_dir}\n"
+            + (f"mv {data} {aside}\n" if aside else "")
+            + f"install -d -o postgres -g postgres -m 0700 {data}\n"
             f"install -d -m 0755 {system.UNFINISHED}\n"
             f"echo {aside or NOTHING_ASIDE} > {system.UNFINISHED}/{BACKUP_CUT_SHORT}"
         )
     )
     rate = f" --max-rate={max_rate}" if max_rate else ""
     backup = Cmd(
-        f"{bindir(cfg)}/pg_basebackup -h 127.0.0.1 -p {cfg.tunnel_port} -U {cfg.replication_role} "
-        f"-D {cfg.pg_data_dir} -Fp -Xs -R -C -S {cfg.replication_slot} --checkpoint=fast -P -w{rate}",
+        f"{place.bindir}/pg_basebackup -h 127.0.0.1 -p {cfg.tunnel_port} -U {cfg.replication_role} "
+        f"-D {data} -Fp -Xs -R -C -S {cfg.replication_slot} --checkpoint=fast -P -w{rate}",
         user="postgres",
         stream=True,
     )
     try:
         s.new.run(backup)
-        s.new.run(Cmd(f"{bindir(cfg)}/pg_verifybackup {cfg.pg_data_dir}", user="postgres"))
+        s.new.run(Cmd(f"{place.bindir}/pg_verifybackup {data}", user="postgres"))
     except CommandFailed as error:
         _put_new_back(s, unit, aside)
         raise StepFailed(
@@ -421,7 +416,7 @@ def _copy_cluster(s: Session, unit: str, max_rate: str) -> None:
         s.new.run(system.systemctl("start", unit))
         _wait_streaming(s)
     except (CommandFailed, StepFailed) as error:
-        why = s.new.fact(ServerLog(cluster(s, s.new).log_file))
+        why = s.new.fact(ServerLog(place.log_file))
         _put_new_back(s, unit, aside)
         raise StepFailed(
             f"new's copy of old did not become a streaming standby ({error}). Its log says:\n{why}\n"
@@ -447,8 +442,9 @@ def put_back_cut_short_copy(s: Session) -> None:
         if current and current.in_recovery and current.receiver_status == "streaming":
             s.say("the copy had finished and streams: kept")  # cut short only while waiting for streaming
         else:
-            s.new.run(Cmd(f"pkill -KILL -f 'pg_basebackup .*-D {s.settings.pg_data_dir} ' || true"))
-            _put_new_back(s, cluster(s, s.new).unit, None if aside == NOTHING_ASIDE else aside)
+            place = cluster(s, s.new)
+            s.new.run(Cmd(f"pkill -KILL -f 'pg_basebackup .*-D {place.data_dir} ' || true"))
+            _put_new_back(s, place.unit, None if aside == NOTHING_ASIDE else aside)
             s.say("new's data directory is back as it was before the copy")
 
 
@@ -456,15 +452,14 @@ def _put_new_back(s: Session, unit: str, aside: str | None) -> None:
     """Undo a copy that did not become a standby: the slot on old goes (its walsender ended first), new's
     cluster stops, the copy goes and the data directory moved aside (if any) comes back and starts. Once
     the directory aside is back, a repeat changes nothing."""
-    cfg = s.settings
-    data = cfg.pg_data_dir
+    data = cluster(s, s.new).data_dir
     drop_slot(s, ours_in_use=True)
     s.new.run(system.systemctl("stop", unit))
     if aside:
         s.new.run(Cmd(f"if test -e {aside}; then rm -rf {data} && mv {aside} {data}; fi"))
     else:
         s.new.run(Cmd(f"rm -rf {data} && install -d -o postgres -g postgres -m 0700 {data}"))
-    if s.new.fact(PathExists(f"{cfg.pg_data_dir}/PG_VERSION", "-f")):
+    if s.new.fact(PathExists(f"{data}/PG_VERSION", "-f")):
         s.new.run(system.systemctl("start", unit))
     s.new.run(Cmd(f"rm -f {system.UNFINISHED}/{BACKUP_CUT_SHORT}"))
 
@@ -717,7 +712,7 @@ def fence_old(s: Session, place: ClusterPlace, old: OldCluster, record: dict) ->
             )
             s.old.run(system.systemctl("stop", place.unit))
         control = s.old.fact(
-            ControlData(bindir(cfg), cfg.pg_data_dir),
+            ControlData(place.bindir, place.data_dir),
             then="anything but `shut down`: lift the fence (see Undo) and stop",
         )
         if s.planning or (known(control) and control.state == "shut down"):
@@ -876,7 +871,6 @@ def accept_promotion(s: Session) -> None:
     if promoted_record(s):
         s.say("already promoted: new is the primary, nothing to do")
         return
-    cfg = s.settings
     with s.step(
         "accept new's promotion",
         "new left recovery but the record of its promotion is missing (a run stopped in between): its "
@@ -884,11 +878,12 @@ def accept_promotion(s: Session) -> None:
         undo="not needed: this step only reads, then writes promotion.json",
     ):
         fork = s.new.fact(
-            TimelineFork(cfg.pg_data_dir), then="its position is compared with old's checkpoint"
+            TimelineFork(cluster(s, s.new).data_dir), then="its position is compared with old's checkpoint"
         )
         checkpoint = failover_record(s).get("old_checkpoint")
         if not checkpoint:  # the record has it unless the run stopped right at the fence: old's control file
-            control = s.old.fact(ControlData(bindir(cfg), cfg.pg_data_dir), then="must say `shut down`")
+            old = cluster(s, s.old)
+            control = s.old.fact(ControlData(old.bindir, old.data_dir), then="must say `shut down`")
             checkpoint = control.checkpoint_lsn if known(control) and control.state == "shut down" else None
         if s.planning:
             return

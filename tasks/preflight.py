@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from invoke.exceptions import Exit
 
-from . import access, checks, mastodon, tunnel
+from . import access, checks, mastodon, mastodon_env, redis_cli, redis_server, tunnel
 from .command import HostUnreachable, Remote, Session
 from .executor import two_host_task
 from .facts import (
     ClusterIdentity,
+    ClusterOnPort,
+    DatabaseFront,
     DatabaseSize,
     DataDirEntries,
     Fact,
@@ -18,11 +20,13 @@ from .facts import (
     MastodonRevision,
     Output,
     Raw,
+    RedisServer,
     ReplicationCapacity,
     ServerVersion,
     StandbySettings,
     SudoWorks,
     UnitProcess,
+    Unparseable,
 )
 
 
@@ -41,25 +45,43 @@ def gather(s: Session) -> dict[str, dict[str, Output]]:
         "version": ServerVersion(cfg.pg_port),
         "glibc": Glibc(),
         "identity": ClusterIdentity(cfg.pg_port),
+        "cluster": ClusterOnPort(cfg.pg_port),
         "mastodon": MastodonRevision(cfg.mastodon_dir, cfg.mastodon_user),
     }
     common["standby"] = StandbySettings(cfg.pg_port)
     old = dict(common, capacity=ReplicationCapacity(cfg.pg_port), size=DatabaseSize(cfg.pg_port))
     old_found = _gather(s.old, old)
     values = None if "unreachable" in old_found else mastodon.env_values(mastodon.read_env(s, s.old))
-    parent = cfg.pg_data_dir.rsplit("/", 1)[0] or "/"
+    redis = {use: RedisServer(target) for use, target in redis_server.targets(values).items()}
+    if values is not None or s.planning:
+        address = mastodon_env.database_address(values) if values is not None else ("<DB_HOST>", "<DB_PORT>")
+        old_found |= _gather(s.old, dict(redis, front=DatabaseFront(*address)))
+    new_found = _gather(s.new, common)
+    data_dir = _data_dir(new_found)
     new = dict(
-        common,
-        entries=DataDirEntries(cfg.pg_data_dir),
-        df=FreeDisk(parent),
+        entries=DataDirEntries(data_dir),
+        df=FreeDisk(data_dir.rsplit("/", 1)[0] or "/" if data_dir.startswith("/") else f"{data_dir}/.."),
         listeners=Listeners(cfg.tunnel_port),
         tunnel=UnitProcess(tunnel.UNIT),
         login=access.login_through_tunnel(s, values),
+        **redis,
     )
-    return {"old": old_found, "new": _gather(s.new, new)}
+    return {"old": old_found, "new": new_found | _gather(s.new, new), "values": values or {}}
 
 
-def judge(cfg, found: dict[str, dict[str, Output]]) -> list[checks.Check]:
+def _data_dir(found: dict[str, Output]) -> str:
+    """new's data directory as pg_lsclusters names it; Debian's usual one when that did not answer (the
+    cluster check then says why)."""
+    out = found.get("cluster")
+    if not isinstance(out, Output):  # a plan
+        return "<data_directory>"
+    try:
+        return ClusterOnPort(0).parse(out).data_dir
+    except Unparseable:
+        return "/var/lib/postgresql"
+
+
+def judge(cfg, found: dict) -> list[checks.Check]:
     """Every preflight check from the gathered outputs (pure)."""
     results = []
     for host in ("old", "new"):
@@ -69,17 +91,20 @@ def judge(cfg, found: dict[str, dict[str, Output]]) -> list[checks.Check]:
             results.append(checks.sudo(host, found[host]["sudo"]))
     if any(r.status == checks.FAIL for r in results):
         return results
-    old, new = found["old"], found["new"]
+    old, new, values = found["old"], found["new"], found["values"]
     return results + [
         checks.pg_versions(cfg, old["version"], new["version"]),
+        *(checks.cluster_found(cfg, host, found[host]["cluster"]) for host in ("old", "new")),
         checks.primary_ready(cfg, old["capacity"]),
         checks.glibc(old["glibc"], new["glibc"]),
-        checks.new_cluster(cfg, new["identity"], new["entries"], old["identity"]),
+        checks.new_cluster(cfg, new["identity"], new["entries"], old["identity"], _data_dir(new)),
         checks.disk_space(old["size"], new["df"]),
         checks.mastodon_versions(cfg, old["mastodon"], new["mastodon"]),
         checks.tunnel_port(cfg, new["listeners"], new["tunnel"]),
         checks.standby_settings(old["standby"], new["standby"]),
         checks.mastodon_login(new["tunnel"], new["login"]),
+        checks.database_front(values, mastodon_env.database_address(values), old["front"]),
+        checks.redis_servers(redis_cli.sentinel_keys(values), redis_server.targets(values), old, new),
     ]
 
 
@@ -108,5 +133,5 @@ def run_preflight(s: Session) -> list[checks.Check]:
 
 @two_host_task
 def preflight(s: Session):
-    """Read-only checks on both hosts (ssh, sudo, PostgreSQL, disk, Mastodon version, tunnel port)."""
+    """Read-only checks on both hosts (ssh, sudo, PostgreSQL, disk, Mastodon, Redis, tunnel port)."""
     run_preflight(s)

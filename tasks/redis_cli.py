@@ -20,7 +20,8 @@ import shlex
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from .command import Cmd, Secret
+from .core import Secret
+from .shell import Cmd
 
 
 @dataclass(frozen=True)

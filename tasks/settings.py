@@ -59,12 +59,6 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _pg_major(text: str) -> int:
-    if not text.isdigit() or not 12 <= int(text) <= 99:
-        raise ValueError("a PostgreSQL major version such as 15 (12 or newer)")
-    return int(text)
-
-
 def _pg_size(text: str) -> str:
     if not re.fullmatch(r"[1-9][0-9]*(MB|GB|TB)", text):
         raise ValueError("a size such as 512MB, 5GB or 1TB")
@@ -84,19 +78,7 @@ def _abs_path(text: str) -> str:
     if not re.fullmatch(r"/[A-Za-z0-9._+@:/-]*", path) or os.path.normpath(path) != path:
         raise ValueError(
             "an absolute, normalised path of letters, digits and . _ - + @ : / only, "
-            "such as /var/lib/postgresql/15/main"
-        )
-    return path
-
-
-def _data_dir(text: str) -> str:
-    """PG_DATA_DIR: a failed base backup removes the copy there (rm -rf), so it must lie at least three
-    levels deep, never a system folder."""
-    path = _abs_path(text)
-    if len(Path(path).parts) < 4:
-        raise ValueError(
-            "the cluster's own data directory, at least three levels deep, such as "
-            "/var/lib/postgresql/15/main"
+            "such as /home/mastodon/live"
         )
     return path
 
@@ -198,8 +180,6 @@ class Settings:
     old_address: str
     new_address: str
     old_address_from_new: str
-    pg_version: int
-    pg_data_dir: str
     pg_port: int
     tunnel_port: int
     replication_role: str
@@ -257,8 +237,6 @@ SCHEMA = {
     "OLD_ADDRESS": (_ip, REQUIRED),
     "NEW_ADDRESS": (_ip, REQUIRED),
     "OLD_ADDRESS_FROM_NEW": (_ip, REQUIRED),
-    "PG_VERSION": (_pg_major, REQUIRED),
-    "PG_DATA_DIR": (_data_dir, REQUIRED),
     "PG_PORT": (_port, "5432"),
     "TUNNEL_PORT": (_port, "5433"),
     "REPLICATION_ROLE": (_pg_identifier, "mig_replicator"),
@@ -330,10 +308,17 @@ def _secret_file_problems(key: str, path: Path | None) -> list[str]:
     return []
 
 
+# Keys of earlier versions, with what replaced them.
+RETIRED = {
+    "PG_VERSION": "each host's cluster is read with pg_lsclusters (the one on PG_PORT)",
+    "PG_DATA_DIR": "each host's data directory is read with pg_lsclusters (the cluster on PG_PORT)",
+}
+
+
 def parse(raw: dict[str, str | None], path: Path) -> Settings:
     """Validate raw key/value pairs; raise SettingsError listing every problem."""
-    problems = []
-    for key in sorted(set(raw) - set(SCHEMA)):
+    problems = [f"{key}: no longer used, remove it: {why}" for key, why in RETIRED.items() if key in raw]
+    for key in sorted(set(raw) - set(SCHEMA) - set(RETIRED)):
         hint = difflib.get_close_matches(key, SCHEMA, n=1)
         problems.append(f"{key}: unknown key" + (f" (did you mean {hint[0]}?)" if hint else ""))
     values = {}

@@ -12,8 +12,10 @@ DF = """Filesystem         1-blocks        Used   Available Capacity Mounted on
 SS_PYTHON = 'LISTEN 0      5      127.0.0.1:5433 0.0.0.0:* users:(("python3",pid=21130,fd=3))\n'
 SS_TWO = ('LISTEN 0 128 127.0.0.1:5433 0.0.0.0:* users:(("ssh",pid=77,fd=4))\n'
           'LISTEN 0 128 [::1]:5433 [::]:* users:(("ssh",pid=77,fd=5))\n')
-# ClusterLocation's script on old (Debian 12, PostgreSQL 15), running; pg_lsclusters lists a stopped one alike
-LSCLUSTERS = "15 main hba_file = '/etc/postgresql/15/main/pg_hba.conf'\n"
+# ClusterOnPort's script on old (Debian 12, PostgreSQL 15), running; pg_lsclusters lists a stopped one alike
+LSCLUSTERS = "15 main /var/lib/postgresql/15/main hba_file = '/etc/postgresql/15/main/pg_hba.conf'\n"
+# ... and on the variant pair's old (Debian 13): not named main, its data outside /var/lib/postgresql
+LSCLUSTERS_VARIANT = "17 social /srv/pgdata hba_file = '/etc/postgresql/17/social/pg_hba.conf'\n"
 STANDBY = "t|streaming|0/3000000|0/3000000|2026-11-25 20:07:39.1+00|12.5|7712197592948643839\n"
 CONTROL = ("pg_control version number:            1300\nDatabase cluster state:               shut down\n"
            "Latest checkpoint location:           0/30866A0\nLatest checkpoint's TimeLineID:       1\n")
@@ -77,13 +79,24 @@ def test_human_bytes():
 
 
 def test_the_cluster_is_found_from_the_host_whether_or_not_it_runs():
-    place = facts.ClusterLocation("/var/lib/postgresql/15/main").parse(Output(0, LSCLUSTERS))
-    assert (place.unit, place.hba_file, place.start_conf) == (
-        "postgresql@15-main", "/etc/postgresql/15/main/pg_hba.conf", "/etc/postgresql/15/main/start.conf")
-    unset = facts.ClusterLocation("/srv/pg").parse(Output(0, "16 data\n"))  # hba_file not set: Debian's place
+    place = facts.ClusterOnPort(5432).parse(Output(0, LSCLUSTERS))
+    assert (place.unit, place.hba_file, place.start_conf, place.data_dir, place.bindir) == (
+        "postgresql@15-main", "/etc/postgresql/15/main/pg_hba.conf", "/etc/postgresql/15/main/start.conf",
+        "/var/lib/postgresql/15/main", "/usr/lib/postgresql/15/bin")
+    # the name is pg_lsclusters', never the data directory's folder name
+    variant = facts.ClusterOnPort(5432).parse(Output(0, LSCLUSTERS_VARIANT))
+    assert (variant.unit, variant.data_dir, variant.bindir) == (
+        "postgresql@17-social", "/srv/pgdata", "/usr/lib/postgresql/17/bin")
+    unset = facts.ClusterOnPort(5432).parse(Output(0, "16 data /srv/pg/data\n"))  # hba_file unset: Debian's
     assert (unset.unit, unset.hba_file) == ("postgresql@16-data", "/etc/postgresql/16/data/pg_hba.conf")
-    with pytest.raises(Unparseable, match="no cluster in /srv/pg"):
-        facts.ClusterLocation("/srv/pg").parse(Output(0, ""))
+    with pytest.raises(Unparseable, match="no cluster on port 5432"):
+        facts.ClusterOnPort(5432).parse(Output(0, ""))
+    with pytest.raises(Unparseable, match="several clusters"):
+        facts.ClusterOnPort(5432).parse(Output(0, LSCLUSTERS + LSCLUSTERS_VARIANT))
+    with pytest.raises(Unparseable, match="will not touch"):  # a failed copy is removed: never a shallow path
+        facts.ClusterOnPort(5432).parse(Output(0, "15 main /srv\n"))
+    with pytest.raises(Unparseable, match="will not touch"):
+        facts.ClusterOnPort(5432).parse(Output(0, "15 main /var/lib/postgresql\n"))
 
 
 def test_unit_states_and_stopped():

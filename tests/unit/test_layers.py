@@ -6,7 +6,7 @@ from pathlib import Path
 TASKS = Path(__file__).resolve().parents[2] / "tasks"
 GROUND = {"core", "settings", "shell", "templates", "facts", "checks", "output", "sidekiq_jobs",
           "mastodon_env", "dns.records", "dns.answers", "dns.state", "dns.manual", "dns.cloudflare",
-          "dns.rfc2136", "files"}
+          "dns.rfc2136", "files", "redis_cli"}
 
 
 def modules() -> dict[str, ast.Module]:

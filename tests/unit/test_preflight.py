@@ -9,19 +9,31 @@ DEFAULTS = ("max_connections|100\nmax_locks_per_transaction|64\nmax_prepared_tra
             "max_wal_senders|10\nmax_worker_processes|8\n")
 
 
+LSCLUSTERS = f"15 main {DATA} hba_file = '/etc/postgresql/15/main/pg_hba.conf'\n"
+# RedisServer's script as redis-cli 7 prints it; on new, old's password given to a Redis that has none
+INFO_OLD = "# Server\nredis_version:7.0.15\nrun_id:5f0c1d\nconfig_file:/etc/redis/redis.conf\n"
+INFO_NEW = INFO_OLD.replace("5f0c1d", "77aa02")
+NO_PASSWORD_YET = ("AUTH failed: ERR AUTH <password> called without any password configured for the default "
+                   "user. Are you sure your configuration is correct?\n" + INFO_NEW)
+PGBOUNCER = "program pgbouncer\nconfig /etc/pgbouncer/pgbouncer.ini\npool_mode transaction\n"
+
+
 def healthy():
     old = {"sudo": Output(0), "version": Output(0, "150013\n"), "glibc": Output(0, "glibc 2.36\n"),
+           "cluster": Output(0, LSCLUSTERS), "front": Output(0, "program postgres\n"),
+           "base": Output(0, INFO_OLD), "Sidekiq": Output(0, INFO_OLD),
            "identity": Output(0, f"f|7301|mastodon_production|{DATA}\n"),
            "mastodon": Output(0, "abc123  lib/mastodon/version.rb\n"),
            "capacity": Output(0, "replica|10|10\n"), "size": Output(0, "52428800\n"),
            "standby": Output(0, DEFAULTS)}
     new = {"sudo": Output(0), "version": Output(0, "150013\n"), "glibc": Output(0, "glibc 2.36\n"),
+           "cluster": Output(0, LSCLUSTERS), "base": Output(0, INFO_NEW), "Sidekiq": Output(0, INFO_NEW),
            "identity": Output(0, f"f|7399||{DATA}\n"),
            "mastodon": Output(0, "abc123  lib/mastodon/version.rb\n"),
            "entries": Output(0, "PG_VERSION\nbase\n"), "df": Output(0, DF), "listeners": Output(0, ""),
            "tunnel": Output(0, "0\n"), "standby": Output(0, DEFAULTS),
            "login": Output(2, "", "no tunnel yet")}
-    return {"old": old, "new": new}
+    return {"old": old, "new": new, "values": {"DB_HOST": "/var/run/postgresql", "REDIS_HOST": "127.0.0.1"}}
 
 
 def by_name(results):
@@ -31,7 +43,7 @@ def by_name(results):
 def test_a_healthy_pair_passes(example_settings):
     results = preflight.judge(example_settings, healthy())
     assert [r.status for r in results] == ["PASS"] * len(results)
-    assert len(results) == 11
+    assert len(results) == 15
     table = preflight.table(results)
     assert table.splitlines()[0].split() == ["CHECK", "HOST", "RESULT", "DETAIL"]
 
@@ -70,19 +82,17 @@ def test_new_may_already_be_a_replica_of_old(example_settings):
     found = healthy()
     found["new"]["identity"] = Output(0, f"t|7301|mastodon_production|{DATA}\n")
     assert checks.new_cluster(example_settings, found["new"]["identity"], Output(0),
-                              found["old"]["identity"]).detail == "already a replica of old"
+                              found["old"]["identity"], DATA).detail == "already a replica of old"
     found["new"]["identity"] = Output(0, f"t|9999|mastodon_production|{DATA}\n")
     assert checks.new_cluster(example_settings, found["new"]["identity"], Output(0),
-                              found["old"]["identity"]).status == "FAIL"
+                              found["old"]["identity"], DATA).status == "FAIL"
 
 
 def test_new_cluster_stopped(example_settings):
     down = Output(2, "", "psql: error: connection to server on socket failed")
     old = healthy()["old"]["identity"]
-    assert checks.new_cluster(example_settings, down, Output(0, ""), old).status == "PASS"
-    assert checks.new_cluster(example_settings, down, Output(0, "PG_VERSION\n"), old).status == "FAIL"
-    other_dir = Output(0, "f|7399||/srv/pg\n")
-    assert "PG_DATA_DIR" in checks.new_cluster(example_settings, other_dir, Output(0), old).detail
+    assert checks.new_cluster(example_settings, down, Output(0, ""), old, DATA).detail == f"{DATA} is empty"
+    assert checks.new_cluster(example_settings, down, Output(0, "PG_VERSION\n"), old, DATA).status == "FAIL"
 
 
 def test_tunnel_port_held_by_our_tunnel_passes(example_settings):
@@ -120,3 +130,41 @@ def test_after_phase1_new_s_mastodon_must_log_in_through_the_tunnel(example_sett
     assert result.status == "WARN" and "fe_sendauth: no password supplied" in result.detail
     found["new"]["login"] = Output(0, "7781\n")
     assert by_name(preflight.judge(example_settings, found))["Mastodon's database login"].status == "PASS"
+
+
+def test_no_cluster_or_two_on_the_port_fail_with_what_to_change(example_settings):
+    found = healthy()
+    found["new"]["cluster"] = Output(0, "")
+    result = [r for r in preflight.judge(example_settings, found) if r.name == "PostgreSQL cluster"]
+    assert [(r.host, r.status) for r in result] == [("old", "PASS"), ("new", "FAIL")]
+    assert "no cluster on port 5432" in result[1].detail and "15/main in " + DATA in result[0].detail
+
+
+def test_pgbouncer_on_old_is_named_and_prepared_statements_must_be_off(example_settings):
+    found = healthy()
+    found["old"]["front"] = Output(0, PGBOUNCER)
+    found["values"] = {"DB_HOST": "127.0.0.1", "DB_PORT": "6432", "PREPARED_STATEMENTS": "false"}
+    result = by_name(preflight.judge(example_settings, found))["Mastodon's database connection"]
+    assert result.status == "PASS" and "PgBouncer at 127.0.0.1:6432" in result.detail
+    assert "pool_mode=transaction" in result.detail
+    found["values"].pop("PREPARED_STATEMENTS")
+    result = by_name(preflight.judge(example_settings, found))["Mastodon's database connection"]
+    assert result.status == "WARN" and "PREPARED_STATEMENTS=false" in result.detail
+
+
+def test_redis_must_be_each_hosts_own_and_not_behind_sentinel(example_settings):
+    found = healthy()
+    found["new"]["base"] = found["new"]["Sidekiq"] = Output(0, NO_PASSWORD_YET)
+    found["values"]["REDIS_URL"] = "redis://:pw@127.0.0.1:6379/0"
+    result = by_name(preflight.judge(example_settings, found))["Redis"]
+    assert result.status == "PASS" and "phase 2 gives it old's" in result.detail
+    found["new"]["Sidekiq"] = Output(0, INFO_OLD)  # the same server answers on both hosts
+    result = by_name(preflight.judge(example_settings, found))["Redis"]
+    assert result.status == "FAIL" and "the same Sidekiq Redis" in result.detail
+    found["new"]["Sidekiq"] = Output(0, "AUTH failed: WRONGPASS invalid username-password pair\nNOAUTH "
+                                        "Authentication required.\n")
+    result = by_name(preflight.judge(example_settings, found))["Redis"]
+    assert result.status == "FAIL" and "NOAUTH" in result.detail
+    found["values"] |= {"REDIS_SENTINELS": "10.0.0.1:26379", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": ""}
+    result = by_name(preflight.judge(example_settings, found))["Redis"]
+    assert result.status == "FAIL" and "Sentinel" in result.detail

@@ -12,7 +12,7 @@ from tasks.facts import Cluster
 
 from .test_command import ScriptedConnection
 
-PLACE = Cluster("15", "main", "/etc/postgresql/15/main/pg_hba.conf")
+PLACE = Cluster(15, "main", "/var/lib/postgresql/15/main", "/etc/postgresql/15/main/pg_hba.conf")
 
 
 def live_session(settings, tmp_path, **answers):

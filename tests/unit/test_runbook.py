@@ -158,8 +158,9 @@ def test_runbook_commands_are_the_commands_as_the_run_log_shows_them(example_set
     assert commands[:2] == ["sudo cat /var/lib/mastodon-migration/unfinished/base-backup", "sudo -n true"]
     assert commands == [c for _, step in runbook.runbook_steps(1, example_settings) for c in step]
     backup = [c for c in commands if "pg_basebackup" in c]
-    assert backup == ["sudo -H -u postgres /usr/lib/postgresql/15/bin/pg_basebackup -h 127.0.0.1 -p 5433 "
-                      "-U mig_replicator -D /var/lib/postgresql/15/main -Fp -Xs -R -C -S mig_new "
+    # the cluster's version and data directory are the host's (pg_lsclusters): placeholders in a plan
+    assert backup == ["sudo -H -u postgres /usr/lib/postgresql/<version>/bin/pg_basebackup -h 127.0.0.1 "
+                      "-p 5433 -U mig_replicator -D <data_directory> -Fp -Xs -R -C -S mig_new "
                       "--checkpoint=fast -P -w"]
     assert not any(c.startswith("ssh ") for c in commands)
     assert ([title for title, _ in runbook.runbook_steps(1, example_settings)][:3]

@@ -78,20 +78,20 @@ def test_missing_file_says_how_to_create_it(tmp_path):
 def test_malformed_values_say_what_was_expected(tmp_path):
     text = (EXAMPLE.read_text().replace("NEW_ADDRESS=203.0.113.20", "NEW_ADDRESS=new.example")
             .replace("REPLICATION_SLOT=mig_new", "REPLICATION_SLOT=Mig-New")
-            .replace("PG_DATA_DIR=/var/lib/postgresql/15/main", "PG_DATA_DIR=relative/path"))
+            .replace("MASTODON_DIR=/home/mastodon/live", "MASTODON_DIR=relative/path"))
     with pytest.raises(SettingsError) as error:
         settings.load(write(tmp_path, text))
     message = str(error.value)
     assert "NEW_ADDRESS: 'new.example' is not valid; expected an IPv4 or IPv6 address" in message
     assert "REPLICATION_SLOT: 'Mig-New' is not valid; expected lowercase letters" in message
-    assert "PG_DATA_DIR: 'relative/path' is not valid; expected an absolute, normalised path" in message
+    assert "MASTODON_DIR: 'relative/path' is not valid; expected an absolute, normalised path" in message
 
 
 HOSTILE = ["a b", "x;reboot", "$(id)", "`id`", "x'y", 'x"y', "x\nreboot", "x|y", "x&y", "../x", "*"]
-REACHES_A_SHELL = {"PG_DATA_DIR": "/var/lib/postgresql/15/{}", "MASTODON_DIR": "/home/mastodon/{}",
+REACHES_A_SHELL = {"MASTODON_DIR": "/home/mastodon/{}",
                    "REPLICATION_ROLE": "r{}", "REPLICATION_SLOT": "s{}", "MASTODON_USER": "m{}",
                    "MASTODON_WEB_SERVICE": "web{}", "DOMAIN": "ex{}.social", "OLD_SSH": "old{}",
-                   "PG_VERSION": "15{}", "NEW_ADDRESS": "203.0.113.20{}"}
+                   "PG_PORT": "5432{}", "NEW_ADDRESS": "203.0.113.20{}"}
 
 
 def with_value(key, value):
@@ -110,11 +110,10 @@ def test_a_value_that_would_reach_a_shell_is_refused_with_what_to_change(tmp_pat
         settings.load(write(tmp_path, with_value(key, value)))
 
 
-def test_paths_are_normalised_and_a_data_directory_is_never_a_system_folder(tmp_path):
+def test_paths_are_normalised_and_retired_keys_say_what_replaced_them(tmp_path):
     assert settings.load(write(tmp_path, with_value("MASTODON_DIR", "/srv/mastodon/live/"))).mastodon_dir == \
         "/srv/mastodon/live"
-    for shallow in ("/", "/var", "/var/lib"):
-        with pytest.raises(SettingsError, match="PG_DATA_DIR: .*at least three levels deep"):
-            settings.load(write(tmp_path, with_value("PG_DATA_DIR", shallow)))
-    with pytest.raises(SettingsError, match="PG_DATA_DIR: .*normalised"):
-        settings.load(write(tmp_path, with_value("PG_DATA_DIR", "/var/lib/postgresql/15/../../etc")))
+    with pytest.raises(SettingsError, match="MASTODON_DIR: .*normalised"):
+        settings.load(write(tmp_path, with_value("MASTODON_DIR", "/home/mastodon/../../etc")))
+    with pytest.raises(SettingsError, match="PG_DATA_DIR: no longer used, remove it: .*pg_lsclusters"):
+        settings.load(write(tmp_path, with_value("PG_DATA_DIR", "/var/lib/postgresql/15/main")))
