@@ -59,8 +59,6 @@ NEW_SSH=new
 OLD_ADDRESS=172.30.99.11
 NEW_ADDRESS=172.30.99.12
 OLD_ADDRESS_FROM_NEW=172.30.99.11
-PG_VERSION=15
-PG_DATA_DIR=/var/lib/postgresql/15/main
 PG_PORT=5432
 TUNNEL_PORT=5433
 REPLICATION_ROLE=mig_replicator
@@ -155,8 +153,21 @@ def tree_hash(*roots: Path, extra: bytes = b"") -> str:
     return h.hexdigest()
 
 
-def image_tag() -> str:
-    return f"{IMAGE_REPO}:{tree_hash(IMAGE_DIR)[:16]}"
+# The Debian suite of each pair profile: both hosts of a pair run the same suite.
+SUITES = {"default": "bookworm", "variant": "trixie"}
+# systemd >= 256 (trixie) boots on a cgroup v1 host only when told so on its "kernel command line", which in a
+# container is PID 1's argv (also set by build-base.sh when it imports the image it built).
+IMAGE_CMD = {"bookworm": '["/sbin/init"]',
+             "trixie": '["/sbin/init", "SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1"]'}
+
+
+def suite() -> str:
+    return SUITES[profile()]
+
+
+def image_tag(suite: str) -> str:
+    """mastomig-base:<suite>-<hash of docker/image/ and the suite>"""
+    return f"{IMAGE_REPO}:{suite}-{tree_hash(IMAGE_DIR, extra=suite.encode())[:16]}"
 
 
 def image_exists(tag: str) -> bool:
@@ -164,8 +175,8 @@ def image_exists(tag: str) -> bool:
                           stderr=subprocess.DEVNULL).returncode == 0
 
 
-def ensure_image() -> str:
-    tag = image_tag()
+def ensure_image(suite: str) -> str:
+    tag = image_tag(suite)
     if image_exists(tag):
         log(f"image {tag} is cached")
         return tag
@@ -173,15 +184,18 @@ def ensure_image() -> str:
     t0 = time.monotonic()
     if tar.exists():
         log(f"importing cached rootfs {tar.relative_to(REPO)} as {tag}")
-        run(["docker", "import", "-c", 'CMD ["/sbin/init"]', "-c", "ENV container=docker", str(tar), tag])
+        run(["docker", "import", "-c", f"CMD {IMAGE_CMD[suite]}", "-c", "ENV container=docker", str(tar),
+             tag])
     else:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         build_log = LOG_DIR / "image-build.log"
         log(f"building image {tag} with mmdebstrap (log: {build_log.relative_to(REPO)}) ...")
-        for old in BUILD.glob("rootfs-*.tar*"):   # keep one rootfs tarball only
-            old.unlink()
+        for old in BUILD.glob("rootfs-*.tar*"):   # one rootfs tarball per suite (and none of the old naming)
+            if old.name.startswith(f"rootfs-{suite}-") or not any(
+                    old.name.startswith(f"rootfs-{s}-") for s in SUITES.values()):
+                old.unlink()
         with open(build_log, "wb") as fh:
-            proc = subprocess.run(["bash", str(IMAGE_DIR / "build-base.sh"), str(tar), tag],
+            proc = subprocess.run(["bash", str(IMAGE_DIR / "build-base.sh"), suite, str(tar), tag],
                                   stdout=fh, stderr=subprocess.STDOUT)
         if proc.returncode != 0:
             tail = build_log.read_text(errors="replace").splitlines()[-30:]
@@ -192,11 +206,29 @@ def ensure_image() -> str:
 
 
 def prune_images(keep: str) -> None:
-    """Remove base images of earlier inputs (those still used by containers stay)."""
+    """Remove base images of earlier inputs (those still used by containers stay): `keep` for its suite and
+    the newest image of each other suite, so that switching profiles does not rebuild each time."""
     out = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO], check=False)
-    for ref in out.stdout.decode().split():
-        if ref != keep:
-            run(["docker", "image", "rm", ref], check=False)
+    refs = [r for r in out.stdout.decode().split() if r != keep]
+    newest: dict[str, tuple[str, str]] = {}   # suite -> (created, ref)
+    keep_suite = keep.split(":", 1)[1].split("-", 1)[0]
+    drop = []
+    for ref in refs:
+        tag = ref.split(":", 1)[1]
+        s = tag.split("-", 1)[0] if "-" in tag else ""
+        if s not in SUITES.values() or s == keep_suite:   # a superseded tag, or one of the old naming
+            drop.append(ref)
+            continue
+        p = run(["docker", "image", "inspect", "-f", "{{.Created}}", ref], check=False)
+        created = p.stdout.decode().strip()
+        if s in newest and newest[s][0] >= created:
+            drop.append(ref)
+        else:
+            if s in newest:
+                drop.append(newest[s][1])
+            newest[s] = (created, ref)
+    for ref in drop:
+        run(["docker", "image", "rm", ref], check=False)
 
 
 # --- operator key and test CA -------------------------------------------------------------------------
@@ -337,9 +369,9 @@ def _root_owned(ti: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def provision_inputs_hash(host: str, pubkey: str) -> str:
     roots = [PROVISION_DIR] + ([STANDIN_DIR] if STANDIN_DIR.is_dir() else [])
-    extra = f"{host}\0{pubkey}\0{(CA_DIR / 'ca.crt').read_text()}\0"
+    extra = f"{host}\0{pubkey}\0{(CA_DIR / 'ca.crt').read_text()}\0PAIR_PROFILE={profile()}\0"
     if host == "old":
-        extra += f"SEED_SIZE={seed_size()}\0PAIR_PROFILE={profile()}\0"
+        extra += f"SEED_SIZE={seed_size()}\0"
     return tree_hash(*roots, extra=extra.encode())[:16]
 
 
@@ -348,14 +380,18 @@ def seed_size() -> str:
 
 
 PROFILES = {
-    "default": "old as Mastodon's install guide leaves it: peer authentication over the socket, no database "
-               "password, PostgreSQL tuned as pgtune suggests",
-    "variant": "old's Mastodon reaches PostgreSQL over TCP with a password; Debian's PostgreSQL settings",
+    "default": "Debian 12 (bookworm), PostgreSQL 15; old as Mastodon's install guide leaves it: peer "
+               "authentication over the socket, no database password, PostgreSQL tuned as pgtune suggests",
+    "variant": "Debian 13 (trixie), PostgreSQL 17; old's cluster `17/social` in /srv/pgdata, Mastodon "
+               "through PgBouncer (127.0.0.1:6432, transaction pooling) with a SCRAM password, Redis with a "
+               "password, REDIS_URL/SIDEKIQ_REDIS_URL (db 1) and REDIS_NAMESPACE=social; Debian's PostgreSQL "
+               "settings",
 }
 
 
 def profile() -> str:
-    """PAIR_PROFILE: which kind of `old` the pair simulates (`new` is the same fresh host in each)."""
+    """PAIR_PROFILE: which kind of `old` the pair simulates, and the Debian suite of both hosts (`new` is a
+    fresh host of that suite in each)."""
     name = os.environ.get("PAIR_PROFILE", "default")
     if name not in PROFILES:
         raise PairError(f"PAIR_PROFILE={name!r}: choose one of " + ", ".join(PROFILES))
@@ -373,10 +409,9 @@ def provision(host: str, pubkey: str, ca_crt: Path, results: dict) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         logfile = LOG_DIR / f"provision-{host}.log"
         t0 = time.monotonic()
-        env = {"DOMAIN": DOMAIN}
+        env = {"DOMAIN": DOMAIN, "PAIR_PROFILE": profile()}
         if host == "old":
             env["SEED_SIZE"] = seed_size()
-            env["PAIR_PROFILE"] = profile()
         args = ["docker", "exec"] + sum((["-e", f"{k}={v}"] for k, v in env.items()), []) + [
             HOSTS[host]["container"], "bash", f"/opt/mastomig/provision/{host}.sh"]
         with open(logfile, "wb") as fh:
@@ -446,6 +481,7 @@ def pair_json(ca_crt: Path) -> dict:
         "demo_env": str(DEMO_ENV),
         "seed_size": seed_size(),
         "profile": profile(),
+        "debian_suite": suite(),
         "hosts": {
             name: {
                 "container": h["container"],
@@ -465,7 +501,7 @@ def up() -> int:
     t0 = time.monotonic()
     if not docker_available():
         raise PairError("the Docker engine does not answer (`docker info`); run docker/setup-engine.sh")
-    tag = ensure_image()
+    tag = ensure_image(suite())
     pubkey = ensure_key()
     ca_crt = ensure_ca()
 
@@ -479,7 +515,8 @@ def up() -> int:
         wait_booted(host)
 
     # A pair provisioned from other inputs (edited provisioning or stand-in, another checkout's key or CA,
-    # another SEED_SIZE) is recreated rather than patched.
+    # another SEED_SIZE or PAIR_PROFILE) is recreated rather than patched. Containers of another image (the
+    # other profile's suite, or an edited docker/image/) were already recreated by `compose up` above.
     stale = [h for h in HOSTS if (m := read_marker(h)) and m != provision_inputs_hash(h, pubkey)]
     if stale:
         log(f"{', '.join(stale)} provisioned from other inputs; recreating the pair")

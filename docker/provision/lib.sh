@@ -40,6 +40,18 @@ install_standin() {
   [ -d /home/mastodon/live ]
 }
 
+# PostgreSQL: the installed major version and the host's cluster are found, never assumed (bookworm: 15,
+# trixie: 17; variant old's cluster is not `main`).
+pg_major() { ls /usr/lib/postgresql | sort -n | tail -n 1; }
+pg_cluster() {   # "<version> <name>" of the cluster on port 5432 (the only one on these hosts)
+  local c
+  c="$(pg_lsclusters -h | awk '$3 == 5432 { print $1, $2; exit }')"
+  [ -n "$c" ] || { echo "no PostgreSQL cluster on port 5432" >&2; pg_lsclusters >&2; return 1; }
+  echo "$c"
+}
+pg_unit() { local v n; read -r v n <<<"$(pg_cluster)"; echo "postgresql@$v-$n"; }
+pg_confdir() { local v n; read -r v n <<<"$(pg_cluster)"; echo "/etc/postgresql/$v/$n"; }
+
 as_mastodon() {
   # Run a command line as the mastodon user in ~/live with a login environment (PATH has `bundle`).
   runuser -l mastodon -c "cd /home/mastodon/live && RAILS_ENV=production $*"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the stand-in Mastodon on a Debian 12 host, as root, from a copy of docker/standin/:
+# Install the stand-in Mastodon on a Debian 12 or 13 host, as root, from a copy of docker/standin/:
 #
 #   bash /opt/standin-src/install.sh
 #

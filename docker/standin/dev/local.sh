@@ -16,7 +16,7 @@ PGPORT="${PGPORT:-55432}"
 REDISPORT="${REDISPORT:-56379}"
 WEBPORT="${WEBPORT:-53000}"
 STREAMPORT="${STREAMPORT:-54000}"
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN="/usr/lib/postgresql/$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -n 1)/bin"   # 15 on Debian 12, 17 on 13
 LIVE="$DEV/live"
 PY=/usr/bin/python3
 

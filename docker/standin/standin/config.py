@@ -204,31 +204,49 @@ class Config:
         return f"{p.get('user', '')}@{p.get('host', 'socket')}:{p.get('port', '5432')}/{p['dbname']}"
 
     def redis_url(self, prefix: str = "") -> str:
-        """lib/mastodon/redis_configuration.rb: {prefix}REDIS_URL, else built from {prefix}REDIS_* with
-        fallback to the unprefixed settings (prefix "SIDEKIQ_" or "CACHE_")."""
-        if prefix and self.present(f"{prefix}REDIS_URL"):
-            return self.present(f"{prefix}REDIS_URL")  # type: ignore[return-value]
-        if prefix and not any(
-            self.present(f"{prefix}REDIS_{k}") for k in ("HOST", "PORT", "USER", "PASSWORD", "DB")
-        ):
-            return self.redis_url("")
-        if not prefix and self.present("REDIS_URL"):
-            return self.present("REDIS_URL")  # type: ignore[return-value]
+        """lib/mastodon/redis_configuration.rb of Mastodon 4.3, for prefix "" (base), "SIDEKIQ_" or "CACHE_":
 
-        def pick(k: str) -> str | None:
-            return self.present(f"{prefix}REDIS_{k}") or self.present(f"REDIS_{k}")
-
-        host = pick("HOST") or "localhost"
-        port = pick("PORT") or "6379"
-        db = pick("DB") or "0"
-        user = pick("USER")
-        password = pick("PASSWORD")
+        - `<prefix>REDIS_URL`, when set, is used alone (even empty, which fails as it does in Mastodon);
+        - else `redis://[user][:password@]host:port/db` from `<prefix>REDIS_HOST` (base default `localhost`),
+          `_PORT` (base default 6379), `_DB` (base default 0), `_USER`, `_PASSWORD`. A prefixed config takes
+          nothing from the base one: `SIDEKIQ_REDIS_HOST` alone means port 6379, db 0, no password;
+        - a prefixed config without URL and without a (non-blank) HOST is the base config, entirely.
+        `<prefix>REDIS_SENTINELS` + `<prefix>REDIS_SENTINEL_MASTER` are not supported by the stand-in.
+        """
+        p = f"{prefix}REDIS_"
+        url = self.get(f"{p}URL")       # ENV.fetch: an empty value is a value
+        if url is not None:
+            return url
+        if self.present(f"{p}SENTINELS") and self.present(f"{p}SENTINEL_MASTER"):
+            raise ValueError(f"{p}SENTINELS: Redis Sentinel is not supported by the stand-in")
+        defaults = {} if prefix else {"HOST": "localhost", "PORT": "6379", "DB": "0"}
+        host = self.get(f"{p}HOST", defaults.get("HOST"))
+        if host is None or not host.strip():
+            if prefix:
+                return self.redis_url("")
+            raise ValueError("REDIS_HOST is empty")   # Mastodon recurses until SystemStackError here
+        port = self.get(f"{p}PORT", defaults.get("PORT")) or "6379"   # redis-rb's default for `host:`
+        db = self.get(f"{p}DB", defaults.get("DB")) or "0"
+        user = self.present(f"{p}USER")
+        password = self.present(f"{p}PASSWORD")
         auth = ""
-        if password:
-            auth = f"{quote(user or '', safe='')}:{quote(password, safe='')}@"
+        if user or password:
+            auth = quote(user or "", safe="") + (f":{quote(password, safe='')}" if password else "") + "@"
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"redis://{auth}{host}:{port}/{db}"
+
+    @property
+    def redis_namespace(self) -> str | None:
+        """REDIS_NAMESPACE (deprecated in 4.3, still honoured): redis-namespace around the base and Sidekiq
+        connections, so every key and channel is `<ns>:<key>`. None when unset or blank."""
+        return self.present("REDIS_NAMESPACE")
+
+    @property
+    def cache_namespace(self) -> str:
+        """The Rails cache store's namespace: `<REDIS_NAMESPACE>_cache`, or `cache`."""
+        ns = self.redis_namespace
+        return f"{ns}_cache" if ns else "cache"
 
 
 def parse_trusted_proxies(raw: str | None) -> list:

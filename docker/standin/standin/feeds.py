@@ -5,6 +5,7 @@ feed:home:<account_id>   ZSET, score = member = status id, at most MAX_ITEMS (40
 account:<id>:regeneration  exists while a feed is being rebuilt; the home timeline API answers 206 meanwhile
 subscribed:timeline:<id>   set by the streaming server while someone listens; only then is a PushUpdateWorker
                            enqueued to PUBLISH the update on `timeline:<id>`
+With REDIS_NAMESPACE=<ns> each key and channel is `<ns>:...` (the client adds it: redisconn.NamespacedRedis).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Sidekiq's Redis layout and job JSON (Sidekiq 6.5, the version Mastodon 4.3 ships).
 
-Keys, all without a namespace:
+Keys (with REDIS_NAMESPACE=<ns> each is `<ns>:<key>`, through redisconn.NamespacedRedis, as redis-namespace
+does in Mastodon <= 4.3; the code here always names them bare):
   queues                  SET of queue names (SADD on every push)
   queue:<name>            LIST of job JSON; LPUSH to enqueue, BRPOP to fetch, RPUSH to requeue
   schedule / retry / dead ZSET, score = epoch seconds (float), member = job JSON

@@ -2,7 +2,7 @@
 
 - safelist: requests whose computed client address is exactly 127.0.0.1 or ::1 are never throttled;
 - throttles keyed by user, token or client address, each a fixed window of `period` seconds;
-- counters live in the cache Redis (Rails cache store, namespace `cache`) under
+- counters live in the cache Redis (Rails cache store, namespace `cache`, or `<REDIS_NAMESPACE>_cache`) under
   `cache:rack::attack:<epoch window>:<throttle name>:<discriminator>`, so they are shared by all web
   processes; when that Redis is unreachable the cache store swallows the error and nothing is throttled
   (fail open);
@@ -124,13 +124,18 @@ class MemoryStore:
 
 
 class RedisStore:
-    """Counters in the cache Redis, like Rails.cache (RedisCacheStore, namespace "cache")."""
+    """Counters in the cache Redis, like Rails.cache (RedisCacheStore, namespace "cache" or
+    "<REDIS_NAMESPACE>_cache": Config.cache_namespace)."""
 
-    def __init__(self, redis_client):
+    def __init__(self, redis_client, namespace: str = CACHE_NAMESPACE):
         self.r = redis_client
+        self.namespace = namespace
+
+    def key(self, key: str) -> str:
+        return f"{self.namespace}:{key}"
 
     def increment(self, key: str, ttl: int) -> Optional[int]:
-        full = f"{CACHE_NAMESPACE}:{key}"
+        full = self.key(key)
         try:
             p = self.r.pipeline(transaction=False)
             p.incrby(full, 1)

@@ -221,10 +221,10 @@ def seed(cfg, plan: Plan, reset: bool, jobs_per_queue: int, build_feeds: bool) -
                     "oauth_applications, follows, account_stats, users, accounts RESTART IDENTITY CASCADE")
         conn.commit()
         shutil.rmtree(cfg.root / "public" / "system" / "media_attachments", ignore_errors=True)
-    from .redisconn import client as redis_client
+    from .redisconn import for_config as redis_for
 
-    r = redis_client(cfg.redis_url(""))
-    sr = redis_client(cfg.redis_url("SIDEKIQ_"), name=f"Sidekiq-client-PID-{os.getpid()}")
+    r = redis_for(cfg, "base")
+    sr = redis_for(cfg, "sidekiq", name=f"Sidekiq-client-PID-{os.getpid()}")
     if reset:
         for client, pattern in ((r, "feed:*"), (r, "account:*:regeneration"), (sr, "queue:*")):
             keys = list(client.scan_iter(pattern, count=1000))

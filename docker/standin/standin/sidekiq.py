@@ -37,7 +37,7 @@ import redis as redis_mod
 from . import config as config_mod
 from . import jobs, log, workers
 from .db import Database
-from .redisconn import client as redis_client
+from .redisconn import for_config as redis_for
 from .redisconn import redact
 
 SIDEKIQ_VERSION = "6.5.12"
@@ -86,9 +86,9 @@ class Launcher:
         self.tag = args.tag or os.path.basename(os.getcwd())
         self.started_at = time.time()
         self.redis_url = self.cfg.redis_url("SIDEKIQ_")
-        self.r = redis_client(self.redis_url, socket_timeout=FETCH_TIMEOUT + 8,
-                              name=f"Sidekiq-server-PID-{os.getpid()}")
-        self.base_r = redis_client(self.cfg.redis_url(""))
+        self.r = redis_for(self.cfg, "sidekiq", socket_timeout=FETCH_TIMEOUT + 8,
+                           name=f"Sidekiq-server-PID-{os.getpid()}")
+        self.base_r = redis_for(self.cfg, "base")
         self.db = Database(self.cfg.db_params(), self.cfg.prepared_statements)
         self.done = threading.Event()         # quiet or stopping: no more fetching
         self.stopping = threading.Event()
@@ -107,7 +107,9 @@ class Launcher:
     # -- boot ------------------------------------------------------------------------------------------
     def run(self) -> int:
         log.sidekiq(f"Booting Sidekiq {SIDEKIQ_VERSION} with Sidekiq::RedisConnection::RedisAdapter options "
-                    f"{{:url=>\"{redact(self.redis_url)}\"}}")
+                    f"{{:url=>\"{redact(self.redis_url)}\""
+                    + (f", :namespace=>\"{self.cfg.redis_namespace}\"" if self.cfg.redis_namespace else "")
+                    + "}")
         log.sidekiq(f"Running in python {sys.version.split()[0]} (stand-in)")
         log.sidekiq(f"Booted Rails 7.1.4 application in {self.cfg.env_name} environment "
                     f"(database {self.cfg.db_label()})")

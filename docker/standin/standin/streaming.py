@@ -9,13 +9,16 @@
   public → timeline:public; public:local → timeline:public:local;
 - while a channel has listeners, `subscribed:<channel>` is SET with EX 1080 every 360 s (FeedManager only
   enqueues PushUpdateWorker for timelines with that key);
-- frames: {"stream":["user"],"event":"update","payload":"<status JSON as a string>"}.
+- frames: {"stream":["user"],"event":"update","payload":"<status JSON as a string>"};
+- with REDIS_NAMESPACE=<ns>, as Mastodon's `redisPrefix`: channels `<ns>:timeline:<id>`, keys
+  `<ns>:subscribed:timeline:<id>` (what Rails publishes through redis-namespace).
 One Redis subscriber connection for the process (reconnects and resubscribes by itself, like ioredis).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import queue
@@ -29,6 +32,7 @@ from aiohttp import WSMsgType, web
 from . import config as config_mod
 from . import log, models, remote_ip
 from .db import Database
+from .namespace import channel as ns_channel
 from .redisconn import client as redis_client
 
 PRESENCE_INTERVAL = 6 * 60
@@ -38,8 +42,11 @@ ALLOWED_SCOPES = {"read", "read:statuses", "read:notifications"}
 class Subscriber:
     """Owns the Redis pub/sub connection in a thread; dispatches messages to asyncio callbacks."""
 
-    def __init__(self, url: str, loop: asyncio.AbstractEventLoop):
+    def __init__(self, url: str, loop: asyncio.AbstractEventLoop, namespace: str | None = None):
         self.url = url
+        # streaming/index.js `redisPrefix`: `<REDIS_NAMESPACE>:` before every channel and presence key (the
+        # clients stay plain, as ioredis' keyPrefix would not apply to SUBSCRIBE); callers use bare names
+        self.ns = namespace
         self.loop = loop
         self.listeners: dict[str, set] = {}
         self.commands: "queue.Queue[tuple[str, str]]" = queue.Queue()
@@ -82,17 +89,17 @@ class Subscriber:
                 with self.lock:
                     channels = list(self.listeners)
                 if channels:
-                    ps.subscribe(*channels)
+                    ps.subscribe(*(ns_channel(self.ns, c) for c in channels))
                 else:
-                    ps.subscribe("streaming:keepalive")
+                    ps.subscribe(ns_channel(self.ns, "streaming:keepalive"))
                 backoff = 0.5
                 while not self.stop.is_set():
                     while not self.commands.empty():
                         op, ch = self.commands.get_nowait()
-                        (ps.subscribe if op == "subscribe" else ps.unsubscribe)(ch)
+                        (ps.subscribe if op == "subscribe" else ps.unsubscribe)(ns_channel(self.ns, ch))
                     msg = ps.get_message(timeout=0.05)
                     if msg and msg.get("type") == "message":
-                        self._dispatch(msg["channel"], msg["data"])
+                        self._dispatch(self._bare(msg["channel"]), msg["data"])
                     self._presence()
             except Exception as e:
                 log.line(f"streaming: Redis subscriber error: {type(e).__name__}: {e}; reconnecting")
@@ -113,11 +120,15 @@ class Subscriber:
                 self.presence_due[c] = now + PRESENCE_INTERVAL
         for c in due:
             try:
-                self.presence_r.set(f"subscribed:{c}", "1", ex=PRESENCE_INTERVAL * 3)
+                self.presence_r.set(ns_channel(self.ns, f"subscribed:{c}"), "1", ex=PRESENCE_INTERVAL * 3)
             except Exception:
                 with self.lock:
                     if c in self.presence_due:
                         self.presence_due[c] = now + 1.0
+
+    def _bare(self, channel: str) -> str:
+        prefix = ns_channel(self.ns, "")
+        return channel[len(prefix):] if prefix and channel.startswith(prefix) else channel
 
     def _dispatch(self, channel: str, data: str) -> None:
         try:
@@ -323,15 +334,19 @@ class Streaming:
         port = int(os.environ.get("PORT", "4000"))
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        self.subscriber = Subscriber(self.cfg.redis_url(""), loop)
+        self.subscriber = Subscriber(self.cfg.redis_url(""), loop, self.cfg.redis_namespace)
         app = web.Application()
         app.router.add_get("/api/v1/streaming/health", self.health)
         app.router.add_get("/api/v1/streaming", self.websocket)
         app.router.add_get("/api/v1/streaming/", self.websocket)
         app.router.add_get("/api/v1/streaming/{name:.+}", self.sse)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # aiohttp >= 3.9 takes shutdown_timeout on the runner (Debian 13: 3.11), 3.8 on the site (Debian 12)
+        on_runner = "shutdown_timeout" in inspect.signature(web.BaseRunner.__init__).parameters
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               **({"shutdown_timeout": 2} if on_runner else {}))
         loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, bind, port, backlog=1024, reuse_address=True, shutdown_timeout=2)
+        site = web.TCPSite(runner, bind, port, backlog=1024, reuse_address=True,
+                           **({} if on_runner else {"shutdown_timeout": 2}))
         log.line(f"streaming: Starting streaming API server worker (pid {os.getpid()}, "
                  f"NODE_ENV={self.cfg.env_name}, database {self.cfg.db_label()})")
         loop.run_until_complete(site.start())

@@ -25,7 +25,7 @@ import psycopg2
 from . import config as config_mod
 from . import feeds, models
 from .db import Database
-from .redisconn import client as redis_client
+from .redisconn import for_config as redis_for
 
 GREEN, RED, RESET = "\033[32m", "\033[31m", "\033[0m"
 
@@ -122,7 +122,7 @@ def feeds_build(args) -> int:
         say("Cannot run with this concurrency setting, must be at least 1", RED)
         return 1
     db = Database(cfg.db_params(), cfg.prepared_statements)
-    r = redis_client(cfg.redis_url(""))
+    r = redis_for(cfg, "base")
     try:
         sess = db.session()
         if args.all or not args.username:
@@ -165,7 +165,7 @@ def feeds_build(args) -> int:
 
 def feeds_clear(args) -> int:
     cfg = config_mod.load()
-    r = redis_client(cfg.redis_url(""))
+    r = redis_for(cfg, "base")   # namespaced like Mastodon's `redis.keys('feed:*')`
     keys = list(r.scan_iter("feed:*", count=1000))
     for i in range(0, len(keys), 1000):
         r.delete(*keys[i:i + 1000])

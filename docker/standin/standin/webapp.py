@@ -237,19 +237,19 @@ class App:
         self.proxies = cfg.trusted_proxies()
         self.force_ssl = cfg.production
         self.serve_static = cfg.truthy("RAILS_SERVE_STATIC_FILES")
-        from .redisconn import client as redis_client
+        from .redisconn import for_config as redis_for
 
         self.db = Database(cfg.db_params(), cfg.prepared_statements)
         replica = cfg.replica_params()
         # with_read_replica: timelines read from REPLICA_DB_* when Mastodon 4.3 would (REPLICA_DB_NAME or
         # REPLICA_DATABASE_URL set); everything else, and all writes, use the primary
         self.replica_db = Database(replica, cfg.prepared_statements) if replica else self.db
-        self.redis = redis_client(cfg.redis_url(""))
-        self.sidekiq_redis = redis_client(cfg.redis_url("SIDEKIQ_"), name=f"Sidekiq-client-PID-{os.getpid()}")
-        # Rails' RedisCacheStore: 1 s timeouts, errors swallowed (rate limiting fails open)
-        self.cache_redis = redis_client(cfg.redis_url("CACHE_"), socket_timeout=1.0,
-                                        connect_timeout=1.0)
-        self.limiter = rate_limit.RateLimiter(rate_limit.RedisStore(self.cache_redis),
+        self.redis = redis_for(cfg, "base")
+        self.sidekiq_redis = redis_for(cfg, "sidekiq", name=f"Sidekiq-client-PID-{os.getpid()}")
+        # Rails' RedisCacheStore: 1 s timeouts, errors swallowed (rate limiting fails open); its namespace
+        # (`cache`, or `<REDIS_NAMESPACE>_cache`) is in its keys
+        self.cache_redis = redis_for(cfg, "cache", socket_timeout=1.0, connect_timeout=1.0)
+        self.limiter = rate_limit.RateLimiter(rate_limit.RedisStore(self.cache_redis, cfg.cache_namespace),
                                               rate_limit.configured_throttles(cfg.present))
         self.log = log_fn
         self._pack_manifest: dict | None = None   # Webpacker's cache_manifest: loaded once per boot

@@ -61,7 +61,8 @@ def test_redis_urls_with_prefix_fallback(tmp_path, monkeypatch):
     assert cfg.redis_url() == "redis://:s3%3Acret@10.0.0.2:6380/0"
     assert cfg.redis_url("SIDEKIQ_") == cfg.redis_url()
     monkeypatch.setenv("SIDEKIQ_REDIS_HOST", "10.0.0.3")
-    assert config.load("production", tmp_path).redis_url("SIDEKIQ_") == "redis://:s3%3Acret@10.0.0.3:6380/0"
+    # Mastodon 4.3: a prefixed config takes nothing from the base one (port, db, password)
+    assert config.load("production", tmp_path).redis_url("SIDEKIQ_") == "redis://10.0.0.3:6379/0"
     monkeypatch.setenv("CACHE_REDIS_URL", "redis://cache:6379/1")
     assert config.load("production", tmp_path).redis_url("CACHE_") == "redis://cache:6379/1"
     monkeypatch.setenv("REDIS_URL", "redis://elsewhere:1/2")
