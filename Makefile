@@ -32,8 +32,9 @@ lint: $(BIN)/fab
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check tasks fabfile.py
 
+# `make up PROFILE=variant` (or PAIR_PROFILE=variant): the pair of common variants (docker/README.md)
 up: $(BIN)/fab
-	$(BIN)/python docker/pair.py up
+	PAIR_PROFILE=$(or $(PROFILE),$(PAIR_PROFILE),default) $(BIN)/python docker/pair.py up
 
 down: $(BIN)/fab
 	$(BIN)/python docker/pair.py down

@@ -1010,38 +1010,37 @@ class Front:
 
 @dataclass(frozen=True)
 class DatabaseFront(Fact[Front]):
-    """Who listens where Mastodon connects for its database (DB_HOST, DB_PORT): PostgreSQL itself, or a
-    pooler in front of it. A DB_HOST directory is a socket's (`.s.PGSQL.<port>` in it)."""
+    """Who takes connections where Mastodon connects for its database (DB_HOST, DB_PORT): a PgBouncer whose
+    configuration listens on that port, or the PostgreSQL cluster of that port. Found from the processes'
+    own configuration, not from the socket's owner: in a container root may not see that."""
 
-    host: str
     port: int
     passes: ClassVar[str] = (
-        "prints `program NAME` of the process listening there (nothing when none does here); for "
-        "PgBouncer also `config FILE` and `pool_mode MODE` (PgBouncer's default is session)"
+        "prints `program pgbouncer`, `config FILE` and `pool_mode MODE` when a PgBouncer listens on "
+        "port {port} (PgBouncer's default mode is session), `program postgres` when a cluster does, "
+        "nothing otherwise"
     )
     planned: ClassVar[Front] = Front("postgres")
 
     def command(self) -> Cmd:
-        if self.host.startswith("/"):
-            listing = f"ss -Hlxp | grep -F {shlex.quote(f' {self.host}/.s.PGSQL.{self.port} ')}"
-        else:
-            listing = f"ss -Hltnp 'sport = :{self.port}'"
+        setting = "sed -n 's/^[[:space:]]*{0}[[:space:]]*=[[:space:]]*\\([a-z0-9]*\\).*/\\1/p' \"$ini\""
         return Cmd(
-            f"pid=$({listing} | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2)\n"
-            '[ -n "$pid" ] || exit 0\n'
-            'name=$(cat "/proc/$pid/comm"); echo "program $name"\n'
-            '[ "$name" = pgbouncer ] || exit 0\n'
-            "ini=$(tr '\\0' '\\n' < \"/proc/$pid/cmdline\" | grep '\\.ini$' | tail -n 1)\n"
-            'echo "config $ini"\n'
-            "sed -n 's/^[[:space:]]*pool_mode[[:space:]]*=[[:space:]]*\\([a-z]*\\).*/pool_mode \\1/p' "
-            '"$ini"'
+            "for pid in $(pgrep -x pgbouncer); do\n"
+            "  ini=$(tr '\\0' '\\n' < \"/proc/$pid/cmdline\" | grep '\\.ini$' | tail -n 1)\n"
+            f"  port=$({setting.format('listen_port')} | tail -n 1)\n"
+            f'  [ "${{port:-6432}}" = {self.port} ] || continue\n'
+            '  echo program pgbouncer; echo "config $ini"\n'
+            f'  echo "pool_mode $({setting.format("pool_mode")})"\n'
+            "  exit 0\n"
+            "done\n"
+            f"pg_lsclusters -h | awk '$3 == {self.port} {{ print \"program postgres\" }}'"
         )
 
     @staticmethod
     def parse(out: Output) -> Front:
         found = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
         program = found.get("program", "")
-        mode = found.get("pool_mode", "session" if program == "pgbouncer" else "")
+        mode = found.get("pool_mode", "").strip() or ("session" if program == "pgbouncer" else "")
         return Front(program, found.get("config", ""), mode)
 
 

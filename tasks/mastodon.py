@@ -439,7 +439,7 @@ def use_local_database(s: Session) -> bool:
             raise StepFailed(f"new has no {env_path(s)}")
         old_values = env_values(old_text)
         front = s.old.fact(
-            DatabaseFront(*mastodon_env.database_address(old_values or {})),
+            DatabaseFront(mastodon_env.database_address(old_values or {})[1]),
             then="PgBouncer there: new takes PostgreSQL's own port (new runs none)",
         )
         pooled = known(front) and front.pgbouncer

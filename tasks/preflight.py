@@ -54,8 +54,8 @@ def gather(s: Session) -> dict[str, dict[str, Output]]:
     values = None if "unreachable" in old_found else mastodon.env_values(mastodon.read_env(s, s.old))
     redis = {use: RedisServer(target) for use, target in redis_server.targets(values).items()}
     if values is not None or s.planning:
-        address = mastodon_env.database_address(values) if values is not None else ("<DB_HOST>", "<DB_PORT>")
-        old_found |= _gather(s.old, dict(redis, front=DatabaseFront(*address)))
+        port = mastodon_env.database_address(values)[1] if values is not None else "<DB_PORT>"
+        old_found |= _gather(s.old, dict(redis, front=DatabaseFront(port)))
     new_found = _gather(s.new, common)
     data_dir = _data_dir(new_found)
     new = dict(

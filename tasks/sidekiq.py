@@ -34,6 +34,22 @@ MOVED = f"{MOVED_PREFIX}:{STAMP}"  # where they stay once merged
 MOVED_PATTERN = MOVED_PREFIX + ":*"  # the keys every drain set aside, whatever its time
 
 
+# Sidekiq's durable sets and queues renamed aside on old (see sidekiq_jobs), with the number of jobs they hold
+SET_ASIDE = (
+    f'n=0\nfor k in {" ".join(DURABLE_SETS)} $(r SMEMBERS "${{P}}queues" | sed "s/^/queue:/"); do\n'
+    '  case "$(r TYPE "$P$k")" in\n'
+    '    zset) c=$(r ZCARD "$P$k");;\n    list) c=$(r LLEN "$P$k");;\n    *) continue;;\n  esac\n'
+    f'  r RENAME "$P$k" "${{P}}{MOVING}:$k" >/dev/null && n=$((n + c))\n'
+    'done\necho "set aside: $n jobs"'
+)
+
+# Once merged, the aside keys keep their jobs on old under a final name (for undo)
+KEEP_MOVED = (
+    f'for k in $(r --scan --pattern "${{P}}{ASIDE}:*"); do\n'
+    f'  r RENAME "$k" "${{P}}{MOVED_PREFIX}:${{k#"${{P}}{ASIDE}:"}}" >/dev/null\ndone'
+)
+
+
 @dataclass(frozen=True)
 class RedisFact(Fact):
     """A question to the Redis that holds a host's Sidekiq state (redis_cli.sidekiq)."""
@@ -218,15 +234,9 @@ def move_jobs(s: Session) -> None:
         old_redis = redis_cli.sidekiq(env_values(read_env(s, s.old)))
         new_redis = redis_cli.sidekiq(env_values(read_env(s, s.new)))
         # set aside first: the merge reads only these, never keys something else may change
-        s.old.run(
-            redis_cli.script(
-                old_redis,
-                f'for k in {" ".join(DURABLE_SETS)} $(r SMEMBERS "${{P}}queues" | sed "s/^/queue:/"); do\n'
-                f'  if [ "$(r EXISTS "$P$k")" = 1 ]; then r RENAME "$P$k" "$P{MOVING}:$k" >/dev/null; fi\n'
-                "done",
-            )
-        )
+        renamed = s.old.run(redis_cli.script(old_redis, SET_ASIDE))
         aside = s.old.fact(AsideJobs(old_redis), planned=[])
+        _require_found(renamed.stdout, aside)
         moved = s.new.fact(MovedJids(new_redis), planned=set(), then="jobs with these ids are not sent again")
         plan = plan_move(aside, moved, new_redis.prefix)
         if s.planning or plan.commands:
@@ -253,12 +263,19 @@ def move_jobs(s: Session) -> None:
                     or "nothing was left on old"
                 )
             )
-        s.old.run(  # done: the aside keys are kept under their final name, for undo
-            redis_cli.script(
-                old_redis,
-                f'for k in $(r --scan --pattern "${{P}}{ASIDE}:*"); do\n'
-                f'  r RENAME "$k" "$P{MOVED_PREFIX}:${{k#"$P{ASIDE}:"}}" >/dev/null\ndone',
-            )
+        s.old.run(redis_cli.script(old_redis, KEEP_MOVED))  # done: kept under their final name, for undo
+
+
+def _require_found(renamed: str, aside: list) -> None:
+    """Every job just set aside must be read back before anything is merged or renamed again: a key that
+    went anywhere else would be left behind unseen."""
+    words = renamed.split()
+    count = int(words[-2]) if len(words) >= 2 and words[-2].isdigit() else 0
+    found = sum(len(part.jobs) for part in aside) if known(aside) else count
+    if found < count:
+        raise StepFailed(
+            f"{count} jobs were set aside on old but only {found} are found there under "
+            f"{ASIDE}: nothing was sent to new; old's keys are in old's Redis (SCAN for them)"
         )
 
 

@@ -46,6 +46,17 @@ def test_after_the_failover_new_connects_the_way_old_did():
     assert "DB_HOST" not in mastodon_env.parse(unset)  # Mastodon's own default, as on old
 
 
+def test_behind_pgbouncer_new_takes_postgresqls_own_port_after_the_failover():
+    pooled = "DB_HOST=127.0.0.1\nDB_PORT=6432\nDB_PASS=pw\nPREPARED_STATEMENTS=false\n"
+    assert mastodon_env.database_address(mastodon_env.parse(pooled)) == ("127.0.0.1", 6432)
+    assert mastodon_env.database_address({"DATABASE_URL": "postgresql://u@db:6433/m"}) == ("db", 6433)
+    assert mastodon_env.database_address({}) == ("localhost", 5432)
+    copied = mastodon_env.rewrite_for_new(pooled, 5433, "172.30.99.11")
+    local = mastodon_env.parse(mastodon_env.point_at_local_database(copied, pooled, 5432, pooled=True))
+    assert (local["DB_HOST"], local["DB_PORT"]) == ("127.0.0.1", "5432")
+    assert local["PREPARED_STATEMENTS"] == "false"
+
+
 def test_missing_keys_are_added_and_trusted_proxies_kept():
     text = mastodon_env.rewrite_for_new("LOCAL_DOMAIN=x.test\nTRUSTED_PROXY_IP=10.1.1.1 10.1.1.2\n", 5433,
                                         "10.9.9.9")

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from tasks import redis_cli, sidekiq
+from tasks.core import StepFailed
 from tasks.facts import Output
 from tasks.redis_cli import Target
 from tasks.sidekiq_jobs import MOVED_JIDS, pipe_replies, plan_move
@@ -78,12 +79,16 @@ def test_a_namespaced_move_into_sidekiqs_own_database(tmp_path):
             if run("r PING").stdout.strip() == "PONG":
                 break
             time.sleep(0.1)
-        aside = "social:mastodon-migration:moving:20261201T1200"
-        run(f"r ZADD {aside}:retry 1700000000 '{{\"jid\":\"r1\"}}'")
-        run(f"r RPUSH {aside}:queue:push '{{\"jid\":\"q1\"}}'")
+        run("r ZADD \"${P}retry\" 1700000000 '{\"jid\":\"r1\"}'")
+        run("r RPUSH \"${P}queue:push\" '{\"jid\":\"q1\"}'; r SADD \"${P}queues\" push")
+        renamed = run(sidekiq.SET_ASIDE)
+        assert renamed.stdout.strip() == "set aside: 2 jobs"
         listing = sidekiq.AsideJobs(jobs)
         listed = subprocess.run(["sh", "-s"], input=listing.command().input(), text=True, capture_output=True)
         found = listing.parse(Output(0, listed.stdout))
+        sidekiq._require_found(renamed.stdout, found)
+        with pytest.raises(StepFailed, match="2 jobs were set aside on old but only 0 are found"):
+            sidekiq._require_found(renamed.stdout, [])
         assert sorted(a.target for a in found) == ["queue:push", "retry"]
         plan = plan_move(found, moved=set(), prefix=jobs.prefix)
         sent = run("r --pipe", stdin=plan.pipe)
@@ -92,6 +97,10 @@ def test_a_namespaced_move_into_sidekiqs_own_database(tmp_path):
         assert run('r SMEMBERS "${P}queues"').stdout.split() == ["push"]
         assert sorted(run(f'r SMEMBERS "${{P}}{MOVED_JIDS}"').stdout.split()) == ["q1", "r1"]
         assert run("r -n 0 DBSIZE").stdout.strip() == "0"  # the base database got nothing
+        run(sidekiq.KEEP_MOVED)  # old's keys keep their jobs under the namespace, for undo
+        kept = run('r --scan --pattern "${P}mastodon-migration:moved:*"').stdout.split()
+        assert sorted(k.rsplit(":", 1)[-1] for k in kept) == ["push", "retry"]
+        assert all(k.startswith("social:mastodon-migration:moved:") for k in kept)
         assert run("REDISCLI_AUTH= r PING").stdout.strip() != "PONG"  # the password was needed
     finally:
         server.terminate()

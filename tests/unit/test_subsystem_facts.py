@@ -60,6 +60,14 @@ CERTS = ("3b1f...  archive/social.test/cert1.pem\n"
     (facts.SlotState(5432, "mig_new"), Output(0, "mig_new|f|extended|1048576\n"),
      facts.Slot("mig_new", False, "extended", 1048576)),
     (facts.SlotState(5432, "mig_new"), Output(0, ""), None),
+    # DatabaseFront on the variant pair's old (PgBouncer on 6432), and on the default pair's (PostgreSQL)
+    (facts.DatabaseFront(6432), Output(0, "program pgbouncer\nconfig /etc/pgbouncer/pgbouncer.ini\n"
+                                          "pool_mode transaction\n"),
+     facts.Front("pgbouncer", "/etc/pgbouncer/pgbouncer.ini", "transaction")),
+    (facts.DatabaseFront(6432), Output(0, "program pgbouncer\nconfig /p.ini\npool_mode \n"),
+     facts.Front("pgbouncer", "/p.ini", "session")),  # not set: PgBouncer's default
+    (facts.DatabaseFront(5432), Output(0, "program postgres\n"), facts.Front("postgres")),
+    (facts.DatabaseFront(5432), Output(0, ""), facts.Front("")),
 ])
 def test_each_fact_reads_its_own_answer(fact, out, expected):
     assert fact.parse(out) == expected

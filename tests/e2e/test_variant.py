@@ -1,0 +1,166 @@
+"""The whole migration on the `variant` pair (docker/README.md): Debian 13 with PostgreSQL 17 on both hosts,
+old's cluster 17/social in /srv/pgdata, old's Mastodon through PgBouncer (transaction pooling, a SCRAM
+password, PREPARED_STATEMENTS=false), Redis with a password in REDIS_URL, Sidekiq on its own database
+(SIDEKIQ_REDIS_URL) and REDIS_NAMESPACE. Every phase and cleanup run under a live client, judged on the hosts.
+
+Runs after the default pair's tests and before the demo, which brings the default pair back.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import dns.message
+import dns.query
+import pytest
+
+from tests.fakes.bind import Bind
+
+from .conftest import PAIR_JSON, REPO, Pair, fab
+from .faults import LINE_SEPARATORS, missing_from_feeds, started_twice
+from .test_phase1 import sql
+from .test_phase4 import NEW, ZONE, port_for, record_of, run_across, settings_file
+from .tokens import active_accounts
+from .traffic import Traffic, missing_ids
+
+pytestmark = pytest.mark.docker
+NAMESPACE = "social:"  # REDIS_NAMESPACE=social: every key of Mastodon's is under it
+FEEDS_DB, JOBS_DB = "0", "1"  # REDIS_URL's database, SIDEKIQ_REDIS_URL's
+OLD_UNIT = "postgresql@17-social"
+
+
+@pytest.fixture(scope="module")
+def variant(pair):
+    os.environ["PAIR_PROFILE"] = "variant"
+    try:
+        up = subprocess.run([sys.executable, "docker/pair.py", "up"], cwd=REPO, capture_output=True,
+                            text=True)
+        if up.returncode != 0:
+            pytest.fail("PAIR_PROFILE=variant docker/pair.py up failed:\n" + (up.stdout + up.stderr)[-3000:])
+        found = Pair(json.loads(PAIR_JSON.read_text()))
+        assert found.info["profile"] == "variant"
+        yield found
+    finally:
+        os.environ.pop("PAIR_PROFILE", None)
+
+
+def redis(pair, host: str, db: str, *args: str) -> str:
+    """redis-cli on a host, with the password its redis.conf holds (none before phase 2 on new)."""
+    script = ('p=$(sed -n "s/^requirepass //p" /etc/redis/redis.conf | tail -n 1 | tr -d \'"\'); '
+              '[ -n "$p" ] && export REDISCLI_AUTH="$p"; exec redis-cli --raw -n "$0" "$@"')
+    return pair.exec(host, "bash", "-c", script, db, *args, check=True).stdout
+
+
+def feeds(pair, host: str) -> dict[str, set[str]]:
+    """Every home feed in a host's Redis (under the namespace): key -> status ids."""
+    found: dict[str, set[str]] = {}
+    for key in redis(pair, host, FEEDS_DB, "--scan", "--pattern", f"{NAMESPACE}feed:home:*").split():
+        if key.count(":") == 3:  # social:feed:home:<id>, not its reblog sets
+            found[key] = set(redis(pair, host, FEEDS_DB, "ZRANGE", key, "0", "-1").split())
+    return found
+
+
+def seed_jobs(pair) -> dict[str, dict[str, str]]:
+    """Jobs that only the move takes to new: scheduled for 2100 (one with line separators in its
+    arguments), one retrying in 2100 and one dead, in Sidekiq's namespaced keys on old."""
+    jobs: dict[str, dict[str, str]] = {"schedule": {}, "retry": {}, "dead": {}}
+    for n, key in enumerate(["schedule"] * 3 + ["retry", "dead"]):
+        jid = f"variantjob{n:014d}"
+        args = [LINE_SEPARATORS if n == 0 else f"note {n}"]
+        job = {"retry": True, "queue": "default", "class": "ActivityPub::ProcessingWorker", "args": args,
+               "jid": jid, "created_at": 1.0}
+        jobs[key][jid] = json.dumps(job, ensure_ascii=False)
+        redis(pair, "old", JOBS_DB, "ZADD", NAMESPACE + key, "4102444800", jobs[key][jid])
+    return jobs
+
+
+def test_preflight_names_the_cluster_pgbouncer_and_redis_as_found(variant):
+    result = fab("-H", "old,new", "preflight", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "17/social in /srv/pgdata (postgresql@17-social)" in result.stdout
+    assert "17/main in /var/lib/postgresql/17/main" in result.stdout
+    assert "PgBouncer at 127.0.0.1:6432" in result.stdout and "pool_mode=transaction" in result.stdout
+    assert f"database {JOBS_DB}, keys under {NAMESPACE}" in result.stdout
+    assert "phase 2 gives it old's" in result.stdout
+
+
+def test_phases_1_to_3_move_every_write_and_job_exactly_once(variant):
+    tokens = [account.token for account in active_accounts(variant)]
+    jobs = seed_jobs(variant)
+    traffic = Traffic(variant, tokens, writes_per_second=10, reads_per_second=2).start()
+    try:
+        for phase in ("phase1-replicate", "phase2-proxy"):
+            result = fab("-H", "old,new", phase, timeout=900)
+            assert result.returncode == 0, phase + "\n" + result.stdout[-4000:] + result.stderr[-2000:]
+        assert traffic.failures == [], traffic.summary()  # until the failover, no request fails
+        # new's Mastodon reached old's PostgreSQL itself through the tunnel; new's Redis took old's password
+        env = variant.exec("new", "cat", "/home/mastodon/live/.env.production", check=True).stdout
+        assert {"DB_HOST=127.0.0.1", "DB_PORT=5433", "PREPARED_STATEMENTS=false"} <= set(env.splitlines())
+        assert "NOAUTH" in variant.exec("new", "redis-cli", "PING").stdout
+        result = fab("-H", "old,new", "phase3-failover", timeout=900)
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+        time.sleep(3)
+    finally:
+        traffic.stop()
+    assert "Traceback" not in result.stdout + result.stderr
+    # new is the primary; old's cluster (found by pg_lsclusters, not by its folder's name) will not start
+    assert sql(variant, "new", "SELECT pg_is_in_recovery()") == "f"
+    assert variant.exec("old", "systemctl", "start", OLD_UNIT).returncode != 0
+    assert variant.exec("old", "systemctl", "is-active", OLD_UNIT).stdout.strip() != "active"
+    # every acknowledged write is on new
+    assert missing_ids(variant, "new", traffic.acknowledged) == []
+    # new's Mastodon on new's own PostgreSQL: old's port was PgBouncer's, which new does not run
+    env = variant.exec("new", "cat", "/home/mastodon/live/.env.production", check=True).stdout
+    assert {"DB_HOST=127.0.0.1", "DB_PORT=5432", "PREPARED_STATEMENTS=false"} <= set(env.splitlines())
+    # each of old's jobs on new exactly once, in Sidekiq's database under the namespace, byte for byte
+    for key, seeded in jobs.items():
+        there = redis(variant, "new", JOBS_DB, "ZRANGE", NAMESPACE + key, "0", "-1").split("\n")
+        assert {jid: there.count(job) for jid, job in seeded.items()} == {jid: 1 for jid in seeded}, key
+    assert redis(variant, "new", FEEDS_DB, "EXISTS", NAMESPACE + "schedule").strip() == "0"
+    # moved from old, and kept there aside
+    assert redis(variant, "old", JOBS_DB, "EXISTS", NAMESPACE + "schedule").strip() == "0"
+    assert redis(variant, "old", JOBS_DB, "--scan", "--pattern", NAMESPACE + "mastodon-migration:moved:*")
+    journal = variant.exec("new", "journalctl", "-u", "mastodon-sidekiq", "--no-pager", "-o", "cat").stdout
+    assert started_twice(journal) == []
+    # every status of old's home feeds is in new's (under the namespace), and a post still works
+    assert missing_from_feeds(feeds(variant, "old"), feeds(variant, "new")) == {}
+    status, _, body = variant.request("POST", "/api/v1/statuses", token=tokens[0], body={"status": "on 17"})
+    assert status == 200, body
+    report = fab("-H", "old,new", "status", timeout=300)
+    assert report.returncode == 0 and "Traceback" not in report.stdout + report.stderr, report.stdout
+
+
+def test_phase4_and_cleanup(variant, tmp_path):
+    tokens = [account.token for account in active_accounts(variant)]
+    bind = Bind(tmp_path / "bind", zone="social.test", zone_text=ZONE)
+    (tmp_path / "bind").mkdir()
+    bind.start()
+    try:
+        env = {"MIGRATION_ENV": str(settings_file(
+            tmp_path, DNS_PROVIDER="rfc2136", RFC2136_SERVER="127.0.0.1", RFC2136_PORT=bind.port,
+            RFC2136_KEY_NAME="migration.key", RFC2136_KEY_FILE=bind.key_file,
+            DNS_VERIFY_SERVERS=bind.server))}
+        def route():  # the client's resolver: the authoritative answer, asked each second
+            if not hasattr(route, "at") or time.monotonic() - route.at > 1:
+                answer = dns.query.udp(dns.message.make_query("social.test", "A"), "127.0.0.1",
+                                       port=bind.port, timeout=2)
+                route.address, route.at = answer.answer[0][0].address, time.monotonic()
+            return port_for(variant, route.address)
+
+        result, traffic = run_across(variant, tokens, route, "phase4-dns", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert traffic.failures == [], traffic.summary()
+        assert NEW in record_of(bind)
+    finally:
+        bind.stop()
+    applied = fab("-H", "old,new", "cleanup", "--apply", timeout=300)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert variant.exec("new", "test", "-e",
+                        "/etc/systemd/system/mastodon-migration-tunnel.service").returncode != 0
+    hba = variant.exec("old", "cat", "/etc/postgresql/17/social/pg_hba.conf").stdout
+    assert "# BEGIN mastodon-migration fence" in hba and "mastodon-migration replication" not in hba
+    assert variant.exec("old", "ls", "-A", "/srv/pgdata/pg_replslot").stdout.strip() == ""
+    posted, _, body = variant.request("POST", "/api/v1/statuses", host="new", token=tokens[0],
+                                      body={"status": "after cleanup on 17"})
+    assert posted == 200, body
