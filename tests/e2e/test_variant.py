@@ -7,6 +7,7 @@ Runs after the default pair's tests and before the demo, which brings the defaul
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -129,6 +130,9 @@ def test_phases_1_to_3_move_every_write_and_job_exactly_once(variant):
     assert status == 200, body
     report = fab("-H", "old,new", "status", timeout=300)
     assert report.returncode == 0 and "Traceback" not in report.stdout + report.stderr, report.stdout
+    # status reads Sidekiq's keys where they are: the three sets moved, set aside under the namespace
+    assert re.search(r"^3 failover\s+done", report.stdout, re.M), report.stdout
+    assert "no schedule/retry/dead left on old, 3 key(s) set aside" in report.stdout
 
 
 def test_phase4_and_cleanup(variant, tmp_path):
