@@ -439,7 +439,9 @@ def use_local_database(s: Session) -> bool:
             raise StepFailed(f"new has no {env_path(s)}")
         old_values = env_values(old_text)
         front = s.old.fact(
-            DatabaseFront(mastodon_env.database_address(old_values or {})[1]),
+            DatabaseFront(
+                mastodon_env.database_address(old_values)[1] if old_values is not None else "<DB_PORT>"
+            ),
             then="PgBouncer there: new takes PostgreSQL's own port (new runs none)",
         )
         pooled = known(front) and front.pgbouncer

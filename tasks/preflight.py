@@ -60,7 +60,7 @@ def gather(s: Session) -> dict[str, dict[str, Output]]:
     data_dir = _data_dir(new_found)
     new = dict(
         entries=DataDirEntries(data_dir),
-        df=FreeDisk(data_dir.rsplit("/", 1)[0] or "/" if data_dir.startswith("/") else f"{data_dir}/.."),
+        df=FreeDisk(data_dir.rsplit("/", 1)[0] or "/" if data_dir.startswith("/") else "<its parent>"),
         listeners=Listeners(cfg.tunnel_port),
         tunnel=UnitProcess(tunnel.UNIT),
         login=access.login_through_tunnel(s, values),

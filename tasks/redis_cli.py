@@ -133,7 +133,7 @@ def script(target: Target, body: str, stdin: str | None = None, secrets=()) -> C
     """A shell script in which `r ARGS` runs redis-cli (raw output) against that Redis and `$P` is its key
     prefix (the namespace). A password travels as REDISCLI_AUTH inside the script, on stdin: never on a
     command line."""
-    prefix = "'<REDIS_NAMESPACE>:'" if target is PLANNED else shlex.quote(target.prefix)
+    prefix = "<REDIS_NAMESPACE and a colon, or ''>" if target is PLANNED else shlex.quote(target.prefix)
     lines = [f"P={prefix}", f'r() {{ {_client(target)} "$@"; }}', body]
     if target.password:
         lines.insert(0, f"export REDISCLI_AUTH={shlex.quote(target.password)}")

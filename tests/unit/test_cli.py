@@ -28,7 +28,7 @@ def test_dry_preflight_prints_ssh_lines_and_connects_to_nothing():
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "# check: ssh old -- 'sudo -n true'" in lines
-    assert "# check: ssh new -- \"df -PB1 '<data_directory>/..'\"" in lines
+    assert "# check: ssh new -- \"df -PB1 '<its parent>'\"" in lines
     subprocess.run(["bash", "-n"], input=commented_checks(lines), text=True, check=True)
 
 

@@ -192,6 +192,16 @@ def test_a_run_that_did_what_the_runbook_shows_has_no_drift():
     assert runbook.drift(STEPS, executed) == []
 
 
+def test_a_placeholder_stands_for_a_host_value_quoted_or_not():
+    """A path read on the host (pg_lsclusters' data directory) is quoted in a plan, not in a run; a
+    namespace may be empty."""
+    planned = [("", []), ("x", ["test ! -e '<data_directory>' || ls -A '<data_directory>'",
+                      "P=<REDIS_NAMESPACE and a colon, or ''>\nr INFO"])]
+    ran = log("#x", "test ! -e /srv/pgdata || ls -A /srv/pgdata", "P=''\nr INFO", "P=social:\nr INFO")
+    assert runbook.drift(planned, ran) == []
+    assert runbook.drift(planned, log("#x", "test ! -e /srv/pgdata || rm -rf /srv/pgdata")) != []
+
+
 def test_a_run_that_skipped_steps_has_no_drift():
     assert runbook.drift(STEPS, log("sudo cat /etc/a", "#backup", "pg_isready")) == []
 
