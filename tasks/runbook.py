@@ -87,7 +87,7 @@ def runbook_commands(phase: int, cfg: Settings) -> list[str]:
 # Parts of a planned command that a real run fills in differently: values read on the hosts (shown as
 # <...> in plans), and times and random probe names made up when the command is built.
 _WILDCARDS = re.compile(
-    r"'?<[A-Za-z][^<>\n]*>'?"  # <new's tunnel public key>, <secret: ...>; quoted or not, as a path is
+    r"<[A-Za-z][^<>\n]*>"  # <new's tunnel public key>, <secret: ...>
     r"|\d{8}T?\d{6}"  # backup suffixes: mig-20261125201032, moved:20261125T201032
     r"|\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[+-]\d{4})?"  # times in posts and records
     r"|(?<=mig-probe=)[0-9a-f]+"
@@ -95,7 +95,9 @@ _WILDCARDS = re.compile(
 
 
 def _pattern(planned: str) -> re.Pattern:
-    return re.compile(r"[\s\S]+?".join(re.escape(part) for part in _WILDCARDS.split(planned)))
+    # a path that holds a placeholder is quoted in a plan (it holds < and >), and not in a run
+    parts = (re.escape(part).replace("'", "'?") for part in _WILDCARDS.split(planned))
+    return re.compile(r"[\s\S]+?".join(parts))
 
 
 def drift(steps: list[tuple[str, list[str]]], records: list[dict]) -> list[str]:

@@ -16,6 +16,8 @@ import dns.message
 import dns.query
 import pytest
 
+from tasks import settings
+from tasks.runbook import drift, runbook_steps
 from tests.fakes.bind import Bind
 
 from .conftest import PAIR_JSON, REPO, Pair, fab
@@ -128,6 +130,13 @@ def test_phases_1_to_3_move_every_write_and_job_exactly_once(variant):
     assert missing_from_feeds(feeds(variant, "old"), feeds(variant, "new")) == {}
     status, _, body = variant.request("POST", "/api/v1/statuses", token=tokens[0], body={"status": "on 17"})
     assert status == 200, body
+    # the runbook shows every command each phase ran on this pair too
+    cfg = settings.load(REPO / "env" / "demo.env")
+    records = [json.loads(line) for line in cfg.log_file.read_text().splitlines()]
+    for number, task in ((1, "phase1-replicate"), (2, "phase2-proxy"), (3, "phase3-failover")):
+        start = max(i for i, r in enumerate(records) if r.get("task") == task and r.get("event") == "start")
+        end = next(i for i in range(start + 1, len(records)) if records[i].get("task") == task)
+        assert drift(runbook_steps(number, cfg), records[start + 1:end]) == [], task
     report = fab("-H", "old,new", "status", timeout=300)
     assert report.returncode == 0 and "Traceback" not in report.stdout + report.stderr, report.stdout
     # status reads Sidekiq's keys where they are: the three sets moved, set aside under the namespace

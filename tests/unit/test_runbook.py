@@ -197,7 +197,9 @@ def test_a_placeholder_stands_for_a_host_value_quoted_or_not():
     namespace may be empty."""
     planned = [("", []), ("x", ["test ! -e '<data_directory>' || ls -A '<data_directory>'",
                       "P=<REDIS_NAMESPACE and a colon, or ''>\nr INFO"])]
-    ran = log("#x", "test ! -e /srv/pgdata || ls -A /srv/pgdata", "P=''\nr INFO", "P=social:\nr INFO")
+    planned[1][1].append("sudo cat '/etc/postgresql/<version>/<cluster>/conf.d/x.conf'")
+    ran = log("#x", "test ! -e /srv/pgdata || ls -A /srv/pgdata", "P=''\nr INFO", "P=social:\nr INFO",
+              "sudo cat /etc/postgresql/17/social/conf.d/x.conf")
     assert runbook.drift(planned, ran) == []
     assert runbook.drift(planned, log("#x", "test ! -e /srv/pgdata || rm -rf /srv/pgdata")) != []
 
