@@ -109,7 +109,9 @@ def login_through_tunnel(s: Session, values: dict[str, str] | None) -> mastodon.
     user, with DB_PASS when old's .env.production sets one (else ~mastodon/.pgpass)."""
     cfg = s.settings
     role, database = _names(values)
-    password = Secret((values or {}).get("DB_PASS", ""), "DB_PASS in old's .env.production")
+    password = (
+        None if values is None else Secret(values.get("DB_PASS", ""), "DB_PASS in old's .env.production")
+    )
     return mastodon.CanWrite("127.0.0.1", str(cfg.tunnel_port), role, database, password, cfg.mastodon_user)
 
 

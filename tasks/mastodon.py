@@ -466,20 +466,23 @@ class CanWrite(Fact[bool]):
     port: str
     user: str
     database: str
-    password: Secret
+    password: Secret | None  # None: a plan, which does not know whether there is one
     unix_user: str = "mastodon"
 
     passes: ClassVar[str] = "prints a transaction id and exits 0 once Mastodon's role can write there"
 
     def command(self) -> Cmd:
-        password = (
-            f"export PGPASSWORD={shlex.quote(self.password.reveal())}\n" if self.password.reveal() else ""
-        )
+        if self.password is None:
+            password = "<export PGPASSWORD=DB_PASS from .env.production, or unset PGPASSWORD>"
+        elif self.password.reveal():
+            password = f"export PGPASSWORD={shlex.quote(self.password.reveal())}"
+        else:
+            password = "unset PGPASSWORD"
         return Cmd(
-            f"{password}psql -w -XAtq -h {shlex.quote(self.host)} -p {self.port} -U {self.user} "
+            f"{password}\npsql -w -XAtq -h {shlex.quote(self.host)} -p {self.port} -U {self.user} "
             f"-d {self.database} -c 'SELECT pg_current_xact_id()'",
             user=self.unix_user,
-            secrets=(self.password,),
+            secrets=(self.password,) if self.password else (),
         )
 
     @staticmethod
@@ -512,7 +515,7 @@ def probe_write(s: Session) -> None:
         )
         return
     values = mastodon_env.parse(read_env(s, s.new) or "") if not s.planning else {}
-    password = Secret(values.get("DB_PASS", ""), "DB_PASS in new's .env.production")
+    password = None if s.planning else Secret(values.get("DB_PASS", ""), "DB_PASS in new's .env.production")
     s.new.wait_for(
         CanWrite(
             values.get("DB_HOST") or "localhost",

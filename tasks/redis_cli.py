@@ -133,12 +133,18 @@ def script(target: Target, body: str, stdin: str | None = None, secrets=()) -> C
     """A shell script in which `r ARGS` runs redis-cli (raw output) against that Redis and `$P` is its key
     prefix (the namespace). A password travels as REDISCLI_AUTH inside the script, on stdin: never on a
     command line."""
-    prefix = "<REDIS_NAMESPACE and a colon, or ''>" if target is PLANNED else shlex.quote(target.prefix)
-    lines = [f"P={prefix}", f'r() {{ {_client(target)} "$@"; }}', body]
-    if target.password:
-        lines.insert(0, f"export REDISCLI_AUTH={shlex.quote(target.password)}")
+    if target is PLANNED:  # one placeholder a line: a plan does not know whether there is a password
+        auth, prefix = PLANNED_AUTH, "<REDIS_NAMESPACE and a colon, or ''>"
+    elif target.password:
+        auth, prefix = f"export REDISCLI_AUTH={shlex.quote(target.password)}", shlex.quote(target.prefix)
         secrets = (*secrets, Secret(target.password, "the Redis password in .env.production"))
+    else:
+        auth, prefix = "unset REDISCLI_AUTH", shlex.quote(target.prefix)
+    lines = [auth, f"P={prefix}", f'r() {{ {_client(target)} "$@"; }}', body]
     return Cmd("\n".join(lines), user=None, stdin=stdin, secrets=secrets)
+
+
+PLANNED_AUTH = "<export REDISCLI_AUTH=the Redis password in .env.production, or unset REDISCLI_AUTH>"
 
 
 def cli(target: Target, args: str) -> Cmd:
