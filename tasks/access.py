@@ -32,7 +32,7 @@ def needed(values: dict[str, str] | None) -> bool:
     return not values.get("DB_PASS") and "@" not in values.get("DATABASE_URL", "").partition("//")[2]
 
 
-def _names(values: dict[str, str] | None) -> tuple[str, str]:
+def names(values: dict[str, str] | None) -> tuple[str, str]:
     """Mastodon's role and database, with database.yml's defaults."""
     if values is None:
         return "<DB_USER>", "<DB_NAME>"
@@ -58,7 +58,7 @@ def ensure_access(s: Session) -> None:
         if not needed(values):
             s.say("old's Mastodon logs in with a password (DB_PASS): new's uses it too, through the tunnel")
             return
-        role, database = _names(values)
+        role, database = names(values)
         postgres.put_hba_rule(s, "mastodon-access", f"host {database} {role} 127.0.0.1/32 scram-sha-256")
         has_password = postgres.query(
             s.old,
@@ -108,7 +108,7 @@ def login_through_tunnel(s: Session, values: dict[str, str] | None) -> mastodon.
     """What new's Mastodon will do from phase 2 on: log into old's database through the tunnel, as its Unix
     user, with DB_PASS when old's .env.production sets one (else ~mastodon/.pgpass)."""
     cfg = s.settings
-    role, database = _names(values)
+    role, database = names(values)
     password = (
         None if values is None else Secret(values.get("DB_PASS", ""), "DB_PASS in old's .env.production")
     )

@@ -1076,3 +1076,18 @@ class RedisServer(Fact[Server]):
         found = dict(re.findall(r"^(run_id|config_file):(.*?)\r?$", text, re.M))
         problem = "" if found.get("run_id") else (text.strip().splitlines() or [out.why()])[-1]
         return Server(found.get("run_id", ""), found.get("config_file", ""), NO_PASSWORD in text, problem)
+
+
+@dataclass(frozen=True)
+class PackageInstalled(Fact[bool]):
+    """Whether a Debian package is installed."""
+
+    package: str
+    passes: ClassVar[str] = "prints `install ok installed` when {package} is installed"
+
+    def command(self) -> Cmd:
+        return Cmd(f"dpkg-query -W -f='${{Status}}' {self.package}")
+
+    @staticmethod
+    def parse(out: Output) -> bool:
+        return "install ok installed" in out.stdout

@@ -62,22 +62,46 @@ def _set(lines: list[str], key: str, value: str) -> list[str]:
     return lines + [f"{key}={value}"]
 
 
-def _point_database(lines: list[str], values: dict[str, str], port: int) -> list[str]:
-    """DB_HOST/DB_PORT, and DATABASE_URL when set (it overrides them in Mastodon), to 127.0.0.1:port."""
-    lines = _set(_set(lines, "DB_HOST", "127.0.0.1"), "DB_PORT", str(port))
+def _point_database(
+    lines: list[str], values: dict[str, str], port: int, host: str = "127.0.0.1"
+) -> list[str]:
+    """DB_HOST/DB_PORT, and DATABASE_URL when set (it overrides them in Mastodon), to host:port (a
+    directory: the socket in it, passed to libpq as the URL's `host` parameter)."""
+    lines = _set(_set(lines, "DB_HOST", host), "DB_PORT", str(port))
     if values.get("DATABASE_URL"):
         url = urlsplit(values["DATABASE_URL"])
         userinfo = url.netloc.rpartition("@")[0]
-        netloc = (userinfo + "@" if userinfo else "") + f"127.0.0.1:{port}"
-        lines = _set(lines, "DATABASE_URL", urlunsplit(url._replace(netloc=netloc)))
+        if host.startswith("/"):
+            netloc, query = (userinfo + "@" if userinfo else "") + f":{port}", f"host={host}"
+        else:
+            netloc, query = (userinfo + "@" if userinfo else "") + f"{host}:{port}", url.query
+        lines = _set(lines, "DATABASE_URL", urlunsplit(url._replace(netloc=netloc, query=query)))
     return lines
 
 
-def rewrite_for_new(text: str, tunnel_port: int, old_address_from_new: str) -> str:
+POOLER_SOCKET_DIR = "/var/run/postgresql"  # Debian's PgBouncer listens there and on 127.0.0.1
+
+
+def pooler_address(values: dict[str, str]) -> str:
+    """Where new's Mastodon reaches new's PgBouncer: its socket where old's Mastodon used a socket (peer
+    authentication, as on old), else 127.0.0.1 (with old's password)."""
+    return POOLER_SOCKET_DIR if database_address(values)[0].startswith("/") else "127.0.0.1"
+
+
+def rewrite_for_new(text: str, tunnel_port: int, old_address_from_new: str, pooler_port: int = 0) -> str:
     """old's .env.production as new needs it while old's database is the primary: the database
-    through the tunnel, old (the proxy) trusted for client addresses, Redis left as new's own."""
+    through the tunnel, or new's PgBouncer (`pooler_port`, with PREPARED_STATEMENTS=false, as transaction
+    pooling needs), old (the proxy) trusted for client addresses, Redis left as new's own."""
     values = parse(text)
-    lines = _point_database([x for x in text.splitlines() if x != HEADER], values, tunnel_port)
+    lines = [x for x in text.splitlines() if x != HEADER]
+    if pooler_port:
+        lines = _set(
+            _point_database(lines, values, pooler_port, pooler_address(values)),
+            "PREPARED_STATEMENTS",
+            "false",
+        )
+    else:
+        lines = _point_database(lines, values, tunnel_port)
     # An empty TRUSTED_PROXY_IP means Rails' defaults; a set one replaces them, so keep them explicitly.
     trusted = [x for x in re.split(r"[\s,]+", values.get("TRUSTED_PROXY_IP", "")) if x] or list(RAILS_TRUSTED)
     if old_address_from_new not in trusted:

@@ -11,7 +11,19 @@ from typing import Callable
 
 from invoke.exceptions import Exit
 
-from . import access, mastodon, nginx, postgres, preflight, redis_server, sidekiq, system, transfer, tunnel
+from . import (
+    access,
+    mastodon,
+    nginx,
+    pgbouncer,
+    postgres,
+    preflight,
+    redis_server,
+    sidekiq,
+    system,
+    transfer,
+    tunnel,
+)
 from .command import Session, StepFailed, known
 from .dns import steps as dns
 from .executor import two_host_task
@@ -55,6 +67,8 @@ def proxy(s: Session, force: bool = False, smoke_post: bool = False) -> None:
     """Phase 2 as steps: new is prepared and proven before old's nginx sends it any traffic."""
     require_replication(s, "phase 2 needs new's replica")
     access.require_login(s)
+    if s.settings.database_endpoint == "pgbouncer":  # before the settings that point Mastodon at it
+        pgbouncer.ensure_on_new(s)
     env_changed = transfer.copy_configuration(s, force=force)
     redis_server.give_new_old_password(s)
     transfer.sync_media(s, "first pass, while old still takes uploads")
@@ -103,12 +117,17 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
         postgres.accept_promotion(s)
     sidekiq.drain_old(s, drain_timeout)
     transfer.sync_media(s, "last pass, after old's Sidekiq stopped: the files it wrote until then")
-    promoted = postgres.promote_new(s, catchup_timeout)  # its record, when this run promoted new
-    changed = mastodon.use_local_database(s)
+    pooled = s.settings.database_endpoint == "pgbouncer"
+    if pooled:  # Mastodon's queries wait in PgBouncer across the promotion; no Mastodon process restarts
+        promoted = pgbouncer.promote_paused(s, catchup_timeout)
+        changed = False
+    else:
+        promoted = postgres.promote_new(s, catchup_timeout)  # its record, when this run promoted new
+        changed = mastodon.use_local_database(s)
     record = promoted or postgres.failover_record(s)
     if promoted or changed or record.get("stage") != "done":
-        # web first: it takes the writes; the rest follows once writes flow again
-        mastodon.restart_services(s, s.new, services="web")
+        if not pooled:  # web first: it takes the writes; the rest follows once writes flow again
+            mastodon.restart_services(s, s.new, services="web")
         with s.step(
             "verify",
             "the first write that new's Mastodon accepts on its own database",
@@ -121,9 +140,8 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
                     f"==> write-unavailability window: {accepted_at - fenced_at:.1f} s, from the fence of "
                     f"old (epoch {fenced_at:.3f}) to the first write new accepted (epoch {accepted_at:.3f})"
                 )
-    mastodon.restart_stale(
-        s, s.new, "sidekiq,streaming", since=(mastodon.env_path(s), postgres.PROMOTION_RECORD)
-    )
+    changes = (mastodon.env_path(s),) if pooled else (mastodon.env_path(s), postgres.PROMOTION_RECORD)
+    mastodon.restart_stale(s, s.new, "sidekiq,streaming", since=changes)
     if record.get("stage") != "done":
         # old's Sidekiq fanned statuses out into old's Redis until the drain: the feeds built in phase 2
         # lack those. A build from new's own database now adds them (it adds to the feeds, never empties).
@@ -183,6 +201,8 @@ def clean_up(s: Session, stop_old_nginx: bool = False) -> None:
     tunnel.remove_tunnel(s)
     transfer.remove_media_access(s)
     access.remove_access(s)
+    if s.settings.database_endpoint == "pgbouncer":
+        pgbouncer.forget_tunnel_password(s)
     postgres.remove_replication_leftovers(s)
     if stop_old_nginx:
         with s.step(

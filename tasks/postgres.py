@@ -161,30 +161,30 @@ def ensure_replication_hba(s: Session) -> None:
         put_hba_rule(s, "replication", f"host replication {cfg.replication_role} 127.0.0.1/32 scram-sha-256")
 
 
-def put_hba_rule(s: Session, name: str, rule: str) -> None:
-    """One rule in a block of its own at the top of old's pg_hba.conf (first match wins), checked by
-    PostgreSQL before the reload; on an error the previous file comes back."""
-    cfg = s.settings
-    hba = cluster(s, s.old).hba_file
-    present = s.old.fact(
+def put_hba_rule(s: Session, name: str, rule: str, remote: Remote | None = None) -> None:
+    """One rule in a block of its own at the top of a host's pg_hba.conf (old's unless `remote` says;
+    first match wins), checked by PostgreSQL before the reload; on an error the previous file comes back."""
+    cfg, host = s.settings, remote or s.old
+    hba = cluster(s, host).hba_file
+    present = host.fact(
         CountLines(hba, rule, "postgres", whole_line=True),
         then="when it prints 1, the rule is in place: skip the rest of this step",
     )
     if present:
         return
     backup = "mig-" + time.strftime("%Y%m%d%H%M%S")
-    s.old.run(system.put_block(hba, name, [rule], user="postgres", backup_suffix=backup))
+    host.run(system.put_block(hba, name, [rule], user="postgres", backup_suffix=backup))
     errors = query(
-        s.old,
+        host,
         "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL;",
         cfg,
         means="prints `0` when PostgreSQL reads the edited file without error",
         then="anything else: put the backup back (mv it over pg_hba.conf) and stop",
     )
     if known(errors) and errors != "0":
-        s.old.run(Cmd(f"mv {hba}.{backup} {hba}", user="postgres"))
-        raise StepFailed(f"old's {hba} has errors after the edit; the previous file was put back")
-    s.old.run(psql("SELECT pg_reload_conf();", cfg.pg_port))
+        host.run(Cmd(f"mv {hba}.{backup} {hba}", user="postgres"))
+        raise StepFailed(f"{host.alias}'s {hba} has errors after the edit; the previous file was put back")
+    host.run(psql("SELECT pg_reload_conf();", cfg.pg_port))
 
 
 def ensure_slot_wal_cap(s: Session) -> None:

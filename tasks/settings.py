@@ -17,6 +17,7 @@ from dotenv import dotenv_values
 
 DEFAULT_PATH = "env/migration.env"
 DNS_PROVIDERS = ("manual", "cloudflare", "rfc2136")
+DATABASE_ENDPOINTS = ("pgbouncer", "direct")
 
 
 class SettingsError(Exception):
@@ -118,6 +119,12 @@ def _provider(text: str) -> str:
     return text
 
 
+def _endpoint(text: str) -> str:
+    if text not in DATABASE_ENDPOINTS:
+        raise ValueError(" or ".join(DATABASE_ENDPOINTS))
+    return text
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(_domain(x.strip()) for x in text.split(",") if x.strip())
 
@@ -194,6 +201,8 @@ class Settings:
     mastodon_streaming_service: str
     mastodon_web_port: int
     mastodon_streaming_port: int
+    database_endpoint: str
+    pgbouncer_port: int
     smoke_test_token_file: Path | None
     ssh_known_hosts: Path | None
     ssh_accept_new_host_keys: bool
@@ -251,6 +260,8 @@ SCHEMA = {
     "MASTODON_STREAMING_SERVICE": (_unit, "mastodon-streaming"),
     "MASTODON_WEB_PORT": (_port, "3000"),
     "MASTODON_STREAMING_PORT": (_port, "4000"),
+    "DATABASE_ENDPOINT": (_endpoint, "direct"),
+    "PGBOUNCER_PORT": (_port, "6432"),
     "SMOKE_TEST_TOKEN_FILE": (_optional(_local_path), ""),
     "SSH_KNOWN_HOSTS": (_optional(_local_path), ""),
     "SSH_ACCEPT_NEW_HOST_KEYS": (_yes_no, "no"),
@@ -278,6 +289,8 @@ def _cross_checks(v: dict) -> list[str]:
     problems = []
     if v.get("OLD_SSH") and v.get("OLD_SSH") == v.get("NEW_SSH"):
         problems.append("OLD_SSH and NEW_SSH: must name two different hosts")
+    if v.get("PGBOUNCER_PORT") in (v.get("PG_PORT"), v.get("TUNNEL_PORT")):
+        problems.append("PGBOUNCER_PORT: must differ from PG_PORT and TUNNEL_PORT")
     if v.get("TUNNEL_PORT") and v.get("TUNNEL_PORT") == v.get("PG_PORT"):
         problems.append("TUNNEL_PORT: must differ from PG_PORT (new's own PostgreSQL listens there)")
     if v.get("DNS_PROVIDER") == "cloudflare" and not (

@@ -144,10 +144,16 @@ def copy_certificates(s: Session, force: bool) -> bool:
 
 def copy_env(s: Session, force: bool) -> bool:
     cfg = s.settings
+    pooled = cfg.database_endpoint == "pgbouncer"
+    database = (
+        f"new's PgBouncer (DB_PORT={cfg.pgbouncer_port}, PREPARED_STATEMENTS=false), which reaches old's "
+        "database through the tunnel"
+        if pooled
+        else f"the database through the tunnel (DB_HOST=127.0.0.1, DB_PORT={cfg.tunnel_port})"
+    )
     with s.step(
         ".env.production",
-        f"new's Mastodon uses old's settings, with the database through the tunnel "
-        f"(DB_HOST=127.0.0.1, DB_PORT={cfg.tunnel_port}) and old trusted as a proxy (TRUSTED_PROXY_IP)",
+        f"new's Mastodon uses old's settings, with {database} and old trusted as a proxy (TRUSTED_PROXY_IP)",
         undo="the replaced file on new is kept as .env.production.mig-<time>",
     ):
         old_text = read_env(s, s.old)
@@ -155,14 +161,15 @@ def copy_env(s: Session, force: bool) -> bool:
             raise StepFailed(f"old has no readable {env_path(s)}")
         have = read_env(s, s.new)
         want = (
-            mastodon_env.rewrite_for_new(old_text, cfg.tunnel_port, cfg.old_address_from_new)
+            mastodon_env.rewrite_for_new(
+                old_text, cfg.tunnel_port, cfg.old_address_from_new, cfg.pgbouncer_port if pooled else 0
+            )
             if known(old_text)
             else "<old's .env.production, rewritten>"
         )
         secret = Secret(
             want,
-            f"old's .env.production with DB_HOST=127.0.0.1, DB_PORT={cfg.tunnel_port} and "
-            f"{cfg.old_address_from_new} added to TRUSTED_PROXY_IP",
+            f"old's .env.production with {database} and {cfg.old_address_from_new} added to TRUSTED_PROXY_IP",
         )
         changed = system.converge_file(
             s.new,

@@ -1,0 +1,333 @@
+"""PgBouncer on new (DATABASE_ENDPOINT=pgbouncer): the database endpoint of new's Mastodon, whose address
+never changes. Until the failover it reaches old's PostgreSQL through the tunnel; phase 3 pauses it, fences
+old, promotes new, points it at new's own PostgreSQL and resumes it: Mastodon's queries wait instead of
+failing, and no Mastodon process restarts.
+
+Files on new (Debian's pgbouncer package, which runs as postgres):
+- /etc/pgbouncer/pgbouncer.ini, from templates/pgbouncer.ini.j2: transaction pooling; its one database entry
+  names the server (old's through the tunnel, then new's own over the socket);
+- /etc/pgbouncer/userlist.txt (0600): Mastodon's role and the password it logs in with (old's DB_PASS, or
+  the tunnel password of the access step where old's Mastodon logs in by peer);
+- /etc/pgbouncer/mastodon-migration-hba.conf: Mastodon's Unix user over the socket (peer), and its password
+  over 127.0.0.1;
+- in new's PostgreSQL, a pg_hba block and an ident map: PgBouncer (Unix user postgres) logs in as Mastodon's
+  role over the socket with no password, so it outlives cleanup, which removes the tunnel's.
+The admin console (PAUSE, RESUME, RELOAD, SHOW) is reached over the socket as Unix user postgres.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar, Iterator
+
+from . import access, mastodon_env, postgres, system
+from .command import Cmd, CommandFailed, Secret, Session, StepFailed, known
+from .facts import Fact, FileText, Output, PackageInstalled, SecretFileText, UnitState
+from .mastodon import CanWrite, env_values, read_env
+from .templates import render
+
+INI = "/etc/pgbouncer/pgbouncer.ini"
+AUTH_FILE = "/etc/pgbouncer/userlist.txt"
+HBA_FILE = "/etc/pgbouncer/mastodon-migration-hba.conf"
+HEADER = ";; Written by mastodon-migration"
+UNIT = "pgbouncer"
+IDENT_MAP = "mastodon-migration"
+PAUSE_SECONDS = 5  # running transactions get this long to end before the pause gives up
+
+
+def admin(cfg, sql: str) -> Cmd:
+    """A command on PgBouncer's admin console, over its socket as the Unix user it runs as."""
+    return Cmd(
+        f"psql -XAq -F '|' -h {mastodon_env.POOLER_SOCKET_DIR} -p {cfg.pgbouncer_port} -U pgbouncer "
+        f"pgbouncer -c {shlex.quote(sql)}",
+        user="postgres",
+    )
+
+
+@dataclass(frozen=True)
+class Pool:
+    """PgBouncer's entry for Mastodon's database: its server and whether it is paused."""
+
+    host: str
+    port: str
+    paused: bool
+
+
+@dataclass(frozen=True)
+class PoolState(Fact["Pool | None"]):
+    """SHOW DATABASES on new's PgBouncer, the row of Mastodon's database; None when PgBouncer does not answer
+    or has no such entry."""
+
+    port: int
+    database: str
+    passes: ClassVar[str] = (
+        "prints SHOW DATABASES with a header line: the row of {database} names its server (host, port) and "
+        "`paused` (1 while paused)"
+    )
+
+    def command(self) -> Cmd:
+        return Cmd(
+            f"psql -XAq -F '|' -h {mastodon_env.POOLER_SOCKET_DIR} -p {self.port} -U pgbouncer pgbouncer "
+            "-c 'SHOW DATABASES'",
+            user="postgres",
+        )
+
+    def parse(self, out: Output) -> Pool | None:
+        lines = [x for x in out.stdout.splitlines() if "|" in x]
+        if not out.ok or not lines:
+            return None
+        header = lines[0].split("|")
+        for line in lines[1:]:
+            row = dict(zip(header, line.split("|"), strict=False))
+            if row.get("name") == self.database:
+                return Pool(row.get("host", ""), row.get("port", ""), row.get("paused", "0") == "1")
+        return None
+
+
+def _names(s: Session) -> tuple[dict | None, str, str]:
+    values = env_values(read_env(s, s.old))
+    role, database = access.names(values)
+    return values, role, database
+
+
+def server(s: Session, primary: str) -> tuple[str, int]:
+    """Where PgBouncer's database entry points: old's PostgreSQL through the tunnel, or new's own over the
+    socket (the ident map lets PgBouncer log in there without a password)."""
+    cfg = s.settings
+    if primary == "old":
+        return "127.0.0.1", cfg.tunnel_port
+    return mastodon_env.POOLER_SOCKET_DIR, cfg.pg_port
+
+
+def ini_text(s: Session, database: str, primary: str) -> str:
+    host, port = server(s, primary)
+    return render(
+        "pgbouncer.ini.j2",
+        database=database,
+        server_host=host,
+        server_port=port,
+        port=s.settings.pgbouncer_port,
+        hba_file=HBA_FILE,
+        auth_file=AUTH_FILE,
+        max_client_conn=200,
+        default_pool_size=20,
+    )
+
+
+def _password(s: Session, values: dict | None, role: str, database: str) -> Secret:
+    """The password PgBouncer logs in with through the tunnel: old's DB_PASS, or the access step's (in new's
+    ~mastodon/.pgpass) where old's Mastodon logs in by peer."""
+    if values is not None and values.get("DB_PASS"):
+        return Secret(values["DB_PASS"], "DB_PASS in old's .env.production")
+    prefix = f"127.0.0.1:{s.settings.tunnel_port}:{database}:{role}:"
+    text = s.new.fact(SecretFileText(access.pgpass(s, s.new), s.settings.mastodon_user))
+    lines = [x for x in (text or "").splitlines() if x.startswith(prefix)] if known(text) else []
+    if known(text) and not lines:
+        raise StepFailed(
+            "new has no password for the tunnel in ~mastodon/.pgpass: run phase1-replicate again"
+        )
+    return Secret(
+        lines[0][len(prefix) :] if lines else "<password>", "the tunnel password in ~mastodon/.pgpass"
+    )
+
+
+def _auth_line(role: str, password: Secret) -> str:
+    return f'"{role}" "{password.reveal().replace(chr(34), chr(34) * 2)}"\n'
+
+
+def ensure_on_new(s: Session) -> None:
+    """Phase 2: PgBouncer on new, pointing at old's PostgreSQL through the tunnel, proven with a write."""
+    cfg = s.settings
+    with s.step(
+        "PgBouncer on new",
+        f"new's Mastodon reaches its database through PgBouncer on new (port {cfg.pgbouncer_port}, "
+        "transaction pooling): old's PostgreSQL through the tunnel now, new's own after the failover, "
+        "at the same address",
+        undo=f"systemctl disable --now {UNIT} on new (a replaced pgbouncer.ini is kept as .mig-*)",
+    ):
+        values, role, database = _names(s)
+        installed = s.new.fact(
+            PackageInstalled(UNIT), then="when it is not installed: apt-get install pgbouncer (Debian's)"
+        )
+        if not installed:
+            s.new.run(Cmd("DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer", stream=True))
+        place = postgres.cluster(s, s.new)
+        postgres.put_hba_rule(s, "pgbouncer", f"local {database} {role} peer map={IDENT_MAP}", remote=s.new)
+        ident = f"{place.config_dir}/pg_ident.conf"
+        s.new.run(
+            system.replace_lines(
+                ident,
+                f"{IDENT_MAP} ",
+                f"{IDENT_MAP} postgres {role}\n{IDENT_MAP} {cfg.mastodon_user} {role}\n",
+                user="postgres",
+                mode="0640",
+            )
+        )
+        s.new.run(postgres.psql("SELECT pg_reload_conf();", cfg.pg_port))
+        password = _password(s, values, role, database)
+        have = s.new.fact(SecretFileText(AUTH_FILE))
+        if not known(have) or have != _auth_line(role, password):
+            s.new.write_file(
+                AUTH_FILE, _auth_line(role, password), owner="postgres", mode="0600", secrets=(password,)
+            )
+        hba = (
+            f"# {HEADER[3:]}\nlocal {database} {role} peer\n"
+            f"host {database} {role} 127.0.0.1/32 scram-sha-256\n"
+        )
+        system.converge_file(s.new, HBA_FILE, hba, s.new.fact(FileText(HBA_FILE)), header="#", force=True)
+        primary = "new" if postgres.promoted_record(s) else "old"
+        current = s.new.fact(FileText(INI))
+        want = ini_text(s, database, primary)
+        changed = system.converge_file(
+            s.new,
+            INI,
+            want,
+            current,
+            header=HEADER,
+            force=not _defines_databases(current),
+            owner="postgres",
+            mode="0640",
+        )
+        state = s.new.fact(UnitState(UNIT), then="anything but `active`: enable and start it")
+        if state != "active":
+            s.new.run(system.systemctl("enable", "--now", UNIT))
+        elif changed:
+            s.new.run(system.systemctl("reload", UNIT))
+        host = mastodon_env.pooler_address(values or {})
+        login = Secret((values or {}).get("DB_PASS", ""), "DB_PASS in old's .env.production")
+        s.new.wait_for(
+            CanWrite(
+                host,
+                str(cfg.pgbouncer_port),
+                role,
+                database,
+                None if values is None else login,
+                cfg.mastodon_user,
+            ),
+            bool,
+            what="Mastodon's role writes through PgBouncer on new",
+            timeout=30,
+            show=lambda ok: "not yet",
+        )
+
+
+def _defines_databases(text) -> bool:
+    """Whether a pgbouncer.ini not written by this tool is in use: it has a database entry (the package's
+    own file has only commented examples)."""
+    if not known(text) or text is None:
+        return False
+    section = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[databases]" and line and not line.startswith((";", "#")) and "=" in line:
+            return True
+    return False
+
+
+@contextmanager
+def paused(s: Session) -> Iterator[None]:
+    """PgBouncer paused for the body, and always resumed after it (an error, Ctrl-C). PAUSE waits for the
+    running transactions, PAUSE_SECONDS at most: when they do not end, it resumes, and says who held it."""
+    cfg = s.settings
+    _, _, database = _names(s)
+    with s.step(
+        "pause PgBouncer",
+        "new's Mastodon's queries wait in PgBouncer from here until it resumes, instead of failing; running "
+        f"transactions get {PAUSE_SECONDS} s to end",
+        undo=f"{admin(cfg, 'RESUME ' + database).line()} (on new)",
+    ):
+        pool = s.new.fact(
+            PoolState(cfg.pgbouncer_port, database), then="`paused` 1: an earlier run paused it"
+        )
+        if known(pool) and pool is None:
+            raise StepFailed("PgBouncer on new does not answer: run phase2-proxy again. Nothing was changed.")
+        if not (known(pool) and pool.paused):
+            try:
+                s.new.run(_bounded(admin(cfg, f"PAUSE {database}")))
+            except CommandFailed:
+                s.new.run(admin(cfg, f"RESUME {database}"))
+                clients = s.new.run(admin(cfg, "SHOW SERVERS")).stdout
+                raise StepFailed(
+                    f"PgBouncer on new could not pause within {PAUSE_SECONDS} s: a transaction went on "
+                    f"(PgBouncer's server connections:\n{clients.strip()}\n). It was resumed and nothing "
+                    "was changed; run phase3-failover again."
+                ) from None
+    started = time.time()
+    try:
+        yield
+    finally:
+        with s.step("resume PgBouncer", "new's Mastodon's waiting queries go on, to the server it now names"):
+            s.new.run(admin(cfg, f"RESUME {database}"))
+            if not s.planning:
+                s.say(f"==> PgBouncer was paused for {time.time() - started:.1f} s")
+
+
+def _bounded(cmd: Cmd) -> Cmd:
+    return Cmd(f"timeout {PAUSE_SECONDS} {cmd.script}", user=cmd.user)
+
+
+def point_at(s: Session, primary: str) -> None:
+    """PgBouncer's database entry names `primary`'s PostgreSQL; RELOAD applies it (no client is cut off)."""
+    cfg = s.settings
+    _, _, database = _names(s)
+    host, port = server(s, primary)
+    with s.step(
+        f"PgBouncer on new points at {primary}'s PostgreSQL",
+        f"its database entry becomes host={host} port={port}, then RELOAD",
+        undo="not needed after the promotion: new's PostgreSQL is the only primary",
+    ):
+        pool = s.new.fact(PoolState(cfg.pgbouncer_port, database), then="already there: skip the rest")
+        if known(pool) and pool is not None and (pool.host, pool.port) == (host, str(port)):
+            return
+        have = s.new.fact(FileText(INI))
+        system.converge_file(
+            s.new,
+            INI,
+            ini_text(s, database, primary),
+            have,
+            header=HEADER,
+            force=False,
+            owner="postgres",
+            mode="0640",
+        )
+        s.new.run(admin(cfg, "RELOAD"))
+
+
+def promote_paused(s: Session, catchup_timeout: float) -> dict | None:
+    """The promotion with Mastodon's queries held in PgBouncer: pause, fence, prove, promote, point PgBouncer
+    at new, resume. Returns the promotion's record when this run promoted new."""
+    cfg = s.settings
+    _, _, database = _names(s)
+    pool = s.new.fact(PoolState(cfg.pgbouncer_port, database))
+    host, port = server(s, "new")
+    if known(pool) and pool is not None and (pool.host, pool.port) == (host, str(port)) and not pool.paused:
+        return postgres.promote_new(s, catchup_timeout)  # done before: nothing to hold
+    with paused(s):
+        promoted = postgres.promote_new(s, catchup_timeout)
+        if s.planning or promoted or postgres.promoted_record(s):
+            point_at(s, "new")
+    return promoted
+
+
+def forget_tunnel_password(s: Session) -> None:
+    """Cleanup: where the password was the tunnel's (old's Mastodon logs in by peer), PgBouncer no longer
+    needs it: Mastodon logs in by peer, and PgBouncer reaches new's PostgreSQL by its ident map."""
+    values, role, _ = _names(s)
+    if values is None or values.get("DB_PASS"):
+        return
+    with s.step(
+        "PgBouncer forgets the tunnel password",
+        "the access password of the tunnel goes from PgBouncer's auth file too",
+        undo="not needed: PgBouncer logs in over the socket",
+    ):
+        have = s.new.fact(SecretFileText(AUTH_FILE), then="a line for the role: write the file without it")
+        if not known(have) or f'"{role}" ' in (have or ""):
+            rest = "".join(x for x in (have or "").splitlines(True) if not x.startswith(f'"{role}" '))
+            kept = Secret(rest if known(have) else "<the other lines>", "PgBouncer's other users")
+            s.new.write_file(AUTH_FILE, kept.reveal(), owner="postgres", mode="0600", secrets=(kept,))
+            s.new.run(admin(s.settings, "RELOAD"))
