@@ -58,8 +58,8 @@ class Pool:
 
 @dataclass(frozen=True)
 class PoolState(Fact["Pool | None"]):
-    """SHOW DATABASES on new's PgBouncer, the row of Mastodon's database; None when PgBouncer does not answer
-    or has no such entry."""
+    """SHOW DATABASES on new's PgBouncer, the row of Mastodon's database (with `database` "": the first
+    besides the admin console's); None when PgBouncer does not answer or has no such entry."""
 
     port: int
     database: str
@@ -82,7 +82,7 @@ class PoolState(Fact["Pool | None"]):
         header = lines[0].split("|")
         for line in lines[1:]:
             row = dict(zip(header, line.split("|"), strict=False))
-            if row.get("name") == self.database:
+            if row.get("name") == self.database or (not self.database and row.get("name") != "pgbouncer"):
                 return Pool(row.get("host", ""), row.get("port", ""), row.get("paused", "0") == "1")
         return None
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from . import mastodon, nginx, postgres, redis_cli, sidekiq, tunnel
+from . import mastodon, nginx, pgbouncer, postgres, redis_cli, sidekiq, tunnel
 from .command import HostUnreachable, Session, StepFailed, known
 from .dns import answers as dns_answers
 from .dns import steps as dns
@@ -41,11 +41,13 @@ class NewFacts:
     env_copied: bool = False  # .env.production written by copy-config
     promoted: dict | None = None  # what the promotion recorded
     failover: dict | None = None  # phase 3's record: the stage it reached
+    pool: pgbouncer.Pool | None = None  # with DATABASE_ENDPOINT=pgbouncer: PgBouncer's entry on new
     unreachable: str = ""
 
 
 def new_facts(s: Session) -> Batch:
     cfg = s.settings
+    pooled = (("pgbouncer", pgbouncer.PoolState(cfg.pgbouncer_port, "")),) if _pooled(cfg) else ()
     return Batch(
         (
             ("tunnel", tunnel.RUNNING),
@@ -55,7 +57,12 @@ def new_facts(s: Session) -> Batch:
             ("promoted", postgres.PROMOTED),
             ("failover", postgres.FAILOVER),
         )
+        + pooled
     )
+
+
+def _pooled(cfg: Settings) -> bool:
+    return cfg.database_endpoint == "pgbouncer"
 
 
 def as_new_facts(found: dict) -> NewFacts:
@@ -66,6 +73,7 @@ def as_new_facts(found: dict) -> NewFacts:
         env_copied=bool(found["env"]),
         promoted=found["promoted"],
         failover=found.get("failover"),
+        pool=found.get("pgbouncer"),
     )
 
 
@@ -285,6 +293,13 @@ def _phase2(cfg: Settings, ev: Evidence) -> tuple[str, list[str]]:
         f"new's Mastodon: {_units(new.units)}",
         "new's .env.production: " + ("copied from old" if new.env_copied else "not copied yet"),
     ]
+    if _pooled(cfg):
+        evidence.append(
+            f"new's PgBouncer: its database on {new.pool.host}:{new.pool.port}"
+            + (", PAUSED" if new.pool.paused else "")
+            if new.pool
+            else "new's PgBouncer: not answering"
+        )
     if old.proxies:
         return DONE, evidence
     started = new.env_copied or any(state == "active" for state in new.units.values())
@@ -308,17 +323,21 @@ def _phase3(ev: Evidence) -> tuple[str, list[str]]:
         else "new not promoted",
     ]
     stage = (ev.new.failover or {}).get("stage")
+    paused = bool(ev.new.pool and ev.new.pool.paused)
+    if paused:
+        evidence.append("PgBouncer on new is paused: Mastodon's queries wait; run phase3-failover again now")
     if stage and stage != "done":
         evidence.append(
             f"a phase 3 run stopped at stage `{stage}`"
             + (": old is fenced and takes no writes, run phase3-failover again now" if not promoted else "")
         )
     old_down = bool(old.units) and all(stopped(state) for state in old.units.values())
-    if promoted and old_down and not old.durable_left and stage in (None, "done"):
+    if promoted and old_down and not old.durable_left and stage in (None, "done") and not paused:
         return DONE, evidence
     started = bool(
         promoted
         or stage
+        or paused
         or old.moved
         or (old.proxies and any(stopped(state) for state in old.units.values()))
     )

@@ -98,14 +98,14 @@ def converge_file(
     Returns whether anything changed. `have` is the current text (None: no file; UNKNOWN: planning)."""
     if known(have) and have == want:
         return False
-    if known(have) and have is not None:
-        if not have.startswith(header) and not force:
+    if not known(have) or have is not None:  # a plan shows the backup too: it cannot know the file is there
+        if known(have) and not have.startswith(header) and not force:
             raise StepFailed(
                 f"{path} on {remote.alias} differs from what this tool would write and was not "
                 "written by it; nothing was changed. Compare the two, then run again with --force "
                 "(the file is kept as a backup)."
             )
-        remote.run(Cmd(f"cp -p {path} {path}.mig-{time.strftime('%Y%m%d%H%M%S')}"))
+        remote.run(Cmd(f"if [ -e {path} ]; then cp -p {path} {path}.mig-{time.strftime('%Y%m%d%H%M%S')}; fi"))
     remote.write_file(path, want, owner=owner, mode=mode, secrets=secrets)
     return True
 

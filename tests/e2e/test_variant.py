@@ -1,7 +1,9 @@
 """The whole migration on the `variant` pair (docker/README.md): Debian 13 with PostgreSQL 17 on both hosts,
 old's cluster 17/social in /srv/pgdata, old's Mastodon through PgBouncer (transaction pooling, a SCRAM
 password, PREPARED_STATEMENTS=false), Redis with a password in REDIS_URL, Sidekiq on its own database
-(SIDEKIQ_REDIS_URL) and REDIS_NAMESPACE. Every phase and cleanup run under a live client, judged on the hosts.
+(SIDEKIQ_REDIS_URL) and REDIS_NAMESPACE. Every phase and cleanup run under a live client, judged on the hosts,
+once with each DATABASE_ENDPOINT: `direct` (the database itself, repointed at the failover) and `pgbouncer`
+(new's PgBouncer, paused across the promotion: then not one request fails).
 
 Runs after the default pair's tests and before the demo, which brings the default pair back.
 """
@@ -11,6 +13,8 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import dns.message
 import dns.query
@@ -33,17 +37,37 @@ FEEDS_DB, JOBS_DB = "0", "1"  # REDIS_URL's database, SIDEKIQ_REDIS_URL's
 OLD_UNIT = "postgresql@17-social"
 
 
-@pytest.fixture(scope="module")
-def variant(pair):
+@dataclass
+class Variant:
+    pair: Pair
+    endpoint: str  # DATABASE_ENDPOINT
+    settings: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"MIGRATION_ENV": str(self.settings)}
+
+    def fab(self, *args: str, timeout: float = 900):
+        return fab("-H", "old,new", *args, env=self.env, timeout=timeout)
+
+
+@pytest.fixture(scope="module", params=["direct", "pgbouncer"])
+def variant(pair, request, tmp_path_factory):
+    """A freshly provisioned variant pair, migrated with each DATABASE_ENDPOINT in turn."""
     os.environ["PAIR_PROFILE"] = "variant"
     try:
-        up = subprocess.run([sys.executable, "docker/pair.py", "up"], cwd=REPO, capture_output=True,
-                            text=True)
-        if up.returncode != 0:
-            pytest.fail("PAIR_PROFILE=variant docker/pair.py up failed:\n" + (up.stdout + up.stderr)[-3000:])
+        for action in ("down", "up"):
+            done = subprocess.run([sys.executable, "docker/pair.py", action], cwd=REPO, capture_output=True,
+                                  text=True)
+            if done.returncode != 0:
+                pytest.fail(f"PAIR_PROFILE=variant docker/pair.py {action} failed:\n"
+                            + (done.stdout + done.stderr)[-3000:])
         found = Pair(json.loads(PAIR_JSON.read_text()))
         assert found.info["profile"] == "variant"
-        yield found
+        settings_path = tmp_path_factory.mktemp("variant") / f"variant-{request.param}.env"
+        settings_path.write_text((REPO / "env" / "demo.env").read_text()
+                                 + f"DATABASE_ENDPOINT={request.param}\n")
+        yield Variant(found, request.param, settings_path)
     finally:
         os.environ.pop("PAIR_PROFILE", None)
 
@@ -79,7 +103,7 @@ def seed_jobs(pair) -> dict[str, dict[str, str]]:
 
 
 def test_preflight_names_the_cluster_pgbouncer_and_redis_as_found(variant):
-    result = fab("-H", "old,new", "preflight", timeout=300)
+    result = variant.fab("preflight", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "17/social in /srv/pgdata (postgresql@17-social)" in result.stdout
     assert "17/main in /var/lib/postgresql/17/main" in result.stdout
@@ -89,55 +113,62 @@ def test_preflight_names_the_cluster_pgbouncer_and_redis_as_found(variant):
 
 
 def test_phases_1_to_3_move_every_write_and_job_exactly_once(variant):
-    tokens = [account.token for account in active_accounts(variant)]
-    jobs = seed_jobs(variant)
-    traffic = Traffic(variant, tokens, writes_per_second=10, reads_per_second=2).start()
+    pooled, pair = variant.endpoint == "pgbouncer", variant.pair
+    tokens = [account.token for account in active_accounts(pair)]
+    jobs = seed_jobs(pair)
+    traffic = Traffic(pair, tokens, writes_per_second=10, reads_per_second=2).start()
     try:
         for phase in ("phase1-replicate", "phase2-proxy"):
-            result = fab("-H", "old,new", phase, timeout=900)
+            result = variant.fab(phase)
             assert result.returncode == 0, phase + "\n" + result.stdout[-4000:] + result.stderr[-2000:]
         assert traffic.failures == [], traffic.summary()  # until the failover, no request fails
-        # new's Mastodon reached old's PostgreSQL itself through the tunnel; new's Redis took old's password
-        env = variant.exec("new", "cat", "/home/mastodon/live/.env.production", check=True).stdout
-        assert {"DB_HOST=127.0.0.1", "DB_PORT=5433", "PREPARED_STATEMENTS=false"} <= set(env.splitlines())
-        assert "NOAUTH" in variant.exec("new", "redis-cli", "PING").stdout
-        result = fab("-H", "old,new", "phase3-failover", timeout=900)
+        # new's Mastodon reaches old's PostgreSQL through the tunnel, itself or through new's PgBouncer;
+        # new's Redis took old's password
+        env = pair.exec("new", "cat", "/home/mastodon/live/.env.production", check=True).stdout
+        port = "DB_PORT=6432" if pooled else "DB_PORT=5433"
+        assert {"DB_HOST=127.0.0.1", port, "PREPARED_STATEMENTS=false"} <= set(env.splitlines())
+        assert "NOAUTH" in pair.exec("new", "redis-cli", "PING").stdout
+        result = variant.fab("phase3-failover")
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
         time.sleep(3)
     finally:
         traffic.stop()
+    if pooled:  # the queries waited in PgBouncer across the promotion
+        assert traffic.failures == [], traffic.summary()
     assert "Traceback" not in result.stdout + result.stderr
     # new is the primary; old's cluster (found by pg_lsclusters, not by its folder's name) will not start
-    assert sql(variant, "new", "SELECT pg_is_in_recovery()") == "f"
-    assert variant.exec("old", "systemctl", "start", OLD_UNIT).returncode != 0
-    assert variant.exec("old", "systemctl", "is-active", OLD_UNIT).stdout.strip() != "active"
+    assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "f"
+    assert pair.exec("old", "systemctl", "start", OLD_UNIT).returncode != 0
+    assert pair.exec("old", "systemctl", "is-active", OLD_UNIT).stdout.strip() != "active"
     # every acknowledged write is on new
-    assert missing_ids(variant, "new", traffic.acknowledged) == []
-    # new's Mastodon on new's own PostgreSQL: old's port was PgBouncer's, which new does not run
-    env = variant.exec("new", "cat", "/home/mastodon/live/.env.production", check=True).stdout
-    assert {"DB_HOST=127.0.0.1", "DB_PORT=5432", "PREPARED_STATEMENTS=false"} <= set(env.splitlines())
+    assert missing_ids(pair, "new", traffic.acknowledged) == []
+    # new's Mastodon on new's own PostgreSQL: directly (old's port was PgBouncer's, which new then does
+    # not run), or through new's PgBouncer, at the address it had
+    env = pair.exec("new", "cat", "/home/mastodon/live/.env.production", check=True).stdout
+    port = "DB_PORT=6432" if pooled else "DB_PORT=5432"
+    assert {"DB_HOST=127.0.0.1", port, "PREPARED_STATEMENTS=false"} <= set(env.splitlines())
     # each of old's jobs on new exactly once, in Sidekiq's database under the namespace, byte for byte
     for key, seeded in jobs.items():
-        there = redis(variant, "new", JOBS_DB, "ZRANGE", NAMESPACE + key, "0", "-1").split("\n")
+        there = redis(pair, "new", JOBS_DB, "ZRANGE", NAMESPACE + key, "0", "-1").split("\n")
         assert {jid: there.count(job) for jid, job in seeded.items()} == {jid: 1 for jid in seeded}, key
-    assert redis(variant, "new", FEEDS_DB, "EXISTS", NAMESPACE + "schedule").strip() == "0"
+    assert redis(pair, "new", FEEDS_DB, "EXISTS", NAMESPACE + "schedule").strip() == "0"
     # moved from old, and kept there aside
-    assert redis(variant, "old", JOBS_DB, "EXISTS", NAMESPACE + "schedule").strip() == "0"
-    assert redis(variant, "old", JOBS_DB, "--scan", "--pattern", NAMESPACE + "mastodon-migration:moved:*")
-    journal = variant.exec("new", "journalctl", "-u", "mastodon-sidekiq", "--no-pager", "-o", "cat").stdout
+    assert redis(pair, "old", JOBS_DB, "EXISTS", NAMESPACE + "schedule").strip() == "0"
+    assert redis(pair, "old", JOBS_DB, "--scan", "--pattern", NAMESPACE + "mastodon-migration:moved:*")
+    journal = pair.exec("new", "journalctl", "-u", "mastodon-sidekiq", "--no-pager", "-o", "cat").stdout
     assert started_twice(journal) == []
     # every status of old's home feeds is in new's (under the namespace), and a post still works
-    assert missing_from_feeds(feeds(variant, "old"), feeds(variant, "new")) == {}
-    status, _, body = variant.request("POST", "/api/v1/statuses", token=tokens[0], body={"status": "on 17"})
+    assert missing_from_feeds(feeds(pair, "old"), feeds(pair, "new")) == {}
+    status, _, body = pair.request("POST", "/api/v1/statuses", token=tokens[0], body={"status": "on 17"})
     assert status == 200, body
     # the runbook shows every command each phase ran on this pair too
-    cfg = settings.load(REPO / "env" / "demo.env")
+    cfg = settings.load(variant.settings)
     records = [json.loads(line) for line in cfg.log_file.read_text().splitlines()]
     for number, task in ((1, "phase1-replicate"), (2, "phase2-proxy"), (3, "phase3-failover")):
         start = max(i for i, r in enumerate(records) if r.get("task") == task and r.get("event") == "start")
         end = next(i for i in range(start + 1, len(records)) if records[i].get("task") == task)
         assert drift(runbook_steps(number, cfg), records[start + 1:end]) == [], task
-    report = fab("-H", "old,new", "status", timeout=300)
+    report = variant.fab("status", timeout=300)
     assert report.returncode == 0 and "Traceback" not in report.stdout + report.stderr, report.stdout
     # status reads Sidekiq's keys where they are: the three sets moved, set aside under the namespace
     assert re.search(r"^3 failover\s+done", report.stdout, re.M), report.stdout
@@ -145,7 +176,8 @@ def test_phases_1_to_3_move_every_write_and_job_exactly_once(variant):
 
 
 def test_phase4_and_cleanup(variant, tmp_path):
-    tokens = [account.token for account in active_accounts(variant)]
+    pair = variant.pair
+    tokens = [account.token for account in active_accounts(pair)]
     bind = Bind(tmp_path / "bind", zone="social.test", zone_text=ZONE)
     (tmp_path / "bind").mkdir()
     bind.start()
@@ -153,27 +185,27 @@ def test_phase4_and_cleanup(variant, tmp_path):
         env = {"MIGRATION_ENV": str(settings_file(
             tmp_path, DNS_PROVIDER="rfc2136", RFC2136_SERVER="127.0.0.1", RFC2136_PORT=bind.port,
             RFC2136_KEY_NAME="migration.key", RFC2136_KEY_FILE=bind.key_file,
-            DNS_VERIFY_SERVERS=bind.server))}
+            DNS_VERIFY_SERVERS=bind.server, DATABASE_ENDPOINT=variant.endpoint))}
         def route():  # the client's resolver: the authoritative answer, asked each second
             if not hasattr(route, "at") or time.monotonic() - route.at > 1:
                 answer = dns.query.udp(dns.message.make_query("social.test", "A"), "127.0.0.1",
                                        port=bind.port, timeout=2)
                 route.address, route.at = answer.answer[0][0].address, time.monotonic()
-            return port_for(variant, route.address)
+            return port_for(pair, route.address)
 
-        result, traffic = run_across(variant, tokens, route, "phase4-dns", env=env)
+        result, traffic = run_across(pair, tokens, route, "phase4-dns", env=env)
         assert result.returncode == 0, result.stdout + result.stderr
         assert traffic.failures == [], traffic.summary()
         assert NEW in record_of(bind)
     finally:
         bind.stop()
-    applied = fab("-H", "old,new", "cleanup", "--apply", timeout=300)
+    applied = variant.fab("cleanup", "--apply", timeout=300)
     assert applied.returncode == 0, applied.stdout + applied.stderr
-    assert variant.exec("new", "test", "-e",
+    assert pair.exec("new", "test", "-e",
                         "/etc/systemd/system/mastodon-migration-tunnel.service").returncode != 0
-    hba = variant.exec("old", "cat", "/etc/postgresql/17/social/pg_hba.conf").stdout
+    hba = pair.exec("old", "cat", "/etc/postgresql/17/social/pg_hba.conf").stdout
     assert "# BEGIN mastodon-migration fence" in hba and "mastodon-migration replication" not in hba
-    assert variant.exec("old", "ls", "-A", "/srv/pgdata/pg_replslot").stdout.strip() == ""
-    posted, _, body = variant.request("POST", "/api/v1/statuses", host="new", token=tokens[0],
+    assert pair.exec("old", "ls", "-A", "/srv/pgdata/pg_replslot").stdout.strip() == ""
+    posted, _, body = pair.request("POST", "/api/v1/statuses", host="new", token=tokens[0],
                                       body={"status": "after cleanup on 17"})
     assert posted == 200, body

@@ -312,3 +312,19 @@ def test_a_run_that_stopped_after_the_fence_says_to_run_phase3_again(cfg):
         "again now")
     unfinished = NEW_PROMOTED + '@@ failover\n{"stage": "promoted"}\n@@= 0\n'
     assert states(cfg, facts(cfg, unfinished, OLD_DRAINED, dns=answers("old", "old")))[0][2] == "in progress"
+
+
+def test_with_pgbouncer_status_names_its_server_and_a_pause_keeps_phase3_open(tmp_path):
+    from .test_subsystem_facts import SHOW_DATABASES
+
+    pooled = load(tmp_path, DATABASE_ENDPOINT="pgbouncer")
+    after = NEW_PROMOTED + f"@@ pgbouncer\n{SHOW_DATABASES}@@= 0\n"
+    evidence = facts(pooled, after, OLD_DRAINED, dns=answers("old", "old"))
+    assert states(pooled, evidence)[0][:3] == ["done", "done", "done"]
+    phase2 = status.judge(pooled, evidence)[1]
+    assert "new's PgBouncer: its database on /var/run/postgresql:5432" in phase2.evidence
+    paused = after.replace("|35|0|0\n", "|35|1|0\n")
+    evidence = facts(pooled, paused, OLD_DRAINED, dns=answers("old", "old"))
+    phases = status.judge(pooled, evidence)
+    assert phases[2].state == "in progress" and "PgBouncer on new is paused" in phases[2].evidence[-1]
+    assert status.next_command(pooled, phases) == "fab -H old,new phase3-failover"

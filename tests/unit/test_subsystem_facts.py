@@ -80,3 +80,26 @@ def test_secret_bearing_reads_keep_their_output_out_of_logs():
     assert sidekiq.AsideJobs(PLAN).command().secret_output  # job payloads
     pgpass = facts.CountLines("/var/lib/postgresql/.pgpass", "127.0.0.1:5433:*:r:", "postgres").command()
     assert pgpass.script.startswith("grep -csF ")  # only a count comes back, never the password line
+
+
+# SHOW DATABASES on the variant pair's new after the failover (PgBouncer 1.24, Debian 13)
+SHOW_DATABASES = (
+    "name|host|port|database|force_user|pool_size|min_pool_size|reserve_pool_size|server_lifetime|pool_mode|"
+    "load_balance_hosts|max_connections|current_connections|max_client_connections|current_client_connections"
+    "|paused|disabled\n"
+    "mastodon_production|/var/run/postgresql|5432|mastodon_production||20|0|0|3600|||0|11|0|35|0|0\n"
+    "pgbouncer||6432|pgbouncer|pgbouncer|2|0|0|3600|statement||0|0|0|1|0|0\n(2 rows)\n"
+)
+
+
+def test_pgbouncer_names_its_server_and_whether_it_is_paused():
+    from tasks import pgbouncer
+
+    pool = pgbouncer.Pool("/var/run/postgresql", "5432", False)
+    assert pgbouncer.PoolState(6432, "mastodon_production").parse(Output(0, SHOW_DATABASES)) == pool
+    assert pgbouncer.PoolState(6432, "").parse(Output(0, SHOW_DATABASES)) == pool  # status: the first one
+    paused = SHOW_DATABASES.replace("|35|0|0\n", "|35|1|0\n")
+    assert pgbouncer.PoolState(6432, "mastodon_production").parse(Output(0, paused)).paused
+    assert pgbouncer.PoolState(6432, "other").parse(Output(0, SHOW_DATABASES)) is None
+    refused = Output(2, "", 'psql: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.6432"')
+    assert pgbouncer.PoolState(6432, "mastodon_production").parse(refused) is None
