@@ -17,6 +17,7 @@ The admin console (PAUSE, RESUME, RELOAD, SHOW) is reached over the socket as Un
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from typing import ClassVar, Iterator
 
 from . import access, mastodon_env, postgres, system
 from .command import Cmd, CommandFailed, Secret, Session, StepFailed, known
-from .facts import Fact, FileText, Output, PackageInstalled, SecretFileText, UnitState
+from .facts import DatabaseFront, Fact, FileText, Output, PackageInstalled, SecretFileText, UnitState
 from .mastodon import CanWrite, env_values, read_env
 from .templates import render
 
@@ -102,7 +103,26 @@ def server(s: Session, primary: str) -> tuple[str, int]:
     return mastodon_env.POOLER_SOCKET_DIR, cfg.pg_port
 
 
-def ini_text(s: Session, database: str, primary: str) -> str:
+POOL_DEFAULTS = {"max_client_conn": 200, "default_pool_size": 20}
+
+
+def pool_sizes(s: Session, values: dict | None) -> dict[str, int]:
+    """PgBouncer's pool sizes: old's own PgBouncer's where old's Mastodon goes through one (so new keeps what
+    old's admin chose), else POOL_DEFAULTS."""
+    port = mastodon_env.database_address(values)[1] if values is not None else "<DB_PORT>"
+    front = s.old.fact(DatabaseFront(port), then="PgBouncer there: new's takes its pool sizes")
+    if not (known(front) and front.pgbouncer):
+        return dict(POOL_DEFAULTS)
+    text = s.old.fact(FileText(front.config)) or ""
+    found = dict(POOL_DEFAULTS)
+    for line in text.splitlines() if known(text) else []:
+        key, _, value = (part.strip() for part in line.partition("="))
+        if key in found and value.isdigit():
+            found[key] = int(value)
+    return found
+
+
+def ini_text(s: Session, database: str, primary: str, values: dict | None) -> str:
     host, port = server(s, primary)
     return render(
         "pgbouncer.ini.j2",
@@ -112,8 +132,7 @@ def ini_text(s: Session, database: str, primary: str) -> str:
         port=s.settings.pgbouncer_port,
         hba_file=HBA_FILE,
         auth_file=AUTH_FILE,
-        max_client_conn=200,
-        default_pool_size=20,
+        **pool_sizes(s, values),
     )
 
 
@@ -180,7 +199,7 @@ def ensure_on_new(s: Session) -> None:
         system.converge_file(s.new, HBA_FILE, hba, s.new.fact(FileText(HBA_FILE)), header="#", force=True)
         primary = "new" if postgres.promoted_record(s) else "old"
         current = s.new.fact(FileText(INI))
-        want = ini_text(s, database, primary)
+        want = ini_text(s, database, primary, values)
         changed = system.converge_file(
             s.new,
             INI,
@@ -285,10 +304,17 @@ def point_at(s: Session, primary: str) -> None:
         if known(pool) and pool is not None and (pool.host, pool.port) == (host, str(port)):
             return
         have = s.new.fact(FileText(INI))
+        # only the database line changes (no read of old inside the pause): the rest is phase 2's
+        entry = f"{database} = host={host} port={port} dbname={database}"
+        want = (
+            re.sub(rf"(?m)^{re.escape(database)} = .*$", lambda _: entry, have)
+            if known(have) and have
+            else f"<pgbouncer.ini with {entry}>"
+        )
         system.converge_file(
             s.new,
             INI,
-            ini_text(s, database, primary),
+            want,
             have,
             header=HEADER,
             force=False,

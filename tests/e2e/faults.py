@@ -1,7 +1,8 @@
 """Killing `fab` at a chosen step, the moment the run log shows that step's first command.
 
-The run log (logs/demo.log) gets `{"step": TITLE}` when a step opens and a line with `command` once each
-command has run: SIGKILL then leaves the hosts exactly as that command left them, with nothing cleaned up.
+The run log (logs/<settings file name>.log) gets `{"step": TITLE}` when a step opens and a line with
+`command` once each command has run: SIGKILL then leaves the hosts exactly as that command left them, with
+nothing cleaned up.
 """
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .conftest import FAB, REPO
-
-RUN_LOG = REPO / "logs" / "demo.log"
 
 
 @dataclass
@@ -43,21 +42,22 @@ def kill(proc: subprocess.Popen) -> None:
 
 
 def run_killed_at(step: str, *task: str, command: str = "", delay: float = 0.0, action=kill,
-                  timeout: float = 600) -> Run:
+                  timeout: float = 600, settings: str = "env/demo.env") -> Run:
     """Run `fab -H old,new TASK...` and SIGKILL it right after the first command of `step` (or, with
     `command`, after the step's first command containing that text), `delay` seconds later. `action`
-    replaces the kill (it gets the fab process)."""
-    offset = RUN_LOG.stat().st_size if RUN_LOG.exists() else 0
+    replaces the kill (it gets the fab process). `settings`: the settings file (its run log is watched)."""
+    run_log = REPO / "logs" / f"{Path(settings).stem}.log"
+    offset = run_log.stat().st_size if run_log.exists() else 0
     out_dir = REPO / "build" / "fault-runs"
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / f"{len(list(out_dir.iterdir())):03d}-{step.replace(' ', '-').replace('/', '')}.out"
-    env = {**os.environ, "MIGRATION_ENV": "env/demo.env"}
+    env = {**os.environ, "MIGRATION_ENV": settings}
     with out_path.open("w") as out:
         proc = subprocess.Popen([str(FAB), "-S", "docker/ssh_config", "-H", "old,new", *task], cwd=REPO,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
         in_step, hit, deadline = False, False, time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline and not hit:
-            offset, records = _lines_from(RUN_LOG, offset)
+            offset, records = _lines_from(run_log, offset)
             for record in records:
                 if record.get("step") == step:
                     in_step = True
