@@ -70,10 +70,10 @@ class PoolState(Fact["Pool | None"]):
     )
 
     def command(self) -> Cmd:
+        # as root (status batches it with other facts), the console over the socket as PgBouncer's own user
         return Cmd(
-            f"psql -XAq -F '|' -h {mastodon_env.POOLER_SOCKET_DIR} -p {self.port} -U pgbouncer pgbouncer "
-            "-c 'SHOW DATABASES'",
-            user="postgres",
+            f"runuser -u postgres -- psql -XAq -F '|' -h {mastodon_env.POOLER_SOCKET_DIR} -p {self.port} "
+            "-U pgbouncer pgbouncer -c 'SHOW DATABASES'"
         )
 
     def parse(self, out: Output) -> Pool | None:

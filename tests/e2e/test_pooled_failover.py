@@ -21,6 +21,7 @@ from .traffic import Traffic, missing_ids
 
 pytestmark = pytest.mark.docker
 UNITS = ("mastodon-web", "mastodon-sidekiq", "mastodon-streaming")
+HELD = "FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()"
 ADMIN = ["sudo", "-u", "postgres", "psql", "-XAtq", "-h", "/var/run/postgresql", "-p", "6432", "-U",
          "pgbouncer", "pgbouncer", "-c"]
 
@@ -58,13 +59,15 @@ def test_a_pause_that_cannot_finish_changes_nothing(pair, pooled):
     env, tokens = pooled
     held = subprocess.Popen(["docker", "exec", "-u", "mastodon", pair.container("new"), "psql", "-XAtq", "-h",
                              "/var/run/postgresql", "-p", "6432", "-d", "mastodon_production", "-c",
-                             "BEGIN; SELECT pg_sleep(25); COMMIT;"], stdout=subprocess.DEVNULL)
+                             "BEGIN; SELECT pg_sleep(120); COMMIT;"], stdout=subprocess.DEVNULL)
     try:
-        time.sleep(2)
+        wait_until(lambda: sql(pair, "old", f"SELECT count(*) {HELD}") != "0", 20,
+                   "the transaction to run on old's PostgreSQL")
         result = fab("-H", "old,new", "phase3-failover", env=env, timeout=900)
         assert result.returncode != 0 and "could not pause within 5 s" in result.stdout + result.stderr
         assert "Traceback" not in result.stdout + result.stderr
     finally:
+        sql(pair, "old", f"SELECT pg_cancel_backend(pid) {HELD}")
         held.wait(timeout=60)
     assert sql(pair, "old", "SELECT pg_is_in_recovery()") == "f"  # old is still the primary
     assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "t"

@@ -318,6 +318,7 @@ def test_with_pgbouncer_status_names_its_server_and_a_pause_keeps_phase3_open(tm
     from .test_subsystem_facts import SHOW_DATABASES
 
     pooled = load(tmp_path, DATABASE_ENDPOINT="pgbouncer")
+    assert "SHOW DATABASES" in status.new_facts(planning(pooled)).command().script  # one batch, as root
     after = NEW_PROMOTED + f"@@ pgbouncer\n{SHOW_DATABASES}@@= 0\n"
     evidence = facts(pooled, after, OLD_DRAINED, dns=answers("old", "old"))
     assert states(pooled, evidence)[0][:3] == ["done", "done", "done"]
