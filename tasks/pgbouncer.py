@@ -215,7 +215,11 @@ def ensure_on_new(s: Session) -> None:
             s.new.run(system.systemctl("enable", "--now", UNIT))
         elif changed:
             s.new.run(system.systemctl("reload", UNIT))
-        host = mastodon_env.pooler_address(values or {})
+        host = (
+            mastodon_env.pooler_address(values)
+            if values is not None
+            else "<its socket directory or 127.0.0.1>"
+        )
         login = Secret((values or {}).get("DB_PASS", ""), "DB_PASS in old's .env.production")
         s.new.wait_for(
             CanWrite(
@@ -309,7 +313,7 @@ def point_at(s: Session, primary: str) -> None:
         want = (
             re.sub(rf"(?m)^{re.escape(database)} = .*$", lambda _: entry, have)
             if known(have) and have
-            else f"<pgbouncer.ini with {entry}>"
+            else f"<pgbouncer.ini, its database line now host={host} port={port}>"
         )
         system.converge_file(
             s.new,
