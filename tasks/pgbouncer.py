@@ -106,12 +106,14 @@ def server(s: Session, primary: str) -> tuple[str, int]:
 POOL_DEFAULTS = {"max_client_conn": 200, "default_pool_size": 20}
 
 
-def pool_sizes(s: Session, values: dict | None) -> dict[str, int]:
+def pool_sizes(s: Session, values: dict | None) -> dict[str, int | str]:
     """PgBouncer's pool sizes: old's own PgBouncer's where old's Mastodon goes through one (so new keeps what
     old's admin chose), else POOL_DEFAULTS."""
     port = mastodon_env.database_address(values)[1] if values is not None else "<DB_PORT>"
     front = s.old.fact(DatabaseFront(port), then="PgBouncer there: new's takes its pool sizes")
-    if not (known(front) and front.pgbouncer):
+    if s.planning:  # what the run will find
+        return {key: f"<old's PgBouncer's {key}, else {value}>" for key, value in POOL_DEFAULTS.items()}
+    if not front.pgbouncer:
         return dict(POOL_DEFAULTS)
     text = s.old.fact(FileText(front.config)) or ""
     found = dict(POOL_DEFAULTS)
