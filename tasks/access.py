@@ -39,6 +39,11 @@ def names(values: dict[str, str] | None) -> tuple[str, str]:
     return values.get("DB_USER") or "mastodon", values.get("DB_NAME") or "mastodon_production"
 
 
+def pgpass_prefix(cfg, database: str, role: str) -> str:
+    """The start of the ~mastodon/.pgpass line that holds the tunnel's password (the password follows)."""
+    return f"127.0.0.1:{cfg.tunnel_port}:{database}:{role}:"
+
+
 def pgpass(s: Session, remote: Remote) -> str:
     return f"{remote.fact(HomeDir(s.settings.mastodon_user), planned='/home/mastodon')}/.pgpass"
 
@@ -68,7 +73,7 @@ def ensure_access(s: Session) -> None:
         )
         ours = s.new.fact(ACCESS_RECORD, then="a record means the password is this tool's")
         path = pgpass(s, s.new)
-        prefix = f"127.0.0.1:{cfg.tunnel_port}:{database}:{role}:"
+        prefix = pgpass_prefix(cfg, database, role)
         present = s.new.fact(
             CountLines(path, prefix, cfg.mastodon_user), then="with `t` above and 1 here, access is in place"
         )
@@ -143,7 +148,7 @@ def remove_access(s: Session) -> None:
             return
         role, database = (record["role"], record["database"]) if record else ("<DB_USER>", "<DB_NAME>")
         system.remove_marked_lines(
-            s.new, pgpass(s, s.new), f"127.0.0.1:{cfg.tunnel_port}:{database}:{role}:", user=cfg.mastodon_user
+            s.new, pgpass(s, s.new), pgpass_prefix(cfg, database, role), user=cfg.mastodon_user
         )
         if not record or not record.get("had_password"):
             s.new.run(psql(f"ALTER ROLE {role} PASSWORD NULL;", cfg.pg_port))

@@ -39,13 +39,17 @@ IDENT_MAP = "mastodon-migration"
 PAUSE_SECONDS = 5  # running transactions get this long to end before the pause gives up
 
 
-def admin(cfg, sql: str) -> Cmd:
-    """A command on PgBouncer's admin console, over its socket as the Unix user it runs as."""
+def console(port: int, sql: str) -> Cmd:
+    """A command on PgBouncer's admin console, over its socket as the Unix user it runs as (started as root,
+    so that status can batch it with other facts)."""
     return Cmd(
-        f"psql -XAq -F '|' -h {mastodon_env.POOLER_SOCKET_DIR} -p {cfg.pgbouncer_port} -U pgbouncer "
-        f"pgbouncer -c {shlex.quote(sql)}",
-        user="postgres",
+        f"runuser -u postgres -- psql -XAq -F '|' -h {mastodon_env.POOLER_SOCKET_DIR} -p {port} "
+        f"-U pgbouncer pgbouncer -c {shlex.quote(sql)}"
     )
+
+
+def admin(cfg, sql: str) -> Cmd:
+    return console(cfg.pgbouncer_port, sql)
 
 
 @dataclass(frozen=True)
@@ -70,11 +74,7 @@ class PoolState(Fact["Pool | None"]):
     )
 
     def command(self) -> Cmd:
-        # as root (status batches it with other facts), the console over the socket as PgBouncer's own user
-        return Cmd(
-            f"runuser -u postgres -- psql -XAq -F '|' -h {mastodon_env.POOLER_SOCKET_DIR} -p {self.port} "
-            "-U pgbouncer pgbouncer -c 'SHOW DATABASES'"
-        )
+        return console(self.port, "SHOW DATABASES")
 
     def parse(self, out: Output) -> Pool | None:
         lines = [x for x in out.stdout.splitlines() if "|" in x]
@@ -143,7 +143,7 @@ def _password(s: Session, values: dict | None, role: str, database: str) -> Secr
     ~mastodon/.pgpass) where old's Mastodon logs in by peer."""
     if values is not None and values.get("DB_PASS"):
         return Secret(values["DB_PASS"], "DB_PASS in old's .env.production")
-    prefix = f"127.0.0.1:{s.settings.tunnel_port}:{database}:{role}:"
+    prefix = access.pgpass_prefix(s.settings, database, role)
     text = s.new.fact(SecretFileText(access.pgpass(s, s.new), s.settings.mastodon_user))
     lines = [x for x in (text or "").splitlines() if x.startswith(prefix)] if known(text) else []
     if known(text) and not lines:
@@ -255,11 +255,10 @@ def _defines_databases(text) -> bool:
 
 
 @contextmanager
-def paused(s: Session) -> Iterator[None]:
+def paused(s: Session, database: str) -> Iterator[None]:
     """PgBouncer paused for the body, and always resumed after it (an error, Ctrl-C). PAUSE waits for the
     running transactions, PAUSE_SECONDS at most: when they do not end, it resumes, and says who held it."""
     cfg = s.settings
-    _, _, database = _names(s)
     with s.step(
         "pause PgBouncer",
         "new's Mastodon's queries wait in PgBouncer from here until it resumes, instead of failing; running "
@@ -296,10 +295,9 @@ def _bounded(cmd: Cmd) -> Cmd:
     return Cmd(f"timeout {PAUSE_SECONDS} {cmd.script}", user=cmd.user)
 
 
-def point_at(s: Session, primary: str) -> None:
+def point_at(s: Session, primary: str, database: str) -> None:
     """PgBouncer's database entry names `primary`'s PostgreSQL; RELOAD applies it (no client is cut off)."""
     cfg = s.settings
-    _, _, database = _names(s)
     host, port = server(s, primary)
     with s.step(
         f"PgBouncer on new points at {primary}'s PostgreSQL",
@@ -339,10 +337,10 @@ def promote_paused(s: Session, catchup_timeout: float) -> dict | None:
     host, port = server(s, "new")
     if known(pool) and pool is not None and (pool.host, pool.port) == (host, str(port)) and not pool.paused:
         return postgres.promote_new(s, catchup_timeout)  # done before: nothing to hold
-    with paused(s):
+    with paused(s, database):
         promoted = postgres.promote_new(s, catchup_timeout)
         if s.planning or promoted or postgres.promoted_record(s):
-            point_at(s, "new")
+            point_at(s, "new", database)
     return promoted
 
 

@@ -55,6 +55,19 @@ def port_for(pair, address):
     return pair.https_port({OLD: "old", NEW: "new"}[address])
 
 
+def resolver(pair, bind, seen: set | None = None):
+    """The client's resolver: the authoritative answer, asked each second; the port of the host it names
+    (each address it saw goes into `seen`)."""
+    def route():
+        if not hasattr(route, "at") or time.monotonic() - route.at > 1:
+            answer = dns.query.udp(dns.message.make_query("social.test", "A"), "127.0.0.1",
+                                   port=bind.port, timeout=2)
+            route.address, route.at = answer.answer[0][0].address, time.monotonic()
+            (seen if seen is not None else set()).add(route.address)
+        return port_for(pair, route.address)
+    return route
+
+
 def record_of(bind) -> str:
     """The A record as BIND holds it, TTL included."""
     query = dns.message.make_query("social.test", "A")
@@ -81,14 +94,7 @@ def test_rfc2136_cutover_moves_the_live_client_with_zero_failures(pair, tokens, 
             DNS_VERIFY_SERVERS=bind.server))}
         seen = set()
 
-        def route():  # the client's resolver: the authoritative answer, asked each second
-            if not hasattr(route, "at") or time.monotonic() - route.at > 1:
-                answer = dns.query.udp(dns.message.make_query("social.test", "A"), "127.0.0.1",
-                                       port=bind.port, timeout=2)
-                route.address, route.at = answer.answer[0][0].address, time.monotonic()
-                seen.add(route.address)
-            return port_for(pair, route.address)
-
+        route = resolver(pair, bind, seen)
         result, traffic = run_across(pair, tokens, route, "phase4-dns", env=env)
         assert result.returncode == 0, result.stdout + result.stderr
         assert seen == {OLD, NEW}, seen

@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import dns.message
-import dns.query
 import pytest
 
 from tasks import settings
@@ -27,7 +25,7 @@ from tests.fakes.bind import Bind
 from .conftest import PAIR_JSON, REPO, Pair, fab
 from .faults import LINE_SEPARATORS, missing_from_feeds, started_twice
 from .test_phase1 import sql
-from .test_phase4 import NEW, ZONE, port_for, record_of, run_across, settings_file
+from .test_phase4 import NEW, ZONE, record_of, resolver, run_across, settings_file
 from .tokens import active_accounts
 from .traffic import Traffic, missing_ids
 
@@ -186,14 +184,7 @@ def test_phase4_and_cleanup(variant, tmp_path):
             tmp_path, DNS_PROVIDER="rfc2136", RFC2136_SERVER="127.0.0.1", RFC2136_PORT=bind.port,
             RFC2136_KEY_NAME="migration.key", RFC2136_KEY_FILE=bind.key_file,
             DNS_VERIFY_SERVERS=bind.server, DATABASE_ENDPOINT=variant.endpoint))}
-        def route():  # the client's resolver: the authoritative answer, asked each second
-            if not hasattr(route, "at") or time.monotonic() - route.at > 1:
-                answer = dns.query.udp(dns.message.make_query("social.test", "A"), "127.0.0.1",
-                                       port=bind.port, timeout=2)
-                route.address, route.at = answer.answer[0][0].address, time.monotonic()
-            return port_for(pair, route.address)
-
-        result, traffic = run_across(pair, tokens, route, "phase4-dns", env=env)
+        result, traffic = run_across(pair, tokens, resolver(pair, bind), "phase4-dns", env=env)
         assert result.returncode == 0, result.stdout + result.stderr
         assert traffic.failures == [], traffic.summary()
         assert NEW in record_of(bind)
