@@ -39,12 +39,12 @@ IDENT_MAP = "mastodon-migration"
 PAUSE_SECONDS = 5  # running transactions get this long to end before the pause gives up
 
 
-def console(port: int, sql: str) -> Cmd:
-    """A command on PgBouncer's admin console, over its socket as the Unix user it runs as (started as root,
-    so that status can batch it with other facts)."""
+def console(port: int, *sql: str) -> Cmd:
+    """Commands on PgBouncer's admin console, in one psql, over its socket as the Unix user it runs as
+    (started as root, so that status can batch it with other facts)."""
     return Cmd(
         f"runuser -u postgres -- psql -XAq -F '|' -h {mastodon_env.POOLER_SOCKET_DIR} -p {port} "
-        f"-U pgbouncer pgbouncer -c {shlex.quote(sql)}"
+        "-U pgbouncer pgbouncer " + " ".join(f"-c {shlex.quote(x)}" for x in sql)
     )
 
 
@@ -255,9 +255,10 @@ def _defines_databases(text) -> bool:
 
 
 @contextmanager
-def paused(s: Session, database: str) -> Iterator[None]:
+def paused(s: Session, database: str, pool) -> Iterator[None]:
     """PgBouncer paused for the body, and always resumed after it (an error, Ctrl-C). PAUSE waits for the
-    running transactions, PAUSE_SECONDS at most: when they do not end, it resumes, and says who held it."""
+    running transactions, PAUSE_SECONDS at most: when they do not end, it resumes, and says who held it.
+    `pool`: PgBouncer's entry as read just before (paused already when an earlier run stopped inside)."""
     cfg = s.settings
     with s.step(
         "pause PgBouncer",
@@ -265,11 +266,6 @@ def paused(s: Session, database: str) -> Iterator[None]:
         f"transactions get {PAUSE_SECONDS} s to end",
         undo=f"{admin(cfg, 'RESUME ' + database).line()} (on new)",
     ):
-        pool = s.new.fact(
-            PoolState(cfg.pgbouncer_port, database), then="`paused` 1: an earlier run paused it"
-        )
-        if known(pool) and pool is None:
-            raise StepFailed("PgBouncer on new does not answer: run phase2-proxy again. Nothing was changed.")
         if not (known(pool) and pool.paused):
             try:
                 s.new.run(_bounded(admin(cfg, f"PAUSE {database}")))
@@ -285,18 +281,47 @@ def paused(s: Session, database: str) -> Iterator[None]:
     try:
         yield
     finally:
-        with s.step("resume PgBouncer", "new's Mastodon's waiting queries go on, to the server it now names"):
-            s.new.run(admin(cfg, f"RESUME {database}"))
+        with s.step(
+            "resume PgBouncer",
+            "new's Mastodon's waiting queries go on, to the server it now names (SHOW POOLS first, in the "
+            "same command: how long the longest of them waited)",
+            undo="not needed: resuming ends the pause, and changes nothing else",
+        ):
+            out = s.new.run(console(cfg.pgbouncer_port, "SHOW POOLS", f"RESUME {database}"))
             if not s.planning:
-                s.say(f"==> PgBouncer was paused for {time.time() - started:.1f} s")
+                waited = longest_wait(out.stdout, database)
+                s.say(
+                    f"==> PgBouncer was paused for {time.time() - started:.1f} s"
+                    + (f"; the longest a query waited: {waited:.1f} s" if waited is not None else "")
+                )
+
+
+def longest_wait(show_pools: str, database: str) -> float | None:
+    """The longest wait of a client queued for `database`, from SHOW POOLS (maxwait and maxwait_us);
+    None when the output has no such row."""
+    lines = [x for x in show_pools.splitlines() if "|" in x]
+    if not lines:
+        return None
+    header = lines[0].split("|")
+    waits = [
+        int(row.get("maxwait", 0) or 0) + int(row.get("maxwait_us", 0) or 0) / 1e6
+        for row in (dict(zip(header, line.split("|"), strict=False)) for line in lines[1:])
+        if row.get("database") == database
+    ]
+    return max(waits) if waits else None
 
 
 def _bounded(cmd: Cmd) -> Cmd:
     return Cmd(f"timeout {PAUSE_SECONDS} {cmd.script}", user=cmd.user)
 
 
-def point_at(s: Session, primary: str, database: str) -> None:
-    """PgBouncer's database entry names `primary`'s PostgreSQL; RELOAD applies it (no client is cut off)."""
+def _points_at(pool, host: str, port: int) -> bool:
+    return known(pool) and pool is not None and (pool.host, pool.port) == (host, str(port))
+
+
+def point_at(s: Session, primary: str, database: str, pool, ini) -> None:
+    """PgBouncer's database entry names `primary`'s PostgreSQL; RELOAD applies it (no client is cut off).
+    `pool` and `ini` (pgbouncer.ini's text) were read before the pause, which holds no read but this."""
     cfg = s.settings
     host, port = server(s, primary)
     with s.step(
@@ -304,43 +329,39 @@ def point_at(s: Session, primary: str, database: str) -> None:
         f"its database entry becomes host={host} port={port}, then RELOAD",
         undo="not needed after the promotion: new's PostgreSQL is the only primary",
     ):
-        pool = s.new.fact(PoolState(cfg.pgbouncer_port, database), then="already there: skip the rest")
-        if known(pool) and pool is not None and (pool.host, pool.port) == (host, str(port)):
+        if _points_at(pool, host, port):
             return
-        have = s.new.fact(FileText(INI))
-        # only the database line changes (no read of old inside the pause): the rest is phase 2's
+        # only the database line changes: the rest is phase 2's, which kept any file it replaced
         entry = f"{database} = host={host} port={port} dbname={database}"
         want = (
-            re.sub(rf"(?m)^{re.escape(database)} = .*$", lambda _: entry, have)
-            if known(have) and have
+            re.sub(rf"(?m)^{re.escape(database)} = .*$", lambda _: entry, ini)
+            if known(ini) and ini
             else f"<pgbouncer.ini, its database line now host={host} port={port}>"
         )
-        system.converge_file(
-            s.new,
-            INI,
-            want,
-            have,
-            header=HEADER,
-            force=False,
-            owner="postgres",
-            mode="0640",
-        )
+        if want != ini:
+            s.new.write_file(INI, want, owner="postgres", mode="0640")
         s.new.run(admin(cfg, "RELOAD"))
 
 
 def promote_paused(s: Session, catchup_timeout: float) -> dict | None:
     """The promotion with Mastodon's queries held in PgBouncer: pause, fence, prove, promote, point PgBouncer
-    at new, resume. Returns the promotion's record when this run promoted new."""
+    at new, resume. Everything that only reads comes first, so the pause holds the switch alone. Returns the
+    promotion's record when this run promoted new."""
     cfg = s.settings
     _, _, database = _names(s)
-    pool = s.new.fact(PoolState(cfg.pgbouncer_port, database))
-    host, port = server(s, "new")
-    if known(pool) and pool is not None and (pool.host, pool.port) == (host, str(port)) and not pool.paused:
-        return postgres.promote_new(s, catchup_timeout)  # done before: nothing to hold
-    with paused(s, database):
-        promoted = postgres.promote_new(s, catchup_timeout)
-        if s.planning or promoted or postgres.promoted_record(s):
-            point_at(s, "new", database)
+    pool = s.new.fact(
+        PoolState(cfg.pgbouncer_port, database),
+        then="at new's PostgreSQL, not paused: the switch is done; paused: an earlier run stopped inside it",
+    )
+    if known(pool) and pool is None:
+        raise StepFailed("PgBouncer on new does not answer: run phase2-proxy again. Nothing was changed.")
+    found = postgres.takeover_ready(s)
+    if _points_at(pool, *server(s, "new")) and not pool.paused:
+        return None if found is None else postgres.take_over(s, found, catchup_timeout)
+    ini = s.new.fact(FileText(INI), then="its database line is rewritten inside the pause")
+    with paused(s, database, pool):
+        promoted = None if found is None else postgres.take_over(s, found, catchup_timeout)
+        point_at(s, "new", database, pool, ini)
     return promoted
 
 

@@ -820,14 +820,15 @@ def promote_replica(s: Session, old_control: Control | None) -> None:
         "new becomes the primary; its replication settings are removed",
         undo="none: new is the primary from here on (old stays down and fenced; see cleanup)",
     ):
-        s.new.run(psql("SELECT pg_promote(true, 60);", cfg.pg_port))
-        s.new.wait_for(
-            Query("SELECT pg_is_in_recovery();", cfg.pg_port, "prints `f` once new has left recovery"),
-            lambda v: v == "f",
-            what="new has left recovery",
-            timeout=60,
-            interval=0.2,
-        )
+        done = s.new.run(psql("SELECT pg_promote(true, 60);", cfg.pg_port))
+        if s.planning or done.stdout.strip() != "t":  # `t`: it waited until new left recovery
+            s.new.wait_for(
+                Query("SELECT pg_is_in_recovery();", cfg.pg_port, "prints `f` once new has left recovery"),
+                lambda v: v == "f",
+                what="new has left recovery",
+                timeout=60,
+                interval=0.2,
+            )
         record_promotion(s, old_control.checkpoint_lsn if old_control else "<old's last checkpoint>")
 
 
@@ -837,22 +838,22 @@ def record_promotion(s: Session, old_checkpoint: str, **more) -> None:
     s.new.run(
         psql(
             "ALTER SYSTEM RESET primary_conninfo;\nALTER SYSTEM RESET primary_slot_name;\n"
-            "SELECT pg_reload_conf();\nCHECKPOINT;",
+            "SELECT pg_reload_conf();",
             cfg.pg_port,
         )
     )
-    timeline = s.new.fact(
+    # the timeline from the WAL file's name: a promotion does not wait for its checkpoint, so
+    # pg_control_checkpoint() may still show the old timeline for a while
+    where = s.new.fact(
         Query(
-            "SELECT timeline_id FROM pg_control_checkpoint();",
+            "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int || ' ' "
+            "|| pg_current_wal_lsn();",
             cfg.pg_port,
-            "prints new's timeline (one more than old's)",
+            "prints new's timeline (one more than old's) and its WAL position",
         ),
-        planned="<timeline>",
+        planned="<timeline> <position>",
     )
-    position = s.new.fact(
-        Query("SELECT pg_current_wal_lsn();", cfg.pg_port, "prints new's WAL position"),
-        planned="<position>",
-    )
+    timeline, _, position = where.partition(" ") if known(where) else ("<timeline>", "", "<position>")
     record = {
         "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "timeline": timeline,
@@ -927,9 +928,20 @@ def promoted_record(s: Session) -> dict | None:
     return record if known(record) else None
 
 
-def promote_new(s: Session, catchup_timeout: float = 30) -> dict | None:
-    """Fence, prove, promote, each part checking first: a run stopped anywhere is continued by the next.
-    Returns the failover record when new became the primary in this run (None: it already was)."""
+@dataclass(frozen=True)
+class Takeover:
+    """What the failover found before changing anything: where old's cluster is, how far an earlier run got
+    (the failover record), and whether old is still untouched."""
+
+    place: ClusterPlace
+    old: OldCluster
+    record: dict
+
+
+def takeover_ready(s: Session) -> Takeover | None:
+    """The reads and checks that come before the fence (a replica fit to take over, the tunnel up), made
+    apart from it so that PgBouncer's pause holds nothing but the switch itself. None: new is the primary
+    already (accepted, and recorded when an earlier run stopped before its record)."""
     current = standby(s, then="`f|...` (not in recovery) means new is already the primary")
     if known(current) and current and not current.in_recovery:
         accept_promotion(s)
@@ -941,14 +953,26 @@ def promote_new(s: Session, catchup_timeout: float = 30) -> dict | None:
         _require_ready(s)
     else:
         s.say("old is fenced already (a run stopped after the fence): the failover continues from there")
-    with fence_lifted_on_failure(s, place) as progress:
-        control, record = fence_old(s, place, old, record)
+    return Takeover(place, old, record)
+
+
+def take_over(s: Session, found: Takeover, catchup_timeout: float) -> dict:
+    """Fence, prove, promote, from what `takeover_ready` found; returns the failover record."""
+    with fence_lifted_on_failure(s, found.place) as progress:
+        control, record = fence_old(s, found.place, found.old, found.record)
         if control is not None and control.state != "shut down":
             raise StepFailed(f"old's cluster did not shut down cleanly (state: {control.state})")
         wait_caught_up(s, record.get("old_checkpoint", "<old's Latest checkpoint location>"), catchup_timeout)
         progress["promoting"] = True
         promote_replica(s, control)
     return record
+
+
+def promote_new(s: Session, catchup_timeout: float = 30) -> dict | None:
+    """Fence, prove, promote, each part checking first: a run stopped anywhere is continued by the next.
+    Returns the failover record when new became the primary in this run (None: it already was)."""
+    found = takeover_ready(s)
+    return None if found is None else take_over(s, found, catchup_timeout)
 
 
 def _require_ready(s: Session) -> None:

@@ -103,3 +103,23 @@ def test_pgbouncer_names_its_server_and_whether_it_is_paused():
     assert pgbouncer.PoolState(6432, "other").parse(Output(0, SHOW_DATABASES)) is None
     refused = Output(2, "", 'psql: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.6432"')
     assert pgbouncer.PoolState(6432, "mastodon_production").parse(refused) is None
+
+
+# SHOW POOLS on the default pair's new after phase 2 (PgBouncer 1.18, Debian 12); the paused variant has
+# clients queued, the longest for 1.25 s
+SHOW_POOLS = (
+    "database|user|cl_active|cl_waiting|cl_active_cancel_req|cl_waiting_cancel_req|sv_active|sv_active_cancel|"
+    "sv_being_canceled|sv_idle|sv_used|sv_tested|sv_login|maxwait|maxwait_us|pool_mode\n"
+    "mastodon_production|mastodon|36|0|0|0|0|0|0|4|0|0|0|0|0|transaction\n"
+    "pgbouncer|pgbouncer|1|0|0|0|0|0|0|0|0|0|0|0|0|statement\n(2 rows)\n"
+)
+
+
+def test_the_longest_wait_is_read_from_show_pools():
+    from tasks import pgbouncer
+
+    assert pgbouncer.longest_wait(SHOW_POOLS, "mastodon_production") == 0
+    waiting = SHOW_POOLS.replace("|36|0|0|0|0|0|0|4|0|0|0|0|0|", "|2|34|0|0|0|0|0|0|0|0|0|1|250000|")
+    assert pgbouncer.longest_wait(waiting, "mastodon_production") == 1.25
+    assert pgbouncer.longest_wait(SHOW_POOLS, "other") is None
+    assert pgbouncer.longest_wait("", "mastodon_production") is None
