@@ -118,12 +118,8 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
     sidekiq.drain_old(s, drain_timeout)
     transfer.sync_media(s, "last pass, after old's Sidekiq stopped: the files it wrote until then")
     pooled = s.settings.database_endpoint == "pgbouncer"
-    if pooled:  # Mastodon's queries wait in PgBouncer across the promotion; no Mastodon process restarts
-        promoted = pgbouncer.promote_paused(s, catchup_timeout)
-        changed = False
-    else:
-        promoted = postgres.promote_new(s, catchup_timeout)  # its record, when this run promoted new
-        changed = mastodon.use_local_database(s)
+    promoted = promote_with_endpoint(s, catchup_timeout)  # its record, when this run promoted new
+    changed = False if pooled else mastodon.use_local_database(s)
     record = promoted or postgres.failover_record(s)
     if promoted or changed or record.get("stage") != "done":
         if not pooled:  # web first: it takes the writes; the rest follows once writes flow again
@@ -149,6 +145,13 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
     postgres.keep_old_down(s, record)
 
 
+def promote_with_endpoint(s: Session, catchup_timeout: float) -> dict | None:
+    """The promotion, as the database endpoint needs it: with PgBouncer, its queries held across it."""
+    if s.settings.database_endpoint == "pgbouncer":  # no Mastodon process restarts
+        return pgbouncer.promote_paused(s, catchup_timeout)
+    return postgres.promote_new(s, catchup_timeout)
+
+
 @two_host_task(help={"timeout": "seconds to wait for the queues to empty"})
 def drain(s: Session, timeout=300):
     """Stop old's Mastodon after draining Sidekiq; move schedule/retry/dead jobs to new's Redis."""
@@ -158,10 +161,11 @@ def drain(s: Session, timeout=300):
 
 @two_host_task(help={"catchup_timeout": "seconds new may take to reach old's last WAL position"})
 def promote(s: Session, catchup_timeout=30):
-    """Fence old's PostgreSQL, prove new has every WAL record, then promote new."""
+    """Fence old's PostgreSQL, prove new has every WAL record, then promote new (with PgBouncer: paused
+    across it, then pointed at new)."""
     nginx.require_proxy(s)
     require_old_mastodon_stopped(s)
-    postgres.promote_new(s, float(catchup_timeout))
+    promote_with_endpoint(s, float(catchup_timeout))
 
 
 @two_host_task(

@@ -260,7 +260,7 @@ SCHEMA = {
     "MASTODON_STREAMING_SERVICE": (_unit, "mastodon-streaming"),
     "MASTODON_WEB_PORT": (_port, "3000"),
     "MASTODON_STREAMING_PORT": (_port, "4000"),
-    "DATABASE_ENDPOINT": (_endpoint, "direct"),
+    "DATABASE_ENDPOINT": (_endpoint, "pgbouncer"),
     "PGBOUNCER_PORT": (_port, "6432"),
     "SMOKE_TEST_TOKEN_FILE": (_optional(_local_path), ""),
     "SSH_KNOWN_HOSTS": (_optional(_local_path), ""),

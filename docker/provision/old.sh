@@ -222,6 +222,8 @@ ENV
 # host trusted here, unlike real hosts that talk over public addresses.
 TRUSTED_PROXY_IP=127.0.0.1/8,::1/128
 S3_ENABLED=false
+# The stand-in's web boots like Puma: each start or reload takes 10 s, so a failover that restarts it shows
+BOOT_SECONDS=10
 ENV
   if [ -f "$STANDIN_SRC/env.production.extra" ]; then
     # Settings the stand-in documents as needed beyond Mastodon's.

@@ -126,11 +126,12 @@ PHASE3_STEPS = (  # in their order; a renamed or removed step fails the tests (i
     "drain old's Sidekiq",
     "move Sidekiq's jobs to new",
     "media sync",
+    "pause PgBouncer",
     "fence old",
     "prove new has everything",
     "promote new",
-    "point Mastodon at new's database",
-    "restart Mastodon on new",
+    "PgBouncer on new points at new's PostgreSQL",
+    "resume PgBouncer",
     "verify",
     "Mastodon's sidekiq, streaming on new run with the current settings",
     "build home feeds",
@@ -188,15 +189,26 @@ def assert_promoted_with_nothing_lost(pair, token: str, runs: list[Run], acknowl
     states = [pair.exec("new", "systemctl", "is-active", f"mastodon-{unit}").stdout.strip()
               for unit in ("web", "sidekiq", "streaming")]
     assert states == ["active"] * 3
-    # sidekiq and streaming started after the promotion and the last change of .env.production
-    changed = max(float(pair.exec("new", "stat", "-c", "%.6Y", path, check=True).stdout)
-                  for path in ("/home/mastodon/live/.env.production",
-                               "/var/lib/mastodon-migration/promotion.json"))
-    for unit in ("mastodon-sidekiq", "mastodon-streaming"):  # boot time + the unit's monotonic start
+    # sidekiq and streaming started after the last change of .env.production (they run with the current
+    # settings; web reloads), and every unit before the promotion: PgBouncer held the queries across it, so
+    # phase 3 restarted nothing
+    changed, promoted = (float(pair.exec("new", "stat", "-c", "%.6Y", path, check=True).stdout)
+                         for path in ("/home/mastodon/live/.env.production",
+                                      "/var/lib/mastodon-migration/promotion.json"))
+    for unit, started in units_started(pair).items():
+        assert started < promoted, f"{unit} restarted in phase 3"
+        assert unit == "mastodon-web" or started > changed, f"{unit} runs with older settings"
+
+
+def units_started(pair, host: str = "new") -> dict[str, float]:
+    """When each of Mastodon's units on a host last started, in epoch seconds (boot + its monotonic start)."""
+    found = {}
+    for unit in ("mastodon-web", "mastodon-sidekiq", "mastodon-streaming"):
         script = (f"systemctl show -p ActiveEnterTimestampMonotonic --value {unit}; "
                   "cut -d' ' -f1 /proc/uptime; date +%s.%N")
-        started, uptime, now = pair.sh("new", script).stdout.split()
-        assert float(now) - float(uptime) + int(started) / 1e6 > changed, f"{unit} runs with older settings"
+        started, uptime, now = pair.sh(host, script).stdout.split()
+        found[unit] = float(now) - float(uptime) + int(started) / 1e6
+    return found
 
 
 def fan_out_on_old_only(pair) -> None:

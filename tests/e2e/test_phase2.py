@@ -70,6 +70,20 @@ def test_phase2_switches_under_live_traffic_with_zero_failures(pair, accounts, t
     assert access_log_lines(pair, "new") > new_requests_before + 20
 
 
+def test_new_mastodon_reaches_its_database_through_pgbouncer_on_new(pair, accounts):
+    """PgBouncer on new (the default DATABASE_ENDPOINT), its auth file private, its one database entry at
+    old's PostgreSQL through the tunnel; new's Mastodon reaches it over the socket, as old's reached its
+    database, with prepared statements off (transaction pooling)."""
+    env = pair.exec("new", "cat", "/home/mastodon/live/.env.production", check=True).stdout.splitlines()
+    assert {"DB_HOST=/var/run/postgresql", "DB_PORT=6432", "PREPARED_STATEMENTS=false"} <= set(env)
+    assert pair.exec("new", "systemctl", "is-active", "pgbouncer").stdout.strip() == "active"
+    mode = pair.exec("new", "stat", "-c", "%a %U", "/etc/pgbouncer/userlist.txt", check=True).stdout.split()
+    assert mode == ["600", "postgres"]
+    databases = pair.exec("new", "sudo", "-u", "postgres", "psql", "-XAtq", "-h", "/var/run/postgresql", "-p",
+                          "6432", "-U", "pgbouncer", "pgbouncer", "-c", "SHOW DATABASES", check=True).stdout
+    assert "mastodon_production|127.0.0.1|5433|" in databases
+
+
 def web_log(pair, host):
     return pair.sh(host, "journalctl -u mastodon-web --no-pager | tail -300").stdout
 

@@ -13,6 +13,7 @@ import pytest
 
 from . import state
 from .conftest import REPO, fab
+from .faults import units_started
 from .test_phase1 import PSQL, sql, wait_until
 from .tokens import active_accounts
 from .traffic import Traffic, missing_ids
@@ -20,13 +21,11 @@ from .traffic import Traffic, missing_ids
 pytestmark = pytest.mark.docker
 
 TUNNEL = "mastodon-migration-tunnel"
-# What the failover may still cost clients today (requests fail while new takes over). The PgBouncer
-# issue brings each of these to 0.
-MAX_REPORTED_WINDOW_S = 10.0  # the write-unavailability window the tool prints
-MAX_CLIENT_WINDOW_S = 5.0  # the client's view: its first failed request to the next success
-MAX_FAILED_REQUESTS = 100
 MEASURED: dict = {}  # this tool's failover, as measured here, for the baseline file
 OLD_UNITS = ("mastodon-web", "mastodon-sidekiq", "mastodon-streaming")
+HELD = "FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()"
+PGBOUNCER = ["sudo", "-u", "postgres", "psql", "-XAtq", "-h", "/var/run/postgresql", "-p", "6432", "-U",
+             "pgbouncer", "pgbouncer", "-c"]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +86,31 @@ def test_refused_with_replication_broken(pair, tokens):
                "replication to resume")
 
 
+def test_a_pause_that_cannot_finish_changes_nothing(pair, tokens):
+    """A transaction held open through new's PgBouncer: the pause gives up after 5 s, resumes, and phase 3
+    stops before the fence (its drain has stopped old's Mastodon, as a re-run would anyway)."""
+    held = subprocess.Popen(["docker", "exec", "-u", "mastodon", pair.container("new"), "psql", "-XAtq", "-h",
+                             "/var/run/postgresql", "-p", "6432", "-d", "mastodon_production", "-c",
+                             "BEGIN; SELECT pg_sleep(120); COMMIT;"], stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: sql(pair, "old", f"SELECT count(*) {HELD}") != "0", 20,
+                   "the transaction to run on old's PostgreSQL")
+        result = fab("-H", "old,new", "phase3-failover", timeout=900)
+        assert result.returncode != 0 and "could not pause within 5 s" in result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+    finally:
+        sql(pair, "old", f"SELECT pg_cancel_backend(pid) {HELD}")
+        held.wait(timeout=60)
+    assert sql(pair, "old", "SELECT pg_is_in_recovery()") == "f"  # old is still the primary
+    assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "t"
+    hba = pair.exec("old", "cat", "/etc/postgresql/15/main/pg_hba.conf").stdout
+    assert "mastodon-migration fence" not in hba
+    databases = pair.exec("new", *PGBOUNCER, "SHOW DATABASES", check=True).stdout
+    assert "|127.0.0.1|5433|" in databases and "|1|0" not in databases  # through the tunnel, resumed
+    status, _, body = pair.request("POST", "/api/v1/statuses", token=tokens[0], body={"status": "not paused"})
+    assert status == 200, body
+
+
 def test_a_tunnel_that_dies_before_catch_up_brings_old_back(pair, tokens):
     assert fab("-H", "old,new", "drain", timeout=300).returncode == 0
     # On old, the moment the fence is written, the tunnel's ssh session dies (before the shutdown checkpoint
@@ -132,6 +156,7 @@ def test_failover_under_live_load_loses_no_acknowledged_write(pair, tokens, orig
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     traffic = Traffic(pair, tokens, writes_per_second=20, reads_per_second=5).start()
     time.sleep(3)
+    before = units_started(pair)
     result = fab("-H", "old,new", "phase3-failover", timeout=900)
     time.sleep(3)
     traffic.stop()
@@ -148,12 +173,12 @@ def test_failover_under_live_load_loses_no_acknowledged_write(pair, tokens, orig
     MEASURED.update(acknowledged=len(traffic.acknowledged), lost=len(lost), failed=len(traffic.failures),
                     window_s=float(window.group(1)), client_window_s=round(client_window, 2))
     assert lost == []
-    fenced, accepted = float(window.group(2)), float(window.group(3))
-    outside = [r for r in traffic.failures if r.wall_ended < fenced - 0.5 or r.wall_started > accepted + 0.5]
-    assert outside == [], outside[:5]
-    assert float(window.group(1)) <= MAX_REPORTED_WINDOW_S
-    assert client_window <= MAX_CLIENT_WINDOW_S
-    assert len(traffic.failures) <= MAX_FAILED_REQUESTS, traffic.summary()
+    # the queries waited in PgBouncer: not one request failed, and no Mastodon unit on new restarted
+    assert traffic.failures == [], traffic.summary()
+    paused = r"PgBouncer was paused for [\d.]+ s; the longest a query waited: [\d.]+ s"
+    assert re.search(paused, result.stdout), result.stdout[-3000:]
+    after = units_started(pair)  # epoch seconds, to a few ms (boot time + monotonic start)
+    assert all(abs(after[unit] - started) < 0.5 for unit, started in before.items()), (before, after)
     assert sql(pair, "new", "SELECT count(*) FROM mig_uncommitted", "mastodon_production") == "0"
     # old's durable Sidekiq state is on new exactly once
     for key, jids in original_jobs.items():
@@ -219,8 +244,8 @@ def test_the_naive_order_of_the_original_procedure_loses_writes(pair, tokens):
                   check=True)
     pair.exec("new", "sh", "-c", "systemctl reload mastodon-web && systemctl restart mastodon-sidekiq "
               "mastodon-streaming", check=True)
-    time.sleep(5)
-    traffic.stop()
+    time.sleep(12)  # web boots for 10 s (BOOT_SECONDS), its requests waiting
+    traffic.stop(stalls=True)
     lost = missing_ids(pair, "new", traffic.acknowledged)
     report = {"naive_order": {"acknowledged": len(traffic.acknowledged), "lost": len(lost),
                               "failed": len(traffic.failures)}}

@@ -1,7 +1,8 @@
 """Phase 3 killed at every one of its steps, under live load (part of `make test`; `make faults` kills each
 step on a pair of its own). Each run is SIGKILLed right after the first command of the next step, the
 previous run's kill having left the hosts at the step before: every step is entered once with the hosts as
-a kill left them, and the last run converges.
+a kill left them, and the last run converges, with no Mastodon unit on new restarted (PgBouncer held the
+queries, even while a kill left it paused).
 
 Runs on a fresh pair (it brings one up and runs phases 1 and 2), after test_phase3 and before test_phase4,
 which then works on the pair this test promoted.
@@ -21,6 +22,7 @@ from .faults import (
     seed_jobs,
 )
 from .test_phase1 import wait_until
+from .test_phase3 import PGBOUNCER
 from .traffic import Traffic
 
 pytestmark = pytest.mark.docker
@@ -44,6 +46,10 @@ def test_phase3_killed_at_every_step_converges(pair, fresh_tokens):
             killed = run_killed_at(step, "phase3-failover")
             runs.append(killed)
             assert killed.killed, f"the run ended before step {step!r} began:\n{killed.output[-3000:]}"
+            if step == "fence old":  # killed inside the pause: PgBouncer stays paused, and status says so
+                assert "|1|0" in pair.exec("new", *PGBOUNCER, "SHOW DATABASES", check=True).stdout
+                report = run("status", timeout=300)
+                assert "PgBouncer on new is paused" in report.output, report.output[-3000:]
             if step == "drain old's Sidekiq":  # once more, right after the quiet signal
                 quiet = run_killed_at(step, "phase3-failover", command="TSTP")
                 runs.append(quiet)

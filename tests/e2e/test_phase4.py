@@ -18,7 +18,7 @@ from tests.fakes.cloudflare_api import FakeCloudflare
 
 from . import state
 from .conftest import REPO, fab
-from .test_phase1 import PSQL
+from .test_phase1 import PSQL, wait_until
 from .tokens import active_accounts
 from .traffic import Traffic, missing_ids
 
@@ -157,17 +157,29 @@ def test_cleanup_shows_a_plan_then_leaves_nothing_behind(pair, tokens):
     again = fab("-H", "old,new", "cleanup", "--apply", timeout=300)
     assert again.returncode == 0
     assert state.changes(before, state.both(pair)) == []
-    # the instance still works on new, and its Mastodon logs in the way old's did
+    # the instance still works on new, through PgBouncer, even on connections made after cleanup (web
+    # restarted: it boots again)
+    pair.exec("new", "systemctl", "restart", "mastodon-web", check=True)
+
+    def posted():
+        try:
+            return pair.request("POST", "/api/v1/statuses", host="new", token=tokens[0],
+                                body={"status": "after cleanup"})[0] == 200
+        except OSError:  # web still boots
+            return False
+
+    wait_until(posted, 60, "a post on new after cleanup")
     status, _, _ = pair.request("GET", "/api/v1/timelines/home", host="new", token=tokens[0])
     assert status == 200
-    posted, _, body = pair.request("POST", "/api/v1/statuses", host="new", token=tokens[0],
-                                   body={"status": "after cleanup"})
-    assert posted == 200, body
+    # new's Mastodon logs in the way old's did (same host form and password), at PgBouncer's port
     old_env = pair.exec("old", "cat", "/home/mastodon/live/.env.production", check=True).stdout
     new_env = pair.exec("new", "cat", "/home/mastodon/live/.env.production", check=True).stdout
-    for key in ("DB_HOST", "DB_PORT", "DB_PASS"):
+    for key in ("DB_HOST", "DB_PASS"):
         assert [x for x in new_env.splitlines() if x.startswith(key + "=")] == \
             [x for x in old_env.splitlines() if x.startswith(key + "=")], key
+    assert {"DB_PORT=6432", "PREPARED_STATEMENTS=false"} <= set(new_env.splitlines())
+    if pair.info["profile"] == "default":  # PgBouncer needs the tunnel's password no more
+        assert "mastodon" not in pair.exec("new", "cat", "/etc/pgbouncer/userlist.txt").stdout
     if pair.info["profile"] == "default":  # old's role had no password: new's has none after cleanup
         no_password = "SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'mastodon'"
         assert pair.exec("new", *PSQL, "-c", no_password).stdout.strip() == "t"

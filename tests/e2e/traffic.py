@@ -102,11 +102,14 @@ class Traffic:
             self._threads.append(thread)
         return self
 
-    def stop(self) -> "Traffic":
+    def stop(self, stalls: bool = False) -> "Traffic":
+        """`stalls`: the run under test may hold requests for long (a restart while web boots), and the
+        client's pace is not checked."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
-        self.expect_at_least(time.monotonic() - self.started)
+        if not stalls:
+            self.expect_at_least(time.monotonic() - self.started)
         return self
 
     @property
