@@ -74,12 +74,12 @@ class Stream(threading.Thread):
         while not self.stop.is_set():
             try:
                 port = self.route()
-                if self.reconnects:
-                    self.catch_up(port)
                 raw = socket.create_connection(("127.0.0.1", port), timeout=10)
                 uri = f"wss://{self.pair.domain}:{port}/api/v1/streaming?stream=user&access_token={self.token}"
                 with connect(uri, sock=raw, ssl=self.pair.ssl_context(), server_hostname=self.pair.domain,
                              proxy=None, open_timeout=10, compression=None) as ws:
+                    if self.reconnects:  # subscribed again: what was published meanwhile is in the timeline
+                        self.catch_up(port)
                     while not self.stop.is_set():
                         try:
                             message = json.loads(ws.recv(timeout=0.5))
