@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import dns.message  # noqa: E402
 import dns.query  # noqa: E402
 
 from tests.e2e.conftest import Pair  # noqa: E402
+from tests.e2e.streaming import Stream, followed_by_follower  # noqa: E402
 from tests.e2e.tokens import active_accounts, follower_pair  # noqa: E402
 from tests.e2e.traffic import Traffic, missing_ids  # noqa: E402
 from tests.fakes.bind import Bind  # noqa: E402
@@ -46,50 +45,6 @@ ns1     IN A    127.0.0.1
 
 def say(text: str) -> None:
     print(f"demo: {text}", flush=True)
-
-
-class Stream(threading.Thread):
-    """One user's streaming WebSocket, opened through whichever host DNS names; reconnects when dropped and
-    then, as Mastodon's web client does, fetches the home timeline since the newest status it had."""
-
-    def __init__(self, pair: Pair, token: str, route, hosts: dict[int, str]):
-        super().__init__(daemon=True)
-        self.pair, self.token, self.route, self.hosts = pair, token, route, hosts
-        self.received: set[str] = set()  # through the WebSocket
-        self.fetched: set[str] = set()  # by the catch-up after a reconnect
-        self.reconnects = 0
-        self.stop = threading.Event()
-
-    def catch_up(self, port: int) -> None:
-        newest = max(self.received | self.fetched, key=int, default=None)
-        while newest:  # min_id pages forward from the newest status the client had
-            page = self.pair.json("GET", f"/api/v1/timelines/home?min_id={newest}&limit=40",
-                                  host=self.hosts[port], token=self.token)
-            self.fetched.update(str(status["id"]) for status in page)
-            newest = max((str(status["id"]) for status in page), key=int, default=None)
-
-    def run(self) -> None:
-        from websockets.sync.client import connect
-
-        while not self.stop.is_set():
-            try:
-                port = self.route()
-                raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-                uri = f"wss://{self.pair.domain}:{port}/api/v1/streaming?stream=user&access_token={self.token}"
-                with connect(uri, sock=raw, ssl=self.pair.ssl_context(), server_hostname=self.pair.domain,
-                             proxy=None, open_timeout=10, compression=None) as ws:
-                    if self.reconnects:  # subscribed again: what was published meanwhile is in the timeline
-                        self.catch_up(port)
-                    while not self.stop.is_set():
-                        try:
-                            message = json.loads(ws.recv(timeout=0.5))
-                        except TimeoutError:
-                            continue
-                        if message.get("event") == "update":
-                            self.received.add(str(json.loads(message["payload"])["id"]))
-            except Exception:  # dropped (a restart on the way): reconnect, as a browser does
-                self.reconnects += 1
-                time.sleep(0.5)
 
 
 def demo_env(bind: Bind) -> Path:
@@ -247,9 +202,7 @@ def main() -> int:
     finally:
         bind.stop()
     lost = missing_ids(pair, "new", traffic.acknowledged)
-    # The follower's stream carries the statuses of the accounts it follows (the seed: the next ten).
-    followed = {a.token for a in accounts if 1 < int(a.username[4:]) <= 11}
-    expected = {r.status_id for r in traffic.requests if r.kind == "write" and r.ok and r.token in followed}
+    expected = stream.expected(traffic, followed_by_follower(accounts))
     data = report(steps, traffic, lost, stream, expected)
     (BUILD / "report.json").write_text(json.dumps(data, indent=2) + "\n")
     (BUILD / "report.md").write_text(markdown(data))

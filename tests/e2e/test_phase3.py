@@ -14,8 +14,9 @@ import pytest
 from . import state
 from .conftest import REPO, fab
 from .faults import units_started
+from .streaming import Stream, followed_by_follower
 from .test_phase1 import PSQL, sql, wait_until
-from .tokens import active_accounts
+from .tokens import active_accounts, follower_pair
 from .traffic import Traffic, missing_ids
 
 pytestmark = pytest.mark.docker
@@ -154,12 +155,19 @@ def test_failover_under_live_load_loses_no_acknowledged_write(pair, tokens, orig
          "BEGIN; CREATE TABLE IF NOT EXISTS mig_uncommitted (v text); COMMIT; "
          "BEGIN; INSERT INTO mig_uncommitted VALUES ('never committed'); SELECT pg_sleep(600); COMMIT;"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # a user's WebSocket, through old's proxy to new's streaming server, open across the failover
+    stream = Stream(pair, follower_pair(pair)[1].token)
+    stream.start()
+    assert stream.connected.wait(30), "the WebSocket did not open"
     traffic = Traffic(pair, tokens, writes_per_second=20, reads_per_second=5).start()
     time.sleep(3)
     before = units_started(pair)
     result = fab("-H", "old,new", "phase3-failover", timeout=900)
     time.sleep(3)
     traffic.stop()
+    time.sleep(2)  # the last statuses' fan-out
+    stream.stop.set()
+    stream.join(timeout=10)
     open_transaction.kill()
     assert result.returncode == 0, result.stdout + result.stderr
     window = re.search(r"write-unavailability window: ([\d.]+) s, from the fence of old \(epoch ([\d.]+)\) "
@@ -179,6 +187,10 @@ def test_failover_under_live_load_loses_no_acknowledged_write(pair, tokens, orig
     assert re.search(paused, result.stdout), result.stdout[-3000:]
     after = units_started(pair)  # epoch seconds, to a few ms (boot time + monotonic start)
     assert all(abs(after[unit] - started) < 0.5 for unit, started in before.items()), (before, after)
+    # the WebSocket stayed open and carried every status of the accounts its user follows
+    expected = stream.expected(traffic, followed_by_follower(active_accounts(pair)))
+    assert len(expected) > 20 and stream.reconnects == 0
+    assert sorted(expected - stream.received) == []
     assert sql(pair, "new", "SELECT count(*) FROM mig_uncommitted", "mastodon_production") == "0"
     # old's durable Sidekiq state is on new exactly once
     for key, jids in original_jobs.items():

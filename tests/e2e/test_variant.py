@@ -24,9 +24,10 @@ from tests.fakes.bind import Bind
 
 from .conftest import PAIR_JSON, REPO, Pair, fab
 from .faults import LINE_SEPARATORS, missing_from_feeds, started_twice
+from .streaming import Stream, followed_by_follower
 from .test_phase1 import sql
 from .test_phase4 import NEW, ZONE, record_of, resolver, run_across, settings_file
-from .tokens import active_accounts
+from .tokens import active_accounts, follower_pair
 from .traffic import Traffic, missing_ids
 
 pytestmark = pytest.mark.docker
@@ -114,6 +115,7 @@ def test_phases_1_to_3_move_every_write_and_job_exactly_once(variant):
     pooled, pair = variant.endpoint == "pgbouncer", variant.pair
     tokens = [account.token for account in active_accounts(pair)]
     jobs = seed_jobs(pair)
+    stream = Stream(pair, follower_pair(pair)[1].token)
     traffic = Traffic(pair, tokens, writes_per_second=10, reads_per_second=2).start()
     try:
         for phase in ("phase1-replicate", "phase2-proxy"):
@@ -126,13 +128,22 @@ def test_phases_1_to_3_move_every_write_and_job_exactly_once(variant):
         port = "DB_PORT=6432" if pooled else "DB_PORT=5433"
         assert {"DB_HOST=127.0.0.1", port, "PREPARED_STATEMENTS=false"} <= set(env.splitlines())
         assert "NOAUTH" in pair.exec("new", "redis-cli", "PING").stdout
+        stream.start()  # a user's WebSocket through old's proxy to new's streaming, open across phase 3
+        assert stream.connected.wait(30), "the WebSocket did not open"
         result = variant.fab("phase3-failover")
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
         time.sleep(3)
     finally:
-        traffic.stop()
-    if pooled:  # the queries waited in PgBouncer across the promotion
+        traffic.stop(stalls=not pooled)
+        time.sleep(2)  # the last statuses' fan-out
+        stream.stop.set()
+        if stream.ident:  # started
+            stream.join(timeout=10)
+    if pooled:  # the queries waited in PgBouncer across the promotion; streaming stayed up and complete
         assert traffic.failures == [], traffic.summary()
+        expected = stream.expected(traffic, followed_by_follower(active_accounts(pair)))
+        assert len(expected) > 5 and stream.reconnects == 0
+        assert sorted(expected - stream.received) == []
     assert "Traceback" not in result.stdout + result.stderr
     # new is the primary; old's cluster (found by pg_lsclusters, not by its folder's name) will not start
     assert sql(pair, "new", "SELECT pg_is_in_recovery()") == "f"
