@@ -283,11 +283,12 @@ def paused(s: Session, database: str, pool) -> Iterator[None]:
     finally:
         with s.step(
             "resume PgBouncer",
-            "new's Mastodon's waiting queries go on, to the server it now names (SHOW POOLS first, in the "
-            "same command: how long the longest of them waited)",
+            "RELOAD (pgbouncer.ini's server, if it changed, holds for the connections PgBouncer opens from "
+            "now on), SHOW POOLS (how long the longest waiting query waited), RESUME: new's Mastodon's "
+            "waiting queries go on; one command, so the pause lasts no longer than needed",
             undo="not needed: resuming ends the pause, and changes nothing else",
         ):
-            out = s.new.run(console(cfg.pgbouncer_port, "SHOW POOLS", f"RESUME {database}"))
+            out = s.new.run(console(cfg.pgbouncer_port, "RELOAD", "SHOW POOLS", f"RESUME {database}"))
             if not s.planning:
                 waited = longest_wait(out.stdout, database)
                 s.say(
@@ -320,13 +321,12 @@ def _points_at(pool, host: str, port: int) -> bool:
 
 
 def point_at(s: Session, primary: str, database: str, pool, ini) -> None:
-    """PgBouncer's database entry names `primary`'s PostgreSQL; RELOAD applies it (no client is cut off).
-    `pool` and `ini` (pgbouncer.ini's text) were read before the pause, which holds no read but this."""
-    cfg = s.settings
+    """PgBouncer's database entry names `primary`'s PostgreSQL in pgbouncer.ini; the resume's RELOAD applies
+    it (no client is cut off). `pool` and `ini` (the file's text) were read before the pause."""
     host, port = server(s, primary)
     with s.step(
         f"PgBouncer on new points at {primary}'s PostgreSQL",
-        f"its database entry becomes host={host} port={port}, then RELOAD",
+        f"its database entry in pgbouncer.ini becomes host={host} port={port} (RELOAD comes with RESUME)",
         undo="not needed after the promotion: new's PostgreSQL is the only primary",
     ):
         if _points_at(pool, host, port):
@@ -340,7 +340,6 @@ def point_at(s: Session, primary: str, database: str, pool, ini) -> None:
         )
         if want != ini:
             s.new.write_file(INI, want, owner="postgres", mode="0640")
-        s.new.run(admin(cfg, "RELOAD"))
 
 
 def promote_paused(s: Session, catchup_timeout: float) -> dict | None:
@@ -359,10 +358,12 @@ def promote_paused(s: Session, catchup_timeout: float) -> dict | None:
     if _points_at(pool, *server(s, "new")) and not pool.paused:
         return None if found is None else postgres.take_over(s, found, catchup_timeout)
     ini = s.new.fact(FileText(INI), then="its database line is rewritten inside the pause")
-    with paused(s, database, pool):
-        promoted = None if found is None else postgres.take_over(s, found, catchup_timeout)
+    with paused(s, database, pool):  # the promotion's record waits until the queries run again
+        failover = None if found is None else postgres.take_over(s, found, catchup_timeout, record=False)
         point_at(s, "new", database, pool, ini)
-    return promoted
+    if failover is not None:
+        postgres.record_promotion(s, failover.get("old_checkpoint", "<old's Latest checkpoint location>"))
+    return failover
 
 
 def forget_tunnel_password(s: Session) -> None:

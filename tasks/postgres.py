@@ -813,11 +813,11 @@ def wait_caught_up(s: Session, checkpoint: str, timeout: float) -> None:
             ) from None
 
 
-def promote_replica(s: Session, old_control: Control | None) -> None:
+def promote_replica(s: Session) -> None:
     cfg = s.settings
     with s.step(
         "promote new",
-        "new becomes the primary; its replication settings are removed",
+        "new becomes the primary",
         undo="none: new is the primary from here on (old stays down and fenced; see cleanup)",
     ):
         done = s.new.run(psql("SELECT pg_promote(true, 60);", cfg.pg_port))
@@ -829,11 +829,19 @@ def promote_replica(s: Session, old_control: Control | None) -> None:
                 timeout=60,
                 interval=0.2,
             )
-        record_promotion(s, old_control.checkpoint_lsn if old_control else "<old's last checkpoint>")
 
 
 def record_promotion(s: Session, old_checkpoint: str, **more) -> None:
     """new's replication settings go; promotion.json records the new timeline and position."""
+    with s.step(
+        "record the promotion",
+        "new's replication settings go; promotion.json on new records its timeline and position",
+        undo="not needed: a record of what happened",
+    ):
+        _record(s, old_checkpoint, **more)
+
+
+def _record(s: Session, old_checkpoint: str, **more) -> None:
     cfg = s.settings
     s.new.run(
         psql(
@@ -899,7 +907,7 @@ def accept_promotion(s: Session) -> None:
             f"new left old's timeline {fork.parent} at {fork.lsn}, after old's shutdown checkpoint "
             f"{checkpoint}: it holds every write old acknowledged"
         )
-        record_promotion(s, checkpoint, accepted="the promotion was recorded by a later run")
+        _record(s, checkpoint, accepted="the promotion was recorded by a later run")
 
 
 def keep_old_down(s: Session, record: dict | None = None) -> None:
@@ -956,16 +964,21 @@ def takeover_ready(s: Session) -> Takeover | None:
     return Takeover(place, old, record)
 
 
-def take_over(s: Session, found: Takeover, catchup_timeout: float) -> dict:
-    """Fence, prove, promote, from what `takeover_ready` found; returns the failover record."""
+def take_over(s: Session, found: Takeover, catchup_timeout: float, record: bool = True) -> dict:
+    """Fence, prove, promote, from what `takeover_ready` found; returns the failover record. `record`: the
+    promotion is recorded here (else the caller calls `record_promotion` once clients run again: a run
+    stopped in between is accepted by the next, from the timeline's fork)."""
     with fence_lifted_on_failure(s, found.place) as progress:
-        control, record = fence_old(s, found.place, found.old, found.record)
+        control, failover = fence_old(s, found.place, found.old, found.record)
         if control is not None and control.state != "shut down":
             raise StepFailed(f"old's cluster did not shut down cleanly (state: {control.state})")
-        wait_caught_up(s, record.get("old_checkpoint", "<old's Latest checkpoint location>"), catchup_timeout)
+        checkpoint = failover.get("old_checkpoint", "<old's Latest checkpoint location>")
+        wait_caught_up(s, checkpoint, catchup_timeout)
         progress["promoting"] = True
-        promote_replica(s, control)
-    return record
+        promote_replica(s)
+    if record:
+        record_promotion(s, checkpoint)
+    return failover
 
 
 def promote_new(s: Session, catchup_timeout: float = 30) -> dict | None:

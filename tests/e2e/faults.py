@@ -132,6 +132,7 @@ PHASE3_STEPS = (  # in their order; a renamed or removed step fails the tests (i
     "promote new",
     "PgBouncer on new points at new's PostgreSQL",
     "resume PgBouncer",
+    "record the promotion",
     "verify",
     "Mastodon's sidekiq, streaming on new run with the current settings",
     "build home feeds",
