@@ -106,6 +106,7 @@ def report(steps, traffic, lost, stream, expected_events) -> dict:
             "lost_ids": lost[:50], "streaming_events_expected": len(expected_events),
             "streaming_events_missed": len(missed), "streaming_reconnects": stream.reconnects,
             "streaming_events_missed_after_catch_up": len(missed_after_catch_up),
+            "streaming_errors": stream.errors[:10],
             "longest_failure_window_s": round(longest_failure_window(traffic.requests), 2),
             "worst_request_s": round(max(latencies(traffic.requests), default=0.0), 3),
             "first_failures": [{"status": r.status, "error": r.error[:200]} for r in traffic.failures[:5]]}

@@ -26,7 +26,8 @@ class Stream(threading.Thread):
         self.hosts = hosts or {pair.https_port(h): h for h in ("old", "new")}
         self.received: set[str] = set()  # through the WebSocket
         self.fetched: set[str] = set()  # by the catch-up after a reconnect
-        self.reconnects = 0
+        self.reconnects = 0  # connections opened after the first
+        self.errors: list[str] = []  # why a connection dropped or did not open
         self.connected_at = 0.0  # epoch seconds when its first WebSocket opened
         self.connected = threading.Event()
         self.stop = threading.Event()
@@ -55,11 +56,12 @@ class Stream(threading.Thread):
                 uri = f"wss://{self.pair.domain}:{port}/api/v1/streaming?stream=user&access_token={self.token}"
                 with connect(uri, sock=raw, ssl=self.pair.ssl_context(), server_hostname=self.pair.domain,
                              proxy=None, open_timeout=10, compression=None) as ws:
-                    if self.reconnects:  # subscribed again: what was published meanwhile is in the timeline
-                        self.catch_up(port)
-                    elif not self.connected.is_set():
+                    if not self.connected.is_set():
                         self.connected_at = time.time()
                         self.connected.set()
+                    else:  # subscribed again: what was published meanwhile is in the timeline
+                        self.reconnects += 1
+                        self.catch_up(port)
                     while not self.stop.is_set():
                         try:
                             message = json.loads(ws.recv(timeout=0.5))
@@ -67,6 +69,6 @@ class Stream(threading.Thread):
                             continue
                         if message.get("event") == "update":
                             self.received.add(str(json.loads(message["payload"])["id"]))
-            except Exception:  # dropped (a restart on the way): reconnect, as a browser does
-                self.reconnects += 1
+            except Exception as error:  # dropped (a restart on the way) or refused: again, as a browser does
+                self.errors.append(f"{time.strftime('%H:%M:%S')} {type(error).__name__}: {error}"[:300])
                 time.sleep(0.5)
