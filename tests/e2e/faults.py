@@ -43,8 +43,9 @@ def kill(proc: subprocess.Popen) -> None:
 
 def run_killed_at(step: str, *task: str, command: str = "", delay: float = 0.0, action=kill,
                   timeout: float = 600, settings: str = "env/demo.env") -> Run:
-    """Run `fab -H old,new TASK...` and SIGKILL it right after the first command of `step` (or, with
-    `command`, after the step's first command containing that text), `delay` seconds later. `action`
+    """Run `fab -H old,new TASK...` and SIGKILL it right after the first command of `step` (or as it ends,
+    when it runs none; with `command`, after the step's first command containing that text), `delay` seconds
+    later. `action`
     replaces the kill (it gets the fab process). `settings`: the settings file (its run log is watched)."""
     run_log = REPO / "logs" / f"{Path(settings).stem}.log"
     offset = run_log.stat().st_size if run_log.exists() else 0
@@ -63,6 +64,9 @@ def run_killed_at(step: str, *task: str, command: str = "", delay: float = 0.0, 
                     in_step = True
                 elif in_step and "command" in record and command in record["command"]:
                     hit = True
+                    break
+                elif in_step and not command and record.get("step_end") == step:
+                    hit = True  # it ran no command (its work was done): killed as it ends
                     break
             time.sleep(0.005)
         if hit:

@@ -26,6 +26,9 @@ from .test_phase3 import PGBOUNCER
 from .traffic import Traffic
 
 pytestmark = pytest.mark.docker
+# Once a kill stopped a run right after pg_promote, the next run records the promotion by accepting it
+# (its own step), so a chain never enters "record the promotion": test_faults kills it on a pair of its own.
+CHAIN = [step for step in PHASE3_STEPS if step != "record the promotion"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def test_phase3_killed_at_every_step_converges(pair, fresh_tokens):
     traffic = Traffic(pair, fresh_tokens, writes_per_second=10, reads_per_second=2).start()
     runs = []
     try:
-        for step in PHASE3_STEPS:
+        for step in CHAIN:
             killed = run_killed_at(step, "phase3-failover")
             runs.append(killed)
             assert killed.killed, f"the run ended before step {step!r} began:\n{killed.output[-3000:]}"
