@@ -12,7 +12,7 @@ from typing import ClassVar
 from . import mastodon_env, redis_cli, system
 from .command import Cmd, CommandFailed, Remote, Secret, Session, StepFailed, known
 from .executor import one_host_task
-from .facts import DatabaseFront, Fact, Journal, Output, SecretFileText, UnitEnabled, UnitState
+from .facts import DatabaseFront, Fact, Journal, Output, SecretFileText, UnitEnabled, UnitState, stopped
 from .settings import Settings
 
 SERVICES = ("web", "sidekiq", "streaming")
@@ -322,6 +322,22 @@ def start_services(s: Session, remote: Remote, restart: bool) -> None:
             elif restart:
                 _systemctl(remote, "reload" if name == "web" else "restart", unit)
         _wait_healthy(s, remote, chosen)
+
+
+def move_streaming_clients(s: Session) -> None:
+    """Once old proxies to new: old's streaming server hears only old's Redis, where new's Mastodon publishes
+    nothing, so its clients would hear nothing new until phase 3 stops it. Stopped now, it sends them to
+    reconnect at once: through the proxy, to new's streaming server (and Mastodon's web client fetches
+    what it missed on reconnect). Old's web and Sidekiq run on until phase 3 drains them."""
+    unit = s.settings.mastodon_streaming_service
+    with s.step(
+        "old's streaming clients reconnect to new",
+        f"{unit} stops on old: each WebSocket it held closes, and the client reconnects through the proxy "
+        "to new's streaming server",
+        undo=f"ssh {s.old.alias} -- sudo systemctl start {unit}",
+    ):
+        if not stopped(s.old.fact(UnitState(unit), then="anything but `inactive` or `failed`: stop it")):
+            s.old.run(system.systemctl("stop", unit))
 
 
 def feeds_present(s: Session, remote: Remote, env_text) -> bool | None:

@@ -11,7 +11,7 @@ from typing import ClassVar
 from . import system
 from .command import Cmd, CommandFailed, Remote, Session, StepFailed, known
 from .executor import one_host_task
-from .facts import CountLines, Fact, FileText, Output, PathExists
+from .facts import CountLines, Fact, FileText, Output, PathExists, UnitState
 from .templates import render
 
 STATE_DIR = "/var/lib/mastodon-migration/nginx"
@@ -189,6 +189,21 @@ def disable_proxy(s: Session) -> None:
             s.say(f"{site} does not proxy: nothing to undo")
             return
         install_validated(s.old, site, None, source=before)
+        start_old_streaming(s)
+
+
+def start_old_streaming(s: Session) -> None:
+    """Old serves its own clients again, WebSockets included: its streaming server, which phase 2 stopped
+    once the proxy ran, starts again (while old's web runs)."""
+    cfg = s.settings
+    unit = cfg.mastodon_streaming_service
+    if (
+        s.old.fact(UnitState(cfg.mastodon_web_service), then="`active`: old serves, so its streaming too")
+        != "active"
+    ):
+        return
+    if s.old.fact(UnitState(unit), then="anything but `active`: start it") != "active":
+        s.old.run(system.systemctl("start", unit))
 
 
 def probe_through_old(s: Session, timeout: float = 20) -> None:

@@ -81,6 +81,7 @@ def proxy(s: Session, force: bool = False, smoke_post: bool = False) -> None:
     require_replication(s, "the proxy was not switched")
     nginx.enable_proxy(s)
     nginx.probe_through_old(s)
+    mastodon.move_streaming_clients(s)
     transfer.sync_media(s, "final pass: uploads now land on new, so old's media is complete")
 
 

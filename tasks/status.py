@@ -82,6 +82,7 @@ class OldFacts:
     site: str = ""  # the nginx site that serves the domain
     proxies: bool | None = None  # None: not known (no single site found)
     units: dict[str, str] = field(default_factory=dict)
+    streaming_unit: str = ""  # stopped already in phase 2, so it says nothing of phase 3
     durable_left: list[str] = field(default_factory=list)  # Sidekiq's sets still on old
     moved: int = 0  # keys old's Sidekiq state was set aside to
     site_problem: str = ""
@@ -102,11 +103,12 @@ def old_facts(s: Session, site: str, env_text) -> Batch:
     )
 
 
-def as_old_facts(site: str, found: dict) -> OldFacts:
+def as_old_facts(cfg: Settings, site: str, found: dict) -> OldFacts:
     return OldFacts(
         site=site,
         proxies=found.get("site"),
         units=found["units"] or {},
+        streaming_unit=cfg.mastodon_streaming_service,
         durable_left=found["durable"] or [],
         moved=found["moved"] or 0,
     )
@@ -133,7 +135,7 @@ def read_old(s: Session) -> OldFacts:
         return OldFacts(unreachable=str(error))
     if not known(found):
         return OldFacts()
-    facts = as_old_facts(site, found)
+    facts = as_old_facts(cfg, site, found)
     facts.site_problem = why
     return facts
 
@@ -339,7 +341,10 @@ def _phase3(ev: Evidence) -> tuple[str, list[str]]:
         or stage
         or paused
         or old.moved
-        or (old.proxies and any(stopped(state) for state in old.units.values()))
+        or (
+            old.proxies
+            and any(stopped(state) for unit, state in old.units.items() if unit != old.streaming_unit)
+        )
     )
     return (IN_PROGRESS if started else NOT_STARTED), evidence
 

@@ -13,6 +13,7 @@ import pytest
 
 from . import state
 from .conftest import REPO, fab
+from .streaming import Stream, followed_by_follower
 from .tokens import active_accounts, follower_pair
 from .traffic import Traffic, missing_ids
 
@@ -58,16 +59,29 @@ def test_a_broken_template_is_rejected_and_old_keeps_serving(pair, accounts, tmp
 
 def test_phase2_switches_under_live_traffic_with_zero_failures(pair, accounts, tokens):
     new_requests_before = access_log_lines(pair, "new")
+    stream = Stream(pair, accounts[1].token)  # the follower's WebSocket, on old's streaming server
+    stream.start()
+    assert stream.connected.wait(30), "the WebSocket did not open"
     traffic = Traffic(pair, tokens).start()
     time.sleep(3)
     result = fab("-H", "old,new", "phase2-proxy", timeout=900)
     time.sleep(3)
     traffic.stop()
+    time.sleep(2)  # the last statuses' fan-out
+    stream.stop.set()
+    stream.join(timeout=10)
     assert result.returncode == 0, result.stdout + result.stderr
     assert traffic.failures == [], traffic.summary()
     assert len(traffic.acknowledged) > 50
     assert missing_ids(pair, "old", traffic.acknowledged) == []
     assert access_log_lines(pair, "new") > new_requests_before + 20
+    # old's streaming server stopped once the proxy ran: its client reconnected (to new's, through the
+    # proxy) once, and with its catch-up it has every status of the accounts it follows
+    assert pair.exec("old", "systemctl", "is-active", "mastodon-streaming").stdout.strip() == "inactive"
+    assert stream.reconnects == 1, stream.errors
+    expected = stream.expected(traffic, followed_by_follower(active_accounts(pair)))
+    assert len(expected) > 10
+    assert sorted(expected - stream.received - stream.fetched) == []
 
 
 def test_new_mastodon_reaches_its_database_through_pgbouncer_on_new(pair, accounts):
@@ -173,6 +187,7 @@ def test_undo_brings_old_back_with_zero_failures_and_the_phase_runs_again(pair, 
     traffic.stop()
     assert undo.returncode == 0, undo.stdout + undo.stderr
     assert undone == {"old"}
+    assert "systemctl start mastodon-streaming" in undo.stdout  # old serves its WebSockets again
     assert redo.returncode == 0, redo.stdout + redo.stderr
     assert traffic.failures == [], traffic.summary()
 

@@ -46,8 +46,9 @@ def original_jobs(pair, tokens):
 
 
 def old_untouched(pair):
-    states = [pair.exec("old", "systemctl", "is-active", unit).stdout.strip() for unit in OLD_UNITS]
-    return states == ["active"] * 3 and sql(pair, "new", "SELECT pg_is_in_recovery()") == "t"
+    """Old's web and Sidekiq still run (its streaming server stopped in phase 2), new is still a replica."""
+    states = [pair.exec("old", "systemctl", "is-active", unit).stdout.strip() for unit in OLD_UNITS[:2]]
+    return states == ["active"] * 2 and sql(pair, "new", "SELECT pg_is_in_recovery()") == "t"
 
 
 def jobs(pair, host, key):

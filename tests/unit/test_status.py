@@ -58,7 +58,7 @@ def parse_new(cfg, text):
 
 
 def parse_old(cfg, site, text):
-    return status.as_old_facts(site, status.old_facts(planning(cfg), site, None).parse(Output(0, text)))
+    return status.as_old_facts(cfg, site, status.old_facts(planning(cfg), site, None).parse(Output(0, text)))
 
 
 def test_the_scripts_silence_errors_and_mark_each_part(cfg):
@@ -158,6 +158,13 @@ def test_after_phase3_the_replica_has_gone_and_phases_1_to_3_are_done(cfg):
     assert phase3.evidence[1:] == [
         "old's Sidekiq: no schedule/retry/dead left on old, 2 key(s) set aside as mastodon-migration:moved:*",
         "new promoted at 2026-11-25T20:07:39+0000, timeline 2, WAL 0/30868E0"]
+
+
+def test_old_proxying_with_its_streaming_server_stopped_is_phase2_done_and_phase3_not_started(cfg):
+    proxying = (f"@@ site\n{MARK}\n@@= 0\n@@ units\nactive\nactive\ninactive\n@@= 3\n"
+                "@@ durable\nschedule\n@@= 0\n@@ moved\n0\n@@= 0\n")
+    copied = NEW_REPLICA.replace("@@ env\n@@= 2", "@@ env\n1\n@@= 0")
+    assert states(cfg, facts(cfg, copied, proxying, replication=report()))[0][1:3] == ["done", "not started"]
 
 
 def test_a_drain_without_promotion_is_phase3_in_progress(cfg):
