@@ -15,9 +15,9 @@ from .traffic import missing_ids
 
 pytestmark = pytest.mark.docker
 REQUESTS_PER_SECOND = 25  # docker/demo.py's client: 20 writes and 5 reads a second
-# Mastodon's streaming does not replay what a client missed while it reconnected. New's streaming no longer
+# Mastodon's streaming does not replay what a client missed while it reconnected. New's streaming never
 # restarts (PgBouncer holds the queries across the promotion), but the client's first WebSocket, opened to
-# old's streaming before the proxy, drops when phase 3 stops old's Mastodon.
+# old's streaming before the proxy, drops when phase 2 stops old's streaming server after the switch.
 MAX_STREAMING_EVENTS_MISSED = 60
 PHASES = {1: "phase1-replicate", 2: "phase2-proxy", 3: "phase3-failover", 4: "phase4-dns"}
 
