@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Iterator
 
 from . import access, mastodon_env, postgres, system
-from .command import Cmd, CommandFailed, Secret, Session, StepFailed, known
+from .command import Cmd, CommandFailed, HostUnreachable, Secret, Session, StepFailed, known
 from .facts import DatabaseFront, Fact, FileText, Output, PackageInstalled, SecretFileText, UnitState
 from .mastodon import CanWrite, env_values, read_env
 from .templates import render
@@ -288,7 +288,13 @@ def paused(s: Session, database: str, pool) -> Iterator[None]:
             "waiting queries go on; one command, so the pause lasts no longer than needed",
             undo="not needed: resuming ends the pause, and changes nothing else",
         ):
-            out = s.new.run(console(cfg.pgbouncer_port, "RELOAD", "SHOW POOLS", f"RESUME {database}"))
+            try:
+                out = s.new.run(console(cfg.pgbouncer_port, "RELOAD", "SHOW POOLS", f"RESUME {database}"))
+            except (CommandFailed, HostUnreachable) as error:  # e.g. the connection to new dropped
+                raise StepFailed(
+                    f"PgBouncer on new was not resumed ({error}): it may still hold Mastodon's queries. Run "
+                    "phase3-failover again now: it finishes what this run left and resumes it."
+                ) from None
             if not s.planning:
                 waited = longest_wait(out.stdout, database)
                 s.say(
