@@ -17,7 +17,6 @@ The admin console (PAUSE, RESUME, RELOAD, SHOW) is reached over the socket as Un
 
 from __future__ import annotations
 
-import re
 import shlex
 import time
 from contextlib import contextmanager
@@ -326,25 +325,20 @@ def _points_at(pool, host: str, port: int) -> bool:
     return known(pool) and pool is not None and (pool.host, pool.port) == (host, str(port))
 
 
-def point_at(s: Session, primary: str, database: str, pool, ini) -> None:
-    """PgBouncer's database entry names `primary`'s PostgreSQL in pgbouncer.ini; the resume's RELOAD applies
-    it (no client is cut off). `pool` and `ini` (the file's text) were read before the pause."""
+def point_at(s: Session, primary: str, database: str, pool, ini, want: str) -> None:
+    """pgbouncer.ini on new becomes `want` (its database entry at `primary`'s PostgreSQL); the resume's
+    RELOAD applies it (no client is cut off). `pool`, `ini` (the file's text) and `want` come from before
+    the pause. The whole file is written, not one line edited: a file that a killed run left cut short is
+    replaced whole by the next."""
     host, port = server(s, primary)
     with s.step(
         f"PgBouncer on new points at {primary}'s PostgreSQL",
         f"its database entry in pgbouncer.ini becomes host={host} port={port} (RELOAD comes with RESUME)",
         undo="not needed after the promotion: new's PostgreSQL is the only primary",
     ):
-        if _points_at(pool, host, port):
+        if _points_at(pool, host, port) and want == ini:
             return
-        # only the database line changes: the rest is phase 2's, which kept any file it replaced
-        entry = f"{database} = host={host} port={port} dbname={database}"
-        want = (
-            re.sub(rf"(?m)^{re.escape(database)} = .*$", lambda _: entry, ini)
-            if known(ini) and ini
-            else f"<pgbouncer.ini, its database line now host={host} port={port}>"
-        )
-        if want != ini:
+        if want != ini:  # phase 2 kept any file that this tool did not write
             s.new.write_file(INI, want, owner="postgres", mode="0640")
 
 
@@ -353,7 +347,7 @@ def promote_paused(s: Session, catchup_timeout: float) -> dict | None:
     at new, resume. Everything that only reads comes first, so the pause holds the switch alone. Returns the
     promotion's record when this run promoted new."""
     cfg = s.settings
-    _, _, database = _names(s)
+    values, _, database = _names(s)
     pool = s.new.fact(
         PoolState(cfg.pgbouncer_port, database),
         then="at new's PostgreSQL, not paused: the switch is done; paused: an earlier run stopped inside it",
@@ -363,10 +357,11 @@ def promote_paused(s: Session, catchup_timeout: float) -> dict | None:
     found = postgres.takeover_ready(s)
     if _points_at(pool, *server(s, "new")) and not pool.paused:
         return None if found is None else postgres.take_over(s, found, catchup_timeout)
-    ini = s.new.fact(FileText(INI), then="its database line is rewritten inside the pause")
+    ini = s.new.fact(FileText(INI), then="anything but the file below: it is written inside the pause")
+    want = ini_text(s, database, "new", values)
     with paused(s, database, pool):  # the promotion's record waits until the queries run again
         failover = None if found is None else postgres.take_over(s, found, catchup_timeout, record=False)
-        point_at(s, "new", database, pool, ini)
+        point_at(s, "new", database, pool, ini, want)
     if failover is not None:
         postgres.record_promotion(s, failover.get("old_checkpoint", "<old's Latest checkpoint location>"))
     return failover
