@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shlex
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from .core import UNKNOWN, Secret, StepFailed, _Unknown, known
 from .facts import Fact
 from .output import Console, Event, Progress
 from .settings import Settings
-from .shell import Cmd, Output
+from .shell import Cmd, Output, whole_file
 
 T = TypeVar("T")
 _DEFAULT = object()
@@ -235,9 +234,10 @@ class Remote:
         mode: str = "0644",
         secrets: tuple[Secret, ...] = (),
     ) -> Output:
-        """Write a whole file from stdin; `install` creates it with its final owner and mode."""
-        script = f"install -D -m {mode} -o {owner} -g {owner} /dev/stdin {shlex.quote(path)}"
-        return self.run(Cmd(script, stdin=text, secrets=secrets))
+        """Replace a whole file, or create it, with its final owner and mode (see `shell.whole_file`): a
+        transfer cut short (a killed run, a dropped connection) leaves the old file in place."""
+        script, data = whole_file(path, text, owner=owner, mode=mode)
+        return self.run(Cmd(script, stdin=data, secrets=secrets))
 
     def _execute(self, cmd: Cmd) -> Output:
         started = time.monotonic()

@@ -6,6 +6,7 @@ prints it for `fab --dry`, or hands it to the runbook, all from this one descrip
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from dataclasses import dataclass
@@ -97,6 +98,32 @@ def heredoc(text: str, delimiter: str = "EOF") -> tuple[str, str]:
     while delimiter in text.splitlines():
         delimiter += "_"
     return delimiter, text if text.endswith("\n") or not text else text + "\n"
+
+
+END_OF_FILE = "# end of file, as sent by mastodon-live-migration"
+
+
+def whole_file(path: str, text: str, *, owner: str, mode: str) -> tuple[str, str]:
+    """The script and its input that replace `path` with `text` only when all of it arrived.
+
+    The input is `text`, a newline, and the END_OF_FILE line. The script saves it in a temporary file
+    beside `path`, checks that the last line is END_OF_FILE, cuts the marker and the newline before it
+    off, and renames the file over `path`. A shell given a here-document cut short runs it anyway with
+    what arrived; the check makes that fail instead. The marker is checked rather than a byte count,
+    because a runbook's copy shows placeholders of other lengths where secrets go. The temporary file
+    starts with a dot and has no suffix, so nothing that reads a folder's `*.conf` or units picks it up."""
+    folder, name = os.path.split(path)
+    marker_bytes = len(END_OF_FILE.encode()) + 2  # the newline before the marker line, and its own
+    script = (
+        f"set -e; mkdir -p {shlex.quote(folder or '.')}\n"
+        f"t=$(mktemp {shlex.quote(os.path.join(folder, '.' + name))}.mig-XXXXXX); trap 'rm -f \"$t\"' EXIT\n"
+        f'cat > "$t"\n'
+        f'if [ "$(tail -n 1 "$t")" != {quoted(END_OF_FILE)} ]; then '
+        f"echo {quoted(f'the file arrived cut short; {path} was not changed')} >&2; exit 1; fi\n"
+        f'truncate -s -{marker_bytes} "$t"; chown {owner}:{owner} "$t"; chmod {mode} "$t"\n'
+        f'mv -f "$t" {shlex.quote(path)}'
+    )
+    return script, f"{text}\n{END_OF_FILE}\n"
 
 
 def quote(text: str) -> str:

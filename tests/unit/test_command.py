@@ -6,7 +6,7 @@ import pytest
 
 from tasks.command import UNKNOWN, Cmd, CommandFailed, Event, Live, Plan, Remote, RunLog, Secret, Session
 from tasks.facts import UnitState
-from tasks.shell import ssh_line
+from tasks.shell import ssh_line, whole_file
 
 
 class ScriptedChannel:
@@ -122,8 +122,10 @@ def test_plan_mode_records_and_touches_nothing():
     assert remote.run(Cmd("systemctl start x")).ok
     remote.write_file("/etc/x.conf", "a=1\n", owner="postgres", mode="0600")
     assert [e.kind for e in events] == ["check", "run", "run"]
-    assert events[2].cmd.line() == "sudo install -D -m 0600 -o postgres -g postgres /dev/stdin /etc/x.conf"
-    assert events[2].cmd.stdin == "a=1\n"
+    assert events[2].cmd.line() == "sudo sh -s"
+    script = events[2].cmd.script
+    assert "chown postgres:postgres" in script and 'mv -f "$t" /etc/x.conf' in script
+    assert events[2].cmd.stdin.startswith("a=1\n")
 
 
 def test_live_mode_runs_logs_and_masks(tmp_path):
@@ -207,3 +209,32 @@ def test_a_whole_file_that_is_a_secret_is_masked_wherever_the_command_is_shown(t
     log, echo = RunLog(tmp_path / "run.log"), io.StringIO()
     Remote("new", "new", Live(log, echo=echo), ScriptedConnection((0, "", ""))).run(cmd)
     assert "abcdef123456" not in echo.getvalue() + (tmp_path / "run.log").read_text()
+
+
+def _write_with_sh(tmp_path, text, cut_after=None):
+    """Run `whole_file`'s script as a host would (`sh -s`, the file as its here-document)."""
+    import getpass
+    import subprocess
+
+    user = getpass.getuser()
+    script, data = whole_file(str(tmp_path / "etc" / "x.conf"), text, owner=user, mode="0600")
+    feed = Cmd(script, stdin=data).input()
+    cut_at = feed.index(cut_after) + len(cut_after) if cut_after else None
+    return subprocess.run(["sh", "-s"], input=feed[:cut_at], text=True, capture_output=True)
+
+
+def test_a_whole_file_arrives_byte_for_byte_with_its_mode(tmp_path):
+    for text in ("a=1\nb=2\n", "no newline at the end", "", "x\n\n\n"):
+        assert _write_with_sh(tmp_path, text).returncode == 0
+        written = tmp_path / "etc" / "x.conf"
+        assert written.read_text() == text and oct(written.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in (tmp_path / "etc").iterdir()] == ["x.conf"]
+
+
+def test_a_file_cut_short_in_transfer_leaves_the_old_one(tmp_path):
+    assert _write_with_sh(tmp_path, "[pgbouncer]\nlisten_port = 6432\n").returncode == 0
+    cut = _write_with_sh(tmp_path, "[pgbouncer]\nlisten_port = 6432\npool_mode = transaction\n",
+                         cut_after="pool_")
+    assert cut.returncode != 0 and "arrived cut short" in cut.stderr
+    assert (tmp_path / "etc" / "x.conf").read_text() == "[pgbouncer]\nlisten_port = 6432\n"
+    assert [p.name for p in (tmp_path / "etc").iterdir()] == ["x.conf"]

@@ -62,9 +62,9 @@ def test_secrets_appear_only_as_references(with_token):
 
 def test_files_written_are_here_documents(example_settings):
     text = runbook.render(example_settings, only=1)
-    unit = re.search(r"ssh new -- 'sudo install -D -m 0644 -o root -g root /dev/stdin "
-                     r"/etc/systemd/system/mastodon-migration-tunnel.service' <<'EOF'\n(.*?)\nEOF\n",
-                     text, re.S)
+    unit = re.search(r"ssh new -- 'sudo sh -s' <<'EOF'\n\{ set -e; mkdir -p /etc/systemd/system\n.*?"
+                     r"mv -f \"\$t\" /etc/systemd/system/mastodon-migration-tunnel.service\n\} <<'DATA'\n"
+                     r"(.*?)\n# end of file, as sent by mastodon-live-migration\nDATA\nEOF\n", text, re.S)
     assert unit and "ExecStart=/usr/bin/ssh -N -T" in unit.group(1)
 
 
