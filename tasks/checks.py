@@ -191,19 +191,21 @@ def mastodon_login(tunnel: Output, login: Output) -> Check:
     )
 
 
-def tunnel_port(cfg: Settings, listeners: Output, tunnel: Output) -> Check:
-    """The tunnel port on new must be free, or held by the tunnel unit's own ssh."""
-    name = "tunnel port"
+def tunnel_port(
+    cfg: Settings, listeners: Output, tunnel: Output, port: int | None = None, setting: str = "TUNNEL_PORT"
+) -> Check:
+    """A tunnel's port on new (TUNNEL_PORT by default) must be free, or held by its unit's own ssh."""
+    name, port = "tunnel port", port or cfg.tunnel_port
     if not listeners.ok:
         return Check(name, "new", FAIL, f"could not list listeners: {listeners.why()}")
     found = facts.Listeners.parse(listeners)
     if not found:
-        return Check(name, "new", PASS, f"{cfg.tunnel_port} is free")
+        return Check(name, "new", PASS, f"{port} is free")
     ours = facts.UnitProcess.parse(tunnel)
     if ours.pid and all(x.pid == ours.pid or (not x.pid and x.uid == ours.uid) for x in found):
-        return Check(name, "new", PASS, f"{cfg.tunnel_port} is held by the migration tunnel")
+        return Check(name, "new", PASS, f"{port} is held by the migration tunnel")
     holders = ", ".join(f"{x.process} (pid {x.pid})" if x.pid else f"a process of uid {x.uid}" for x in found)
-    return Check(name, "new", FAIL, f"{cfg.tunnel_port} is taken by {holders}; stop it or change TUNNEL_PORT")
+    return Check(name, "new", FAIL, f"{port} is taken by {holders}; stop it or change {setting}")
 
 
 def database_front(values: dict[str, str], address: tuple[str, int], front: Output) -> Check:
