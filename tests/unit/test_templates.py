@@ -14,5 +14,5 @@ def test_tunnel_unit_renders_with_every_value():
 
 
 def test_a_missing_value_is_an_error_not_a_blank():
-    with pytest.raises(jinja2.UndefinedError, match="key_path"):
+    with pytest.raises(jinja2.UndefinedError, match="unit"):
         render("tunnel.service.j2", old_address="10.0.0.1")
