@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import ClassVar
 
 from . import mastodon_env, redis_cli, system
-from .command import Cmd, CommandFailed, Remote, Secret, Session, StepFailed, known
+from .command import Cmd, Remote, Secret, Session, StepFailed, known
 from .executor import one_host_task
 from .facts import DatabaseFront, Fact, Journal, Output, SecretFileText, UnitEnabled, UnitState, stopped
 from .settings import Settings
@@ -263,18 +263,8 @@ def restart_stale(s: Session, remote: Remote, services: str, since: tuple[str, .
         )
         for unit in chosen.values():
             if not known(current) or not current.get(unit):
-                _systemctl(remote, "restart", unit)
+                system.control_unit(remote, "restart", unit)
         _wait_healthy(s, remote, chosen)
-
-
-def _systemctl(remote: Remote, action: str, unit: str) -> None:
-    try:
-        remote.run(system.systemctl(action, unit))
-    except CommandFailed:
-        journal = remote.fact(Journal((unit,)))
-        raise StepFailed(
-            f"{unit} did not {action} on {remote.alias}. Its last journal lines:\n{journal}"
-        ) from None
 
 
 def restart_services(
@@ -299,7 +289,7 @@ def restart_services(
                 remote.fact(UnitState(unit), then="a unit that is not active is started, not reloaded")
                 == "active"
             )
-            _systemctl(
+            system.control_unit(
                 remote, "start" if start and not active else "reload" if name == "web" else "restart", unit
             )
         _wait_healthy(s, remote, chosen)
@@ -318,9 +308,9 @@ def start_services(s: Session, remote: Remote, restart: bool) -> None:
             if remote.fact(UnitEnabled(unit), then="anything but `enabled`: enable it") != "enabled":
                 remote.run(system.systemctl("enable", unit))
             if remote.fact(UnitState(unit), then="anything but `active`: start it") != "active":
-                _systemctl(remote, "start", unit)
+                system.control_unit(remote, "start", unit)
             elif restart:
-                _systemctl(remote, "reload" if name == "web" else "restart", unit)
+                system.control_unit(remote, "reload" if name == "web" else "restart", unit)
         _wait_healthy(s, remote, chosen)
 
 

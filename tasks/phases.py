@@ -20,6 +20,7 @@ from . import (
     preflight,
     redis_server,
     sidekiq,
+    streaming_relay,
     system,
     transfer,
     tunnel,
@@ -78,10 +79,12 @@ def proxy(s: Session, force: bool = False, smoke_post: bool = False) -> None:
     mastodon.smoke_test(s, post=smoke_post)
     if mastodon.feeds_present(s, s.new, mastodon.read_env(s, s.new)) is False:
         raise StepFailed("new's Redis holds no home feeds; the proxy was not switched")
+    relayed = streaming_relay.start_relay(s)
     require_replication(s, "the proxy was not switched")
     nginx.enable_proxy(s)
     nginx.probe_through_old(s)
-    mastodon.move_streaming_clients(s)
+    if not relayed:
+        mastodon.move_streaming_clients(s)
     transfer.sync_media(s, "final pass: uploads now land on new, so old's media is complete")
 
 
@@ -97,8 +100,10 @@ def phase2_proxy(s: Session, force=False, smoke_post=False):
 
 
 def require_old_mastodon_stopped(s: Session) -> None:
+    """Old's web and Sidekiq, its writers; its streaming server only reads (and may serve on, relayed)."""
     cfg = s.settings
-    states = s.old.fact(UnitStates(cfg.mastodon_services), then="each must be `inactive` or `failed`")
+    writers = (cfg.mastodon_web_service, cfg.mastodon_sidekiq_service)
+    states = s.old.fact(UnitStates(writers), then="each must be `inactive` or `failed`")
     running = [u for u, state in states.items() if not stopped(state)] if known(states) else []
     if running:
         raise StepFailed(
@@ -116,7 +121,7 @@ def failover(s: Session, catchup_timeout: float = 30, drain_timeout: float = 300
         require_replication(s, "phase 3 needs new's replica streaming with a small lag")
     elif stage == "promoted":  # before anything changes: a promotion this tool cannot vouch for stops here
         postgres.accept_promotion(s)
-    sidekiq.drain_old(s, drain_timeout)
+    sidekiq.drain_old(s, drain_timeout, keep_streaming=streaming_relay.relaying(s))
     transfer.sync_media(s, "last pass, after old's Sidekiq stopped: the files it wrote until then")
     pooled = s.settings.database_endpoint == "pgbouncer"
     promoted = promote_with_endpoint(s, catchup_timeout)  # its record, when this run promoted new
@@ -157,7 +162,7 @@ def promote_with_endpoint(s: Session, catchup_timeout: float) -> dict | None:
 def drain(s: Session, timeout=300):
     """Stop old's Mastodon after draining Sidekiq; move schedule/retry/dead jobs to new's Redis."""
     nginx.require_proxy(s)
-    sidekiq.drain_old(s, float(timeout))
+    sidekiq.drain_old(s, float(timeout), keep_streaming=streaming_relay.relaying(s))
 
 
 @two_host_task(help={"catchup_timeout": "seconds new may take to reach old's last WAL position"})
@@ -209,7 +214,10 @@ def clean_up(s: Session, stop_old_nginx: bool = False) -> None:
     if s.settings.database_endpoint == "pgbouncer":
         pgbouncer.forget_tunnel_password(s)
     postgres.remove_replication_leftovers(s)
-    if stop_old_nginx:
+    if not stop_old_nginx:
+        streaming_relay.keep(s)
+    else:
+        streaming_relay.retire(s)
         with s.step(
             "stop old's nginx",
             "DNS has moved and every resolver has let go of old's address",

@@ -189,6 +189,7 @@ class Settings:
     old_address_from_new: str
     pg_port: int
     tunnel_port: int
+    redis_tunnel_port: int
     replication_role: str
     replication_slot: str
     max_slot_wal_keep_size: str
@@ -248,6 +249,7 @@ SCHEMA = {
     "OLD_ADDRESS_FROM_NEW": (_ip, REQUIRED),
     "PG_PORT": (_port, "5432"),
     "TUNNEL_PORT": (_port, "5433"),
+    "REDIS_TUNNEL_PORT": (_port, "6380"),
     "REPLICATION_ROLE": (_pg_identifier, "mig_replicator"),
     "REPLICATION_SLOT": (_pg_identifier, "mig_new"),
     "MAX_SLOT_WAL_KEEP_SIZE": (_pg_size, "5GB"),
@@ -291,6 +293,12 @@ def _cross_checks(v: dict) -> list[str]:
         problems.append("OLD_SSH and NEW_SSH: must name two different hosts")
     if v.get("PGBOUNCER_PORT") in (v.get("PG_PORT"), v.get("TUNNEL_PORT")):
         problems.append("PGBOUNCER_PORT: must differ from PG_PORT and TUNNEL_PORT")
+    if v.get("REDIS_TUNNEL_PORT") and v.get("REDIS_TUNNEL_PORT") in (
+        v.get("PG_PORT"),
+        v.get("TUNNEL_PORT"),
+        v.get("PGBOUNCER_PORT"),
+    ):
+        problems.append("REDIS_TUNNEL_PORT: must differ from PG_PORT, TUNNEL_PORT and PGBOUNCER_PORT")
     if v.get("TUNNEL_PORT") and v.get("TUNNEL_PORT") == v.get("PG_PORT"):
         problems.append("TUNNEL_PORT: must differ from PG_PORT (new's own PostgreSQL listens there)")
     if v.get("DNS_PROVIDER") == "cloudflare" and not (

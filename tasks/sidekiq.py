@@ -155,12 +155,16 @@ def _wait_idle(s: Session, target: redis_cli.Target, timeout: float):
         ) from None
 
 
-def stop_old_mastodon(s: Session, timeout: float) -> None:
+def stop_old_mastodon(s: Session, timeout: float, keep_streaming: bool = False) -> None:
+    """`keep_streaming`: old's streaming server still serves the WebSockets it holds (fed by the streaming
+    relay); it writes nothing, so the promotion does not need it stopped."""
     cfg = s.settings
+    stopping = "old's web stops" if keep_streaming else "old's web and streaming stop"
     with s.step(
         "drain old's Sidekiq",
-        "old's web and streaming stop (the proxy sends everything to new); Sidekiq "
-        "finishes every queued job, is quieted, then stops",
+        f"{stopping} (the proxy sends everything to new); Sidekiq finishes every queued job, is quieted, "
+        "then stops"
+        + ("; old's streaming server keeps its WebSockets, fed by the relay" if keep_streaming else ""),
         undo="systemctl enable --now the units on old",
     ):
         target = redis_cli.sidekiq(env_values(read_env(s, s.old)))
@@ -168,7 +172,10 @@ def stop_old_mastodon(s: Session, timeout: float) -> None:
             UnitStates(cfg.mastodon_services), then="each unit that is not `inactive` or `failed` is stopped"
         )
         state = active if known(active) else {unit: "unknown" for unit in cfg.mastodon_services}
-        for unit in (cfg.mastodon_web_service, cfg.mastodon_streaming_service):
+        for unit in (
+            cfg.mastodon_web_service,
+            *(() if keep_streaming else (cfg.mastodon_streaming_service,)),
+        ):
             if not stopped(state[unit]):
                 s.old.run(system.systemctl("stop", unit))
         if not stopped(state[cfg.mastodon_sidekiq_service]):
@@ -279,6 +286,6 @@ def _require_found(renamed: str, aside: list) -> None:
         )
 
 
-def drain_old(s: Session, timeout: float = 300) -> None:
-    stop_old_mastodon(s, timeout)
+def drain_old(s: Session, timeout: float = 300, keep_streaming: bool = False) -> None:
+    stop_old_mastodon(s, timeout, keep_streaming)
     move_jobs(s)

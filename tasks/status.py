@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from . import mastodon, nginx, pgbouncer, postgres, redis_cli, sidekiq, tunnel
+from . import mastodon, nginx, pgbouncer, postgres, redis_cli, sidekiq, streaming_relay, tunnel
 from .command import HostUnreachable, Session, StepFailed, known
 from .dns import answers as dns_answers
 from .dns import steps as dns
@@ -37,6 +37,7 @@ DONE, IN_PROGRESS, NOT_STARTED, UNKNOWN = "done", "in progress", "not started", 
 class NewFacts:
     tunnel: str = "unknown"  # the tunnel unit's state
     tunnel_installed: bool = False
+    relay: str = "unknown"  # the streaming relay's unit state
     units: dict[str, str] = field(default_factory=dict)
     env_copied: bool = False  # .env.production written by copy-config
     promoted: dict | None = None  # what the promotion recorded
@@ -52,6 +53,7 @@ def new_facts(s: Session) -> Batch:
         (
             ("tunnel", tunnel.RUNNING),
             ("tunnel_file", tunnel.INSTALLED),
+            ("relay", streaming_relay.RUNNING),
             ("units", UnitStates(cfg.mastodon_services)),
             ("env", mastodon.EnvCopied(mastodon.env_path(s))),
             ("promoted", postgres.PROMOTED),
@@ -69,6 +71,7 @@ def as_new_facts(found: dict) -> NewFacts:
     return NewFacts(
         tunnel=found["tunnel"] or "unknown",
         tunnel_installed=bool(found["tunnel_file"]),
+        relay=found.get("relay") or "unknown",
         units=found["units"] or {},
         env_copied=bool(found["env"]),
         promoted=found["promoted"],
@@ -82,7 +85,9 @@ class OldFacts:
     site: str = ""  # the nginx site that serves the domain
     proxies: bool | None = None  # None: not known (no single site found)
     units: dict[str, str] = field(default_factory=dict)
-    streaming_unit: str = ""  # stopped already in phase 2, so it says nothing of phase 3
+    # old's streaming server serves the WebSockets it holds until old retires (fed by the streaming relay;
+    # without a relay, phase 2 stopped it): it says nothing of phase 3
+    streaming_unit: str = ""
     durable_left: list[str] = field(default_factory=list)  # Sidekiq's sets still on old
     moved: int = 0  # keys old's Sidekiq state was set aside to
     site_problem: str = ""
@@ -294,6 +299,7 @@ def _phase2(cfg: Settings, ev: Evidence) -> tuple[str, list[str]]:
         proxy,
         f"new's Mastodon: {_units(new.units)}",
         "new's .env.production: " + ("copied from old" if new.env_copied else "not copied yet"),
+        f"streaming relay on new (feeds old's streaming server): {new.relay}",
     ]
     if _pooled(cfg):
         evidence.append(
@@ -333,7 +339,8 @@ def _phase3(ev: Evidence) -> tuple[str, list[str]]:
             f"a phase 3 run stopped at stage `{stage}`"
             + (": old is fenced and takes no writes, run phase3-failover again now" if not promoted else "")
         )
-    old_down = bool(old.units) and all(stopped(state) for state in old.units.values())
+    writers = {unit: state for unit, state in old.units.items() if unit != old.streaming_unit}
+    old_down = bool(writers) and all(stopped(state) for state in writers.values())
     if promoted and old_down and not old.durable_left and stage in (None, "done") and not paused:
         return DONE, evidence
     started = bool(
@@ -341,10 +348,7 @@ def _phase3(ev: Evidence) -> tuple[str, list[str]]:
         or stage
         or paused
         or old.moved
-        or (
-            old.proxies
-            and any(stopped(state) for unit, state in old.units.items() if unit != old.streaming_unit)
-        )
+        or (old.proxies and any(stopped(state) for state in writers.values()))
     )
     return (IN_PROGRESS if started else NOT_STARTED), evidence
 
@@ -367,6 +371,10 @@ def _phase4(ev: Evidence) -> tuple[str, list[str]]:
 
 def _cleanup(ev: Evidence) -> tuple[str, list[str]]:
     evidence = [f"tunnel unit on new: {'installed' if ev.new.tunnel_installed else 'not installed'}"]
+    if ev.new.relay == "active":
+        evidence.append(
+            f"streaming relay on new: active, with old's streaming server, until `{streaming_relay.CLEANUP}`"
+        )
     return (DONE if ev.new.promoted and not ev.new.tunnel_installed else NOT_STARTED), evidence
 
 

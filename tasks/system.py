@@ -7,8 +7,8 @@ import shlex
 import time
 from typing import Iterator
 
-from .command import Cmd, Remote, StepFailed, known
-from .facts import CountLines, FileText, PresentPaths
+from .command import Cmd, CommandFailed, Remote, StepFailed, known
+from .facts import CountLines, FileText, Journal, PresentPaths
 from .shell import quoted
 
 MARK = "mastodon-migration"  # every line or block this tool adds to a shared file carries this mark
@@ -79,6 +79,17 @@ def delete_blocks(path: str, name: str, user: str) -> Cmd:
 
 def systemctl(*words: str) -> Cmd:
     return Cmd("systemctl " + " ".join(words))
+
+
+def control_unit(remote: Remote, action: str, unit: str) -> None:
+    """systemctl ACTION UNIT; when it fails, the unit's last journal lines say why."""
+    try:
+        remote.run(systemctl(action, unit))
+    except CommandFailed:
+        journal = remote.fact(Journal((unit,)))
+        raise StepFailed(
+            f"{unit} did not {action} on {remote.alias}. Its last journal lines:\n{journal}"
+        ) from None
 
 
 def converge_file(

@@ -7,12 +7,13 @@ them whenever a job falls due (a job that failed while old was fenced is retried
 from __future__ import annotations
 
 PATHS = ("/etc/postgresql", "/etc/nginx", "/etc/letsencrypt", "/etc/systemd/system",
-         "/var/lib/mastodon-migration", "/var/lib/postgresql/.ssh", "/var/lib/postgresql/.pgpass",
-         "/home/mastodon/.ssh",
+         "/var/lib/mastodon-migration", "/etc/mastodon-migration", "/usr/local/lib/mastodon-migration",
+         "/var/lib/postgresql/.ssh", "/var/lib/postgresql/.pgpass", "/home/mastodon/.ssh",
          "/home/mastodon/live/.env.production", "/var/lib/postgresql/15/main/postgresql.auto.conf",
          "/home/mastodon/live/public/system")
 UNITS = ("mastodon-web", "mastodon-sidekiq", "mastodon-streaming", "nginx", "mastodon-migration-tunnel",
-         "postgresql@15-main", "redis-server")
+         "mastodon-migration-redis-tunnel", "mastodon-migration-streaming-relay", "postgresql@15-main",
+         "redis-server")
 FILES_SCRIPT = ("find " + " ".join(PATHS) + " -xdev \\( -type f -o -type l \\) -printf '%p %m %u %s %l\\n' "
                 "2>/dev/null | sort; find " + " ".join(PATHS[:-1]) + " -xdev -type f -print0 2>/dev/null "
                 "| xargs -0 -r sha256sum | sort -k2")
