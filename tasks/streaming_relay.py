@@ -21,6 +21,7 @@ phase 2 stops old's streaming server at the switch and its clients reconnect thr
 
 from __future__ import annotations
 
+import os
 from urllib.parse import quote
 
 from . import redis_cli, system, tunnel
@@ -157,6 +158,12 @@ def retire(s: Session) -> None:
             s.new.run(Cmd(f"rm -f {UNIT_FILE}"))
             s.new.run(system.systemctl("daemon-reload"))
         system.remove_files(s.new, SCRIPT, SETTINGS_FILE)
+        folders = " ".join(os.path.dirname(path) for path in (SCRIPT, SETTINGS_FILE))
+        s.new.run(
+            Cmd(
+                f'for d in {folders}; do if [ -d "$d" ]; then rmdir --ignore-fail-on-non-empty "$d"; fi; done'
+            )
+        )
         tunnel.remove_forward(s, redis_forward(s, redis_cli.PLANNED), "the relay has stopped")
 
 

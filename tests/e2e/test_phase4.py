@@ -131,6 +131,9 @@ def test_cloudflare_cutover_keeps_the_record_proxied(pair, tokens, tmp_path):
         assert "e2e-cloudflare-token-value" not in result.stdout + result.stderr
 
 
+RELAY = "mastodon-migration-streaming-relay"
+
+
 def test_cleanup_shows_a_plan_then_leaves_nothing_behind(pair, tokens):
     plan = fab("-H", "old,new", "cleanup")
     assert plan.returncode == 0 and "nothing is changed without --apply" in plan.stdout
@@ -139,8 +142,13 @@ def test_cleanup_shows_a_plan_then_leaves_nothing_behind(pair, tokens):
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert pair.exec("new", "test", "-e",
                      "/etc/systemd/system/mastodon-migration-tunnel.service").returncode != 0
-    assert "mastodon-migration" not in pair.exec("old", "cat",
-                                                 "/var/lib/postgresql/.ssh/authorized_keys").stdout
+    # old's nginx stays by default, and with it old's streaming server and the relay that feeds it: the
+    # relay's tunnel key is the one key of the migration that old still accepts
+    keys = pair.exec("old", "cat", "/var/lib/postgresql/.ssh/authorized_keys").stdout
+    assert [x.split()[-1] for x in keys.splitlines() if "mastodon-migration" in x] == [
+        "mastodon-migration-redis-tunnel"]
+    assert pair.exec("new", "systemctl", "is-active", RELAY).stdout.strip() == "active"
+    assert pair.exec("old", "systemctl", "is-active", "mastodon-streaming").stdout.strip() == "active"
     assert "mastodon-migration" not in pair.exec("old", "cat", "/home/mastodon/.ssh/authorized_keys").stdout
     hba = pair.exec("old", "cat", "/etc/postgresql/15/main/pg_hba.conf").stdout
     assert "# BEGIN mastodon-migration fence" in hba  # old must never serve clients again
@@ -152,11 +160,23 @@ def test_cleanup_shows_a_plan_then_leaves_nothing_behind(pair, tokens):
     roles = pair.exec("new", *PSQL, "-c", role).stdout
     slots = pair.exec("new", *PSQL, "-c", "SELECT slot_name FROM pg_replication_slots").stdout
     assert (roles.strip(), slots.strip()) == ("", "")
-    assert pair.exec("new", "ls", "/var/lib/postgresql/.ssh/").stdout.count("mastodon-migration") == 0
+    assert [x for x in pair.exec("new", "ls", "/var/lib/postgresql/.ssh/").stdout.split()
+            if "mastodon-migration" in x and "redis-tunnel" not in x] == []
     before = state.both(pair)
     again = fab("-H", "old,new", "cleanup", "--apply", timeout=300)
     assert again.returncode == 0
     assert state.changes(before, state.both(pair)) == []
+    # once DNS has settled, old retires: its nginx, its streaming server, the relay and the relay's tunnel
+    retired = fab("-H", "old,new", "cleanup", "--apply", "--stop-old-nginx", timeout=300)
+    assert retired.returncode == 0, retired.stdout + retired.stderr
+    assert "mastodon-migration" not in pair.exec("old", "cat",
+                                                 "/var/lib/postgresql/.ssh/authorized_keys").stdout
+    assert pair.exec("new", "ls", "/var/lib/postgresql/.ssh/").stdout.count("mastodon-migration") == 0
+    for folder in ("/etc/mastodon-migration", "/usr/local/lib/mastodon-migration"):
+        assert pair.exec("new", "test", "-e", folder).returncode != 0, folder
+    for host, unit in (("old", "nginx"), ("old", "mastodon-streaming"), ("new", RELAY),
+                       ("new", "mastodon-migration-redis-tunnel")):
+        assert pair.exec(host, "systemctl", "is-active", unit).stdout.strip() != "active", unit
     # the instance still works on new, through PgBouncer, even on connections made after cleanup (web
     # restarted: it boots again)
     pair.exec("new", "systemctl", "restart", "mastodon-web", check=True)
