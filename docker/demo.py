@@ -25,6 +25,7 @@ import dns.message  # noqa: E402
 import dns.query  # noqa: E402
 
 from tests.e2e.conftest import Pair  # noqa: E402
+from tests.e2e.measure import failure_window, figures, inside, latencies  # noqa: E402
 from tests.e2e.streaming import Stream, followed_by_follower  # noqa: E402
 from tests.e2e.tokens import active_accounts, follower_pair  # noqa: E402
 from tests.e2e.traffic import Traffic, missing_ids  # noqa: E402
@@ -67,37 +68,12 @@ def run_step(name: str, command: str, env_file: Path) -> dict:
             "exit": result.returncode}
 
 
-def longest_failure_window(requests) -> float:
-    """The longest stretch between the first and last failure with no success in between."""
-    longest, start, last = 0.0, None, None
-    for request in sorted(requests, key=lambda r: r.wall_started):
-        if request.ok:
-            start = None
-        else:
-            start = request.wall_started if start is None else start
-            last = request.wall_ended
-            longest = max(longest, last - start)
-    return longest
-
-
-def percentile(seconds: list[float], share: float) -> float:
-    ordered = sorted(seconds)
-    return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 3) if ordered else 0.0
-
-
-def latencies(requests) -> list[float]:
-    return [r.ended - r.started for r in requests if r.ok]
-
-
 def report(steps, traffic, lost, stream, expected_events) -> dict:
     phases = []
     for step in steps:
-        inside = [r for r in traffic.requests if step["started"] <= r.wall_started <= step["ended"]]
-        phases.append({**step, "seconds": round(step["ended"] - step["started"], 1), "requests": len(inside),
-                       "failures": sum(not r.ok for r in inside),
-                       "longest_failure_window_s": round(longest_failure_window(inside), 2),
-                       "p50_s": percentile(latencies(inside), 0.5),
-                       "p99_s": percentile(latencies(inside), 0.99)})
+        during = figures(inside(traffic.requests, step["started"], step["ended"]))
+        del during["worst_request_s"]
+        phases.append({**step, "seconds": round(step["ended"] - step["started"], 1), **during})
     missed = sorted(expected_events - stream.received)
     missed_after_catch_up = sorted(expected_events - stream.received - stream.fetched)
     return {"phases": phases, "requests": len(traffic.requests), "failures": len(traffic.failures),
@@ -107,7 +83,7 @@ def report(steps, traffic, lost, stream, expected_events) -> dict:
             "streaming_events_missed": len(missed), "streaming_reconnects": stream.reconnects,
             "streaming_events_missed_after_catch_up": len(missed_after_catch_up),
             "streaming_errors": stream.errors[:10],
-            "longest_failure_window_s": round(longest_failure_window(traffic.requests), 2),
+            "longest_failure_window_s": round(failure_window(traffic.requests), 2),
             "worst_request_s": round(max(latencies(traffic.requests), default=0.0), 3),
             "first_failures": [{"status": r.status, "error": r.error[:200]} for r in traffic.failures[:5]]}
 

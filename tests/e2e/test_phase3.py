@@ -14,6 +14,7 @@ import pytest
 from . import state
 from .conftest import REPO, fab
 from .faults import units_started
+from .measure import failure_window, naive_failover
 from .streaming import Stream, followed_by_follower
 from .test_phase1 import PSQL, sql, wait_until
 from .tokens import active_accounts, follower_pair
@@ -219,18 +220,6 @@ def test_after_the_failover(pair, tokens):
     assert pair.exec("old", "systemctl", "is-active", OLD_UNITS[2]).stdout.strip() == "active"
 
 
-def failure_window(requests) -> float:
-    """The longest time the client saw only failures: from a failed request's start to the end of the next
-    request that succeeded (0 when nothing failed)."""
-    longest, first_failed = 0.0, None
-    for request in sorted(requests, key=lambda r: r.wall_started):
-        if not request.ok and first_failed is None:
-            first_failed = request.wall_started
-        elif request.ok and first_failed is not None:
-            longest, first_failed = max(longest, request.wall_ended - first_failed), None
-    return longest
-
-
 def test_a_rerun_reports_already_promoted_and_changes_nothing(pair, tokens):
     before = state.both(pair)
     result = fab("-H", "old,new", "phase3-failover", timeout=300)
@@ -250,16 +239,7 @@ def test_the_naive_order_of_the_original_procedure_loses_writes(pair, tokens):
     fresh_tokens = [account.token for account in active_accounts(pair)]
     traffic = Traffic(pair, fresh_tokens, writes_per_second=20, reads_per_second=5).start()
     time.sleep(3)
-    pair.exec("new", *PSQL, "-c", "SELECT pg_promote(true, 60)", check=True)
-    time.sleep(1)  # "as quickly as possible": the admin edits .env.production and restarts
-    old_env = pair.exec("old", "cat", "/home/mastodon/live/.env.production", check=True).stdout
-    for key in ("DB_HOST", "DB_PORT"):  # as old's Mastodon reached old's database (socket or loopback)
-        value = [line for line in old_env.splitlines() if line.startswith(f"{key}=")][0]
-        pair.exec("new", "sed", "-i", f"s|^{key}=.*|{value}|", "/home/mastodon/live/.env.production",
-                  check=True)
-    pair.exec("new", "sh", "-c", "systemctl reload mastodon-web && systemctl restart mastodon-sidekiq "
-              "mastodon-streaming", check=True)
-    time.sleep(12)  # web boots for 10 s (BOOT_SECONDS), its requests waiting
+    naive_failover(pair, boot_seconds=10)  # the pair's web boots for 10 s (BOOT_SECONDS)
     traffic.stop(stalls=True)
     lost = missing_ids(pair, "new", traffic.acknowledged)
     report = {"naive_order": {"acknowledged": len(traffic.acknowledged), "lost": len(lost),
