@@ -371,12 +371,18 @@ def provision_inputs_hash(host: str, pubkey: str) -> str:
     roots = [PROVISION_DIR] + ([STANDIN_DIR] if STANDIN_DIR.is_dir() else [])
     extra = f"{host}\0{pubkey}\0{(CA_DIR / 'ca.crt').read_text()}\0PAIR_PROFILE={profile()}\0"
     if host == "old":
-        extra += f"SEED_SIZE={seed_size()}\0"
+        extra += f"SEED_SIZE={seed_size()}\0SEED_TEXT_BYTES={seed_text_bytes()}\0"
     return tree_hash(*roots, extra=extra.encode())[:16]
 
 
 def seed_size() -> str:
     return os.environ.get("SEED_SIZE", "small")
+
+
+def seed_text_bytes() -> str:
+    """SEED_TEXT_BYTES: the seeded statuses' average text length (the stand-in's default, 180, when unset);
+    with a seed size, it sets the database's size (medium at 10000 is about 2 GB)."""
+    return os.environ.get("SEED_TEXT_BYTES", "180")
 
 
 PROFILES = {
@@ -412,6 +418,7 @@ def provision(host: str, pubkey: str, ca_crt: Path, results: dict) -> None:
         env = {"DOMAIN": DOMAIN, "PAIR_PROFILE": profile()}
         if host == "old":
             env["SEED_SIZE"] = seed_size()
+            env["SEED_TEXT_BYTES"] = seed_text_bytes()
         args = ["docker", "exec"] + sum((["-e", f"{k}={v}"] for k, v in env.items()), []) + [
             HOSTS[host]["container"], "bash", f"/opt/mastomig/provision/{host}.sh"]
         with open(logfile, "wb") as fh:
@@ -480,6 +487,7 @@ def pair_json(ca_crt: Path) -> dict:
         "ssh_user": "admin",
         "demo_env": str(DEMO_ENV),
         "seed_size": seed_size(),
+        "seed_text_bytes": seed_text_bytes(),
         "profile": profile(),
         "debian_suite": suite(),
         "hosts": {

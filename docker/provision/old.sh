@@ -237,7 +237,7 @@ ENV
 # (like migrations) on PostgreSQL's own port, as Mastodon's docs say: DB_PORT=5432 in the command's environment.
 direct_db() { if [ "$PAIR_PROFILE" = default ]; then echo ""; else echo "DB_PORT=5432 "; fi; }
 schema() { as_mastodon "$(direct_db)bundle exec rails db:schema:load"; }
-seed()   { as_mastodon "$(direct_db)SEED_SIZE=$SEED_SIZE bundle exec rails mastodon:seed_standin"; }
+seed()   { as_mastodon "$(direct_db)SEED_SIZE=$SEED_SIZE SEED_TEXT_BYTES=${SEED_TEXT_BYTES:-180} bundle exec rails mastodon:seed_standin"; }
 assets() { as_mastodon "bundle exec rails assets:precompile"; }
 
 certificate() {
