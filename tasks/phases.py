@@ -181,7 +181,7 @@ def promote(s: Session, catchup_timeout=30):
     }
 )
 def phase3_failover(s: Session, catchup_timeout=30, drain_timeout=300):
-    """Phase 3: drain old's Sidekiq, fence old, promote new with zero writes lost, restart Mastodon."""
+    """Phase 3: drain old's Sidekiq, fence old, promote new with zero writes lost; PgBouncer holds queries."""
     failover(s, float(catchup_timeout), float(drain_timeout))
 
 
