@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test faults test-unit lint up down demo clean
+.PHONY: setup test faults test-unit lint up down demo bench clean
 
 $(BIN)/fab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,19 @@ down: $(BIN)/fab
 demo: $(BIN)/fab
 	bash docker/setup-engine.sh
 	$(BIN)/python docker/demo.py
+
+# Benchmarks, on demand (not in `make test`): fresh pairs, JSON into bench/results/, then bench/RESULTS.md.
+# PARTS=failover, tool or basebackup runs one part; REPEATS=N failover runs per method (5 by default, fewer
+# for a quick look); SIZES the seed sizes of the scale figures; SAMPLES the proxy's requests; BACKUPS the
+# SEED_SIZE:SEED_TEXT_BYTES of the base backup A/B (medium:10000 is about 2 GB) and ROUNDS its rounds.
+REPEATS ?= 5
+SIZES ?= small,medium,5000
+SAMPLES ?= 200
+BACKUPS ?= medium:180,medium:10000
+ROUNDS ?= 3
+bench: $(BIN)/fab setup
+	$(BIN)/python -m bench $(PARTS) --repeats $(REPEATS) --sizes $(SIZES) --samples $(SAMPLES) \
+		--backups $(BACKUPS) --rounds $(ROUNDS)
 
 clean: down
 	rm -rf $(VENV) build logs

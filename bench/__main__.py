@@ -1,0 +1,59 @@
+"""`python -m bench [PART ...] [--repeats N]`: run benchmarks on the simulated pair and write their JSON into
+bench/results/, then bench/RESULTS.md from all the JSON there (`make bench`; see bench/RESULTS.md).
+
+Parts: failover (four methods, N runs each on fresh pairs), tool (the tool's overhead, the proxy's, and
+phases 1-2 at growing seed sizes), basebackup (the tool's against bare pg_basebackup, A/B, and
+compression). `--repeats` sets the failover runs per method (5 by default; fewer for a quick look).
+`python -m bench report` only writes RESULTS.md again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from . import basebackup, failover, results, tool
+from .common import save, say
+
+PARTS = ("failover", "tool", "basebackup")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("parts", nargs="*", default=list(PARTS), choices=[*PARTS, "report"])
+    parser.add_argument("--repeats", type=int, default=5, help="failover runs per method (default 5)")
+    parser.add_argument(
+        "--sizes",
+        default="small,medium,5000",
+        help="seed sizes for the scale figures (SEED_SIZE values; default small,medium,5000)",
+    )
+    parser.add_argument("--samples", type=int, default=200, help="requests per path for the proxy overhead")
+    parser.add_argument(
+        "--backups",
+        default="medium:180,medium:10000",
+        help="SEED_SIZE:SEED_TEXT_BYTES pairs for the base backup A/B (medium:10000 is ~2 GB)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds of the base backup per size")
+    args = parser.parse_args()
+    for part in args.parts:
+        started = time.monotonic()
+        if part == "failover":
+            data, command = failover.run(args.repeats), f"make bench PARTS=failover REPEATS={args.repeats}"
+        elif part == "tool":
+            data = tool.run(args.sizes.split(","), args.samples)
+            command = f"make bench PARTS=tool SIZES={args.sizes} SAMPLES={args.samples}"
+        elif part == "basebackup":
+            sizes = [(size, int(text)) for size, text in (x.split(":") for x in args.backups.split(","))]
+            data = basebackup.run(sizes, args.rounds)
+            command = f"make bench PARTS=basebackup BACKUPS={args.backups} ROUNDS={args.rounds}"
+        else:
+            continue
+        seconds = round(time.monotonic() - started)
+        save(part, command, {**data, "bench_seconds": seconds})
+        say(f"{part} took {seconds} s")
+    results.write()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

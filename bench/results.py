@@ -1,0 +1,212 @@
+"""bench/RESULTS.md, generated from the JSON in bench/results/: nothing in it is typed by hand."""
+
+from __future__ import annotations
+
+import json
+
+from .common import REPO, RESULTS
+
+TARGET = REPO / "bench" / "RESULTS.md"
+
+
+def _load(part: str) -> dict | None:
+    path = RESULTS / f"{part}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _cell(figure: dict, unit: str = "") -> str:
+    return f"{figure['median']:g}{unit} / {figure['max']:g}{unit}"
+
+
+def failover_section(data: dict | None) -> list[str]:
+    if not data:
+        return ["## Failover, four methods", "", "Not measured yet: `make bench PARTS=failover`.", ""]
+    rows = [
+        "| method | what | runs | writes lost | failed requests | longest failure window | worst request "
+        "| p99 | streaming events missed | reconnects |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, figures in data["summary"].items():
+        rows.append(
+            f"| {method} | {data['methods'][method]} | {figures['runs']} "
+            f"| {_cell(figures['acknowledged_writes_lost'])} | {_cell(figures['failures'])} "
+            f"| {_cell(figures['longest_failure_window_s'], ' s')} "
+            f"| {_cell(figures['worst_request_s'], ' s')} | {_cell(figures['p99_s'], ' s')} "
+            f"| {_cell(figures['streaming_events_missed'])} | {_cell(figures['streaming_reconnects'])} |"
+        )
+    summary = data["summary"]
+    reading = []
+    if "pgbouncer" in summary and "naive" in summary:
+        ours, naive = summary["pgbouncer"], summary["naive"]
+        reading.append(
+            f"The naive order lost a median of {naive['acknowledged_writes_lost']['median']:g} acknowledged "
+            f"writes (at most {naive['acknowledged_writes_lost']['max']:g}); this tool's default lost "
+            f"{ours['acknowledged_writes_lost']['max']:g} in every run, failed at most "
+            f"{ours['failures']['max']:g} requests, and its worst request took at most "
+            f"{ours['worst_request_s']['max']:g} s."
+        )
+    if "restart" in summary and "restart-boot15" in summary:
+        reading.append(
+            f"Restarting Mastodon after the promotion costs failed requests that grow with web's boot: a "
+            f"median of {summary['restart']['failures']['median']:g} with a 10 s boot and "
+            f"{summary['restart-boot15']['failures']['median']:g} with 15 s, and each restart drops the "
+            "streaming connection."
+        )
+    return [
+        "## Failover, four methods",
+        "",
+        f"{data['repeats']} runs per method, each on a fresh pair, interleaved; the load is 20 writes and 5 "
+        "reads a second through old's public endpoint and one user's WebSocket. Each cell: median / "
+        "max over the runs, taken from the failover's start to 3 s after its end.",
+        "",
+        *rows,
+        "",
+        *reading,
+        "",
+        f"Reproduce: `{data['command']}` ({data['bench_seconds']} s).",
+        "",
+    ]
+
+
+def tool_sections(data: dict | None) -> list[str]:
+    if not data:
+        return [
+            "## Tool overhead, proxy overhead, scale",
+            "",
+            "Not measured yet: `make bench PARTS=tool`.",
+            "",
+        ]
+    first = data["sizes"][0]
+    overhead = [
+        "| invocation | seconds | ssh logins on old | ssh logins on new | commands |",
+        "|---|---|---|---|---|",
+    ]
+    for item in first["overhead"]:
+        overhead.append(
+            f"| `{item['command']}` | {item['seconds']} | {item['ssh_logins']['old']} "
+            f"| {item['ssh_logins']['new']} | {item['commands']} |"
+        )
+    logins = [max(i["ssh_logins"].values()) for i in first["overhead"]]
+    proxy = first.get("proxy")
+    proxy_rows = []
+    if proxy:
+        proxy_rows = (
+            ["| path | requests | p50 | p99 |", "|---|---|---|---|"]
+            + [
+                f"| {label} | {proxy[label]['requests']} | {proxy[label]['p50_s']} s "
+                f"| {proxy[label]['p99_s']} s |"
+                for label in ("through old's proxy", "straight to new")
+            ]
+            + [
+                "",
+                f"The proxy adds {proxy['added_p50_s'] * 1000:.1f} ms at p50 and "
+                f"{proxy['added_p99_s'] * 1000:.1f} ms at p99 (each request on a new TLS connection, as the "
+                "live client makes them).",
+            ]
+        )
+    scale = [
+        "| seed | database | phase 1 | of it, base backup | phase 2 | of it, precompile "
+        "| of it, feed build |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for size in data["sizes"]:
+        one, two = size["phases"]["phase1-replicate"], size["phases"]["phase2-proxy"]
+        scale.append(
+            f"| {size['seed_size']} | {size['database_bytes'] / 2**20:.0f} MiB | {one['seconds']} s "
+            f"| {one.get('base backup', 0)} s | {two['seconds']} s | {two.get('precompile assets', 0)} s "
+            f"| {two.get('build home feeds', 0)} s |"
+        )
+    return [
+        "## Tool overhead",
+        "",
+        f"On a fresh pair at seed `{first['seed_size']}`. The target is one ssh login per host per "
+        f"invocation; the most any invocation here cost on one host: {max(logins)}.",
+        "",
+        *overhead,
+        "",
+        "## Proxy overhead",
+        "",
+        *(proxy_rows or ["Not measured."]),
+        "",
+        "## Scale: phases 1 and 2 by seed size",
+        "",
+        "Wall time of each phase, and the command time of the steps that grow with the data (from the run "
+        "log).",
+        "",
+        *scale,
+        "",
+        f"Reproduce: `{data['command']}` ({data['bench_seconds']} s).",
+        "",
+    ]
+
+
+def write() -> None:
+    failover, tool = _load("failover"), _load("tool")
+    machine = (failover or tool or {}).get("machine")
+    header = [
+        "# Benchmarks",
+        "",
+        "Generated by `python -m bench report` from the JSON in `bench/results/` (`make bench` runs "
+        "everything and writes both). Nothing here is typed by hand.",
+        "",
+    ]
+    if machine:
+        header += [
+            f"Machine: {machine['cpus']} CPUs ({machine['cpu_model']}), {machine['memory_mib']} MiB, "
+            f"kernel {machine['kernel']}, Docker {machine['docker']}, Python {machine['python']}.",
+            "",
+        ]
+    sections = [*failover_section(failover), *basebackup_section(_load("basebackup")), *tool_sections(tool)]
+    TARGET.write_text("\n".join([*header, *sections]))
+
+
+def basebackup_section(data: dict | None) -> list[str]:
+    title = "## Base backup against bare pg_basebackup"
+    if not data:
+        return [title, "", "Not measured yet: `make bench PARTS=basebackup`.", ""]
+    rows = [
+        "| database | bare | the tool's pg_basebackup | ratio | the whole `basebackup` task | ratio "
+        "| bare, server-zstd | bare, ssh -C |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    reading = []
+    for size in data["sizes"]:
+        mib = size["throughput_mib_s"]
+        rows.append(
+            f"| {size['bytes'] / 2**20:.0f} MiB (seed {size['seed_size']}, text {size['text_bytes']} B) "
+            f"| {mib['bare']} MiB/s | {mib['tool_copy']} MiB/s | {size['ratio_copy']} "
+            f"| {mib['tool_task']} MiB/s | {size['ratio_task']} | {mib['bare_server_zstd']} MiB/s "
+            f"| {mib['bare_ssh_compression']} MiB/s |"
+        )
+        best = max(
+            ("server-zstd", mib["bare_server_zstd"]),
+            ("ssh -C", mib["bare_ssh_compression"]),
+            key=lambda x: x[1],
+        )
+        gain = best[1] > 1.05 * mib["bare"]
+        reading.append(
+            f"At {size['bytes'] / 2**20:.0f} MiB the tool's copy runs at {size['ratio_copy']:.2f} of bare "
+            f"pg_basebackup's throughput ({'at or above' if size['ratio_copy'] >= 0.95 else 'below'} "
+            f"the 0.95 target); its whole task, with the checks, pg_verifybackup, the start and the wait for "
+            f"streaming, at {size['ratio_task']:.2f}. Compression: {best[0]} gives {best[1]} MiB/s against "
+            f"{mib['bare']} MiB/s without"
+            + (
+                ", so it would pay here."
+                if gain
+                else ", no gain on this machine's private network: the default stays uncompressed."
+            )
+        )
+    rounds = len(data["sizes"][0]["rounds"])
+    return [
+        title,
+        "",
+        f"{rounds} rounds a size on one pair, alternated (tool first, then bare first). Throughput is the "
+        "copy's size over the median seconds. The same flags: `" + data["sizes"][0]["command"] + "`.",
+        "",
+        *rows,
+        "",
+        *reading,
+        "",
+        f"Reproduce: `{data['command']}` ({data['bench_seconds']} s).",
+        "",
+    ]

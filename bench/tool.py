@@ -1,0 +1,114 @@
+"""The tool on one fresh pair: its own overhead, the proxy's, and how phases 1 and 2 grow with the data.
+
+- overhead: the wall time of `status` and of a no-op re-run of phases 1 to 3, and how many ssh logins
+  each invocation cost on each host (counted in the host's own sshd journal);
+- proxy: the same request (a home timeline) through old's proxy and straight to new, alternated, once
+  phase 2 has switched: p50, p99 and what the proxy adds;
+- scale: phase 1 and 2 wall times at a seed size, and the share of the steps that grow with the data
+  (base backup, asset precompile, home-feed build), from the run log's command times.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tests.e2e.measure import percentile
+from tests.e2e.tokens import follower_pair
+
+from .common import fab, fresh_pair, must, run_log, say, settings_file, ssh_logins
+
+GROWING_STEPS = ("base backup", "precompile assets", "build home feeds")
+
+
+def invocation(pair, settings, *args: str) -> dict:
+    """One `fab` invocation: wall time, ssh logins per host, commands run."""
+    before = {host: ssh_logins(pair, host) for host in ("old", "new")}
+    commands_before = sum(1 for r in run_log(settings) if "command" in r)
+    seconds, result = fab(settings, *args)
+    must(result, " ".join(args))
+    time.sleep(1)  # journald
+    return {
+        "command": "fab -H old,new " + " ".join(args),
+        "seconds": round(seconds, 2),
+        "ssh_logins": {host: ssh_logins(pair, host) - before[host] for host in ("old", "new")},
+        "commands": sum(1 for r in run_log(settings) if "command" in r) - commands_before,
+    }
+
+
+def step_seconds(records: list[dict]) -> dict[str, float]:
+    """Seconds of commands by the step they ran in (the run log lists a step before its commands)."""
+    found, step = {}, None
+    for record in records:
+        if "step" in record:
+            step = record["step"]
+        elif "command" in record and step:
+            found[step] = found.get(step, 0.0) + float(record.get("seconds", 0))
+    return found
+
+
+def proxy_overhead(pair, samples: int) -> dict:
+    _, user = follower_pair(pair)
+    took = {"through old's proxy": [], "straight to new": []}
+    for _ in range(samples):
+        for label, host in (("through old's proxy", "old"), ("straight to new", "new")):
+            started = time.monotonic()
+            status, _, _ = pair.request("GET", "/api/v1/timelines/home?limit=5", host=host, token=user.token)
+            if status == 200:
+                took[label].append(time.monotonic() - started)
+    figures = {
+        label: {"requests": len(t), "p50_s": percentile(t, 0.5), "p99_s": percentile(t, 0.99)}
+        for label, t in took.items()
+    }
+    via, direct = figures["through old's proxy"], figures["straight to new"]
+    return {
+        "samples": samples,
+        **figures,
+        "added_p50_s": round(via["p50_s"] - direct["p50_s"], 4),
+        "added_p99_s": round(via["p99_s"] - direct["p99_s"], 4),
+    }
+
+
+def phases_at(seed_size: str, with_overhead: bool, samples: int) -> dict:
+    say(f"seed {seed_size}: a fresh pair")
+    pair = fresh_pair(seed_size)
+    settings = settings_file(f"tool-{seed_size}")
+    found: dict = {"seed_size": seed_size, "overhead": [], "phases": {}}
+    if with_overhead:
+        found["overhead"].append(invocation(pair, settings, "status"))
+    for phase in ("phase1-replicate", "phase2-proxy"):
+        mark = len(run_log(settings))
+        seconds, result = fab(settings, phase)
+        must(result, phase)
+        steps = step_seconds(run_log(settings)[mark:])
+        found["phases"][phase] = {
+            "seconds": round(seconds, 1),
+            **{step: round(steps.get(step, 0.0), 1) for step in GROWING_STEPS if step in steps},
+        }
+        say(f"seed {seed_size}: {phase} {found['phases'][phase]}")
+        if with_overhead:
+            found["overhead"].append(invocation(pair, settings, phase))
+    if with_overhead:
+        found["proxy"] = proxy_overhead(pair, samples)
+        _, result = fab(settings, "phase3-failover")
+        must(result, "phase3-failover")
+        found["overhead"].append(invocation(pair, settings, "phase3-failover"))
+        found["overhead"].append(invocation(pair, settings, "status"))
+    found["database_bytes"] = int(
+        pair.exec(
+            "old",
+            "sudo",
+            "-u",
+            "postgres",
+            "psql",
+            "-XAtq",
+            "-c",
+            "SELECT pg_database_size('mastodon_production')",
+        ).stdout
+        or 0
+    )
+    return found
+
+
+def run(sizes: list[str], samples: int) -> dict:
+    results = [phases_at(size, with_overhead=(i == 0), samples=samples) for i, size in enumerate(sizes)]
+    return {"sizes": results}
