@@ -15,7 +15,7 @@ import time
 from . import basebackup, failover, results, tool
 from .common import save, say
 
-PARTS = ("failover", "tool", "basebackup")
+PARTS = ("basebackup", "tool", "failover")  # the quick ones first
 
 
 def main() -> int:
@@ -35,24 +35,35 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds of the base backup per size")
     args = parser.parse_args()
+    failed = []
     for part in args.parts:
         started = time.monotonic()
-        if part == "failover":
-            data, command = failover.run(args.repeats), f"make bench PARTS=failover REPEATS={args.repeats}"
-        elif part == "tool":
-            data = tool.run(args.sizes.split(","), args.samples)
-            command = f"make bench PARTS=tool SIZES={args.sizes} SAMPLES={args.samples}"
-        elif part == "basebackup":
-            sizes = [(size, int(text)) for size, text in (x.split(":") for x in args.backups.split(","))]
-            data = basebackup.run(sizes, args.rounds)
-            command = f"make bench PARTS=basebackup BACKUPS={args.backups} ROUNDS={args.rounds}"
-        else:
+        try:
+            measured = run_part(part, args)
+        except (Exception, SystemExit) as error:  # the other parts still run; this one's JSON stays as it was
+            say(f"{part} failed: {error}")
+            failed.append(part)
             continue
-        seconds = round(time.monotonic() - started)
-        save(part, command, {**data, "bench_seconds": seconds})
-        say(f"{part} took {seconds} s")
+        if measured:
+            seconds = round(time.monotonic() - started)
+            save(part, measured[1], {**measured[0], "bench_seconds": seconds})
+            say(f"{part} took {seconds} s")
     results.write()
-    return 0
+    return 1 if failed else 0
+
+
+def run_part(part: str, args) -> tuple[dict, str] | None:
+    """One part's figures and the command that reproduces them (None for `report`)."""
+    if part == "failover":
+        return failover.run(args.repeats), f"make bench PARTS=failover REPEATS={args.repeats}"
+    if part == "tool":
+        command = f"make bench PARTS=tool SIZES={args.sizes} SAMPLES={args.samples}"
+        return tool.run(args.sizes.split(","), args.samples), command
+    if part == "basebackup":
+        sizes = [(size, int(text)) for size, text in (x.split(":") for x in args.backups.split(","))]
+        command = f"make bench PARTS=basebackup BACKUPS={args.backups} ROUNDS={args.rounds}"
+        return basebackup.run(sizes, args.rounds), command
+    return None
 
 
 if __name__ == "__main__":

@@ -89,10 +89,15 @@ def run_log(settings: Path) -> list[dict]:
     return records
 
 
-def ssh_logins(pair: Pair, host: str) -> int:
-    """How many ssh logins the host's sshd has accepted so far (its journal)."""
-    out = pair.sh(host, "journalctl -q --no-pager -t sshd -g 'Accepted publickey' | wc -l").stdout
-    return int(out.strip() or 0)
+def ssh_logins(pair: Pair, host: str) -> dict[str, int]:
+    """The ssh logins the host's sshd has accepted so far (its journal), by user: the operator's (`admin`
+    on the pair) apart from the hosts' own (the tunnels' `postgres`, rsync's `mastodon`)."""
+    out = pair.sh(host, "journalctl -q --no-pager -t sshd -g 'Accepted publickey' -o cat").stdout
+    found: dict[str, int] = {}
+    for line in out.splitlines():
+        user = line.split(" for ", 1)[1].split()[0] if " for " in line else "?"
+        found[user] = found.get(user, 0) + 1
+    return found
 
 
 def machine() -> dict:

@@ -36,7 +36,7 @@ FIGURES = (
     "worst_request_s",
     "p99_s",
     "streaming_events_missed",
-    "streaming_reconnects",
+    "streaming_drops",
 )
 
 
@@ -86,6 +86,7 @@ def one_run(method: str, number: int) -> dict:
         "acknowledged_writes_lost": len(lost),
         "streaming_events_expected": len(expected),
         "streaming_events_missed": len(expected - stream.received),
+        "streaming_drops": stream.drops,
         "streaming_reconnects": stream.reconnects,
     }
     say(f"{method} #{number}: " + ", ".join(f"{k}={run[k]}" for k in FIGURES))

@@ -23,7 +23,7 @@ def failover_section(data: dict | None) -> list[str]:
         return ["## Failover, four methods", "", "Not measured yet: `make bench PARTS=failover`.", ""]
     rows = [
         "| method | what | runs | writes lost | failed requests | longest failure window | worst request "
-        "| p99 | streaming events missed | reconnects |",
+        "| p99 | streaming events missed | WebSocket drops |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, figures in data["summary"].items():
@@ -32,7 +32,7 @@ def failover_section(data: dict | None) -> list[str]:
             f"| {_cell(figures['acknowledged_writes_lost'])} | {_cell(figures['failures'])} "
             f"| {_cell(figures['longest_failure_window_s'], ' s')} "
             f"| {_cell(figures['worst_request_s'], ' s')} | {_cell(figures['p99_s'], ' s')} "
-            f"| {_cell(figures['streaming_events_missed'])} | {_cell(figures['streaming_reconnects'])} |"
+            f"| {_cell(figures['streaming_events_missed'])} | {_cell(figures['streaming_drops'])} |"
         )
     summary = data["summary"]
     reading = []
@@ -78,13 +78,15 @@ def tool_sections(data: dict | None) -> list[str]:
         ]
     first = data["sizes"][0]
     overhead = [
-        "| invocation | seconds | ssh logins on old | ssh logins on new | commands |",
+        "| invocation | seconds | operator's ssh logins on old / new | host-to-host logins on old / new "
+        "| commands |",
         "|---|---|---|---|---|",
     ]
     for item in first["overhead"]:
+        between = item["host_to_host_logins"]
         overhead.append(
-            f"| `{item['command']}` | {item['seconds']} | {item['ssh_logins']['old']} "
-            f"| {item['ssh_logins']['new']} | {item['commands']} |"
+            f"| `{item['command']}` | {item['seconds']} | {item['ssh_logins']['old']} / "
+            f"{item['ssh_logins']['new']} | {between['old']} / {between['new']} | {item['commands']} |"
         )
     logins = [max(i["ssh_logins"].values()) for i in first["overhead"]]
     proxy = first.get("proxy")
@@ -120,7 +122,8 @@ def tool_sections(data: dict | None) -> list[str]:
         "## Tool overhead",
         "",
         f"On a fresh pair at seed `{first['seed_size']}`. The target is one ssh login per host per "
-        f"invocation; the most any invocation here cost on one host: {max(logins)}.",
+        f"invocation; the most any invocation here cost on one host: {max(logins)}. Host-to-host logins are "
+        "the tool's own data paths (rsync of the media from new to old), not the operator's connection.",
         "",
         *overhead,
         "",
@@ -201,7 +204,11 @@ def basebackup_section(data: dict | None) -> list[str]:
         title,
         "",
         f"{rounds} rounds a size on one pair, alternated (tool first, then bare first). Throughput is the "
-        "copy's size over the median seconds. The same flags: `" + data["sizes"][0]["command"] + "`.",
+        "copy's size over the median seconds. The tool ran `"
+        + data["sizes"][0]["command"]
+        + "`; bare runs the same "
+        "line into a scratch directory with a slot of its own, without `-R` (no standby settings) and `-P` "
+        "(no progress).",
         "",
         *rows,
         "",

@@ -27,6 +27,7 @@ class Stream(threading.Thread):
         self.received: set[str] = set()  # through the WebSocket
         self.fetched: set[str] = set()  # by the catch-up after a reconnect
         self.reconnects = 0  # connections opened after the first
+        self.drops = 0  # open connections that ended while the client still listened
         self.errors: list[str] = []  # why a connection dropped or did not open
         self.connected_at = 0.0  # epoch seconds when its first WebSocket opened
         self.connected = threading.Event()
@@ -50,12 +51,14 @@ class Stream(threading.Thread):
         from websockets.sync.client import connect
 
         while not self.stop.is_set():
+            opened = False
             try:
                 port = self.route()
                 raw = socket.create_connection(("127.0.0.1", port), timeout=10)
                 uri = f"wss://{self.pair.domain}:{port}/api/v1/streaming?stream=user&access_token={self.token}"
                 with connect(uri, sock=raw, ssl=self.pair.ssl_context(), server_hostname=self.pair.domain,
                              proxy=None, open_timeout=10, compression=None) as ws:
+                    opened = True
                     if not self.connected.is_set():
                         self.connected_at = time.time()
                         self.connected.set()
@@ -70,5 +73,6 @@ class Stream(threading.Thread):
                         if message.get("event") == "update":
                             self.received.add(str(json.loads(message["payload"])["id"]))
             except Exception as error:  # dropped (a restart on the way) or refused: again, as a browser does
+                self.drops += opened
                 self.errors.append(f"{time.strftime('%H:%M:%S')} {type(error).__name__}: {error}"[:300])
                 time.sleep(0.5)
