@@ -20,7 +20,7 @@ PARTS = ("basebackup", "tool", "failover")  # the quick ones first
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("parts", nargs="*", default=list(PARTS), choices=[*PARTS, "report"])
+    parser.add_argument("parts", nargs="*", choices=[*PARTS, "report"], help="all parts when none is named")
     parser.add_argument("--repeats", type=int, default=5, help="failover runs per method (default 5)")
     parser.add_argument(
         "--sizes",
@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds of the base backup per size")
     args = parser.parse_args()
     failed = []
-    for part in args.parts:
+    for part in args.parts or PARTS:
         started = time.monotonic()
         try:
             measured = run_part(part, args)

@@ -1,0 +1,44 @@
+"""The benchmarks' pure parts: the failover summary, the run log's step times, and bench/RESULTS.md made from
+the JSON alone (no pair needed)."""
+import json
+
+from bench import failover, results, tool
+
+
+def _run(method, number, lost, failures, drops):
+    return {"method": method, "run": number, "acknowledged_writes_lost": lost, "failures": failures,
+            "longest_failure_window_s": failures / 4, "worst_request_s": 1.0 + number, "p99_s": 0.1,
+            "streaming_events_missed": drops * 10, "streaming_drops": drops}
+
+
+def test_the_summary_takes_median_and_max_by_method():
+    runs = [_run("naive", n, lost, 0, 1) for n, lost in ((1, 10), (2, 30), (3, 20))]
+    runs += [_run("pgbouncer", n, 0, 0, 0) for n in (1, 2, 3)]
+    summary = failover.summary(runs)
+    assert set(summary) == {"naive", "pgbouncer"}
+    assert summary["naive"]["acknowledged_writes_lost"] == {"median": 20, "max": 30}
+    assert summary["pgbouncer"]["worst_request_s"] == {"median": 3.0, "max": 4.0}
+    assert summary["naive"]["runs"] == 3
+
+
+def test_step_seconds_add_each_steps_commands():
+    records = [{"step": "base backup"}, {"command": "a", "seconds": 1.5}, {"command": "b", "seconds": 2},
+               {"step": "build home feeds"}, {"command": "c", "seconds": 0.25}, {"event": "end"}]
+    assert tool.step_seconds(records) == {"base backup": 3.5, "build home feeds": 0.25}
+
+
+def test_results_md_is_made_from_the_json(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    monkeypatch.setattr(results, "TARGET", tmp_path / "RESULTS.md")
+    machine = {"cpus": 2, "cpu_model": "x", "memory_mib": 1, "kernel": "k", "docker": "d", "python": "p"}
+    runs = [_run("naive", 1, 17, 0, 1), _run("pgbouncer", 1, 0, 0, 0)]
+    (tmp_path / "failover.json").write_text(json.dumps({
+        "machine": machine, "command": "make bench PARTS=failover REPEATS=1", "bench_seconds": 9,
+        "repeats": 1,
+        "methods": {"naive": "promote first", "pgbouncer": "paused"}, "summary": failover.summary(runs)}))
+    results.write()
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| naive | promote first | 1 | 17 / 17 | 0 / 0 |" in text
+    assert "The naive order lost a median of 17 acknowledged writes" in text
+    assert "Machine: 2 CPUs (x)" in text
+    assert "Not measured yet: `make bench PARTS=basebackup`." in text
