@@ -20,7 +20,9 @@ PARTS = ("basebackup", "tool", "failover")  # the quick ones first
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("parts", nargs="*", choices=[*PARTS, "report"], help="all parts when none is named")
+    parser.add_argument(
+        "parts", nargs="*", help=f"of {', '.join(PARTS)} or report; all parts when none is named"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="failover runs per method (default 5)")
     parser.add_argument(
         "--sizes",
@@ -35,6 +37,9 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds of the base backup per size")
     args = parser.parse_args()
+    unknown = set(args.parts) - {*PARTS, "report"}
+    if unknown:
+        parser.error(f"no part {', '.join(sorted(unknown))}: choose from {', '.join(PARTS)} or report")
     failed = []
     for part in args.parts or PARTS:
         started = time.monotonic()
