@@ -68,6 +68,42 @@ def failover_section(data: dict | None) -> list[str]:
     ]
 
 
+def accounts(seed_size: str) -> int:
+    """Accounts of a SEED_SIZE: a number, or a named size of the stand-in's contract."""
+    if seed_size.isdigit():
+        return int(seed_size)
+    contract = json.loads((REPO / "docker" / "standin" / "contract.json").read_text())
+    return contract["sizes"][seed_size]["accounts"]
+
+
+def _share(phase: dict, step: str) -> str:
+    seconds = phase.get(step, 0.0)
+    return f"{seconds} s ({100 * seconds / phase['seconds']:.0f}%)"
+
+
+def scale_reading(sizes: list[dict]) -> list[str]:
+    if len(sizes) < 2:
+        return []
+    first, last = sizes[0], sizes[-1]
+
+    def times(key: str, step: str | None = None) -> str:
+        a, b = first["phases"][key], last["phases"][key]
+        before, after = (a.get(step, 0.0), b.get(step, 0.0)) if step else (a["seconds"], b["seconds"])
+        return f"x{after / before:.1f}" if before else f"{before} s to {after} s"
+
+    return [
+        f"From seed `{first['seed_size']}` to `{last['seed_size']}` the database grows "
+        f"x{last['database_bytes'] / max(first['database_bytes'], 1):.0f} and the accounts "
+        f"x{accounts(last['seed_size']) / accounts(first['seed_size']):.0f}. Phase 1 grows "
+        f"{times('phase1-replicate')} (its base backup {times('phase1-replicate', 'base backup')}, with the "
+        f"bytes); phase 2 grows {times('phase2-proxy')} (the feed build "
+        f"{times('phase2-proxy', 'build home feeds')}, with the accounts; the precompile "
+        f"{times('phase2-proxy', 'precompile assets')}, which does not depend on the data). The rest of each "
+        "phase is fixed work: checks, the tunnel, starting and proving services.",
+        "",
+    ]
+
+
 def tool_sections(data: dict | None) -> list[str]:
     if not data:
         return [
@@ -107,23 +143,31 @@ def tool_sections(data: dict | None) -> list[str]:
             ]
         )
     scale = [
-        "| seed | database | phase 1 | of it, base backup | phase 2 | of it, precompile "
+        "| seed | accounts | database | phase 1 | of it, base backup | phase 2 | of it, precompile "
         "| of it, feed build |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for size in data["sizes"]:
         one, two = size["phases"]["phase1-replicate"], size["phases"]["phase2-proxy"]
-        scale.append(
-            f"| {size['seed_size']} | {size['database_bytes'] / 2**20:.0f} MiB | {one['seconds']} s "
-            f"| {one.get('base backup', 0)} s | {two['seconds']} s | {two.get('precompile assets', 0)} s "
-            f"| {two.get('build home feeds', 0)} s |"
-        )
+        mib = size["database_bytes"] / 2**20
+        cells = [
+            size["seed_size"],
+            accounts(size["seed_size"]),
+            f"{mib:.0f} MiB",
+            f"{one['seconds']} s",
+            _share(one, "base backup"),
+            f"{two['seconds']} s",
+            _share(two, "precompile assets"),
+            _share(two, "build home feeds"),
+        ]
+        scale.append("| " + " | ".join(str(c) for c in cells) + " |")
     return [
         "## Tool overhead",
         "",
         f"On a fresh pair at seed `{first['seed_size']}`. The target is one ssh login per host per "
-        f"invocation; the most any invocation here cost on one host: {max(logins)}. Host-to-host logins are "
-        "the tool's own data paths (rsync of the media from new to old), not the operator's connection.",
+        f"invocation; the most any invocation here cost on one host: {max(logins, default=0)}. Host-to-host "
+        "logins are the tool's own data paths (rsync of the media from new to old), not the operator's "
+        "connection.",
         "",
         *overhead,
         "",
@@ -134,7 +178,9 @@ def tool_sections(data: dict | None) -> list[str]:
         "## Scale: phases 1 and 2 by seed size",
         "",
         "Wall time of each phase, and the command time of the steps that grow with the data (from the run "
-        "log).",
+        "log), with their share of the phase.",
+        "",
+        *scale_reading(data["sizes"]),
         "",
         *scale,
         "",

@@ -42,3 +42,23 @@ def test_results_md_is_made_from_the_json(tmp_path, monkeypatch):
     assert "The naive order lost a median of 17 acknowledged writes" in text
     assert "Machine: 2 CPUs (x)" in text
     assert "Not measured yet: `make bench PARTS=basebackup`." in text
+
+
+def test_the_scale_reading_says_how_each_phase_grows(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    monkeypatch.setattr(results, "TARGET", tmp_path / "RESULTS.md")
+
+    def size(seed, mib, one, backup, two, feeds):
+        return {"seed_size": seed, "database_bytes": mib * 2**20, "overhead": [],
+                "phases": {"phase1-replicate": {"seconds": one, "base backup": backup},
+                           "phase2-proxy": {"seconds": two, "precompile assets": 2.0,
+                                            "build home feeds": feeds}}}
+
+    (tmp_path / "tool.json").write_text(json.dumps({
+        "machine": {}, "command": "make bench PARTS=tool", "bench_seconds": 1,
+        "sizes": [size("small", 10, 10.0, 0.5, 20.0, 1.0), size("medium", 150, 12.0, 2.0, 30.0, 10.0)]}))
+    results.write()
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| medium | 2000 | 150 MiB | 12.0 s | 2.0 s (17%) | 30.0 s | 2.0 s (7%) | 10.0 s (33%) |" in text
+    assert "the database grows x15 and the accounts x40. Phase 1 grows x1.2 (its base backup x4.0" in text
+    assert "the feed build x10.0, with the accounts; the precompile x1.0" in text
