@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import statistics
-import time
 
 from .common import fab, fresh_pair, must, run_log, say, settings_file
 
@@ -37,18 +36,29 @@ def bare(pair, command: str, port: int = 0, extra: str = "") -> float:
     line = re.sub(r"-D \S+", f"-D {SCRATCH}", line)
     line = re.sub(r"-S \S+", "-S bench_bare", line).replace(" -R", "").replace(" -P", "")
     line = re.sub(r" --max-rate=\S+", "", line)
-    if port:
-        line = re.sub(r"-p \d+", f"-p {port}", line)
+    env = ""
     if port:  # new's .pgpass names the tunnel's port: a copy of it names this one
-        line = (
+        line = re.sub(r"-p \d+", f"-p {port}", line)
+        pair.exec(
+            "new",
+            "sudo",
+            "-u",
+            "postgres",
+            "sh",
+            "-c",
             f"sed 's/^127.0.0.1:[0-9]*:/127.0.0.1:{port}:/' ~/.pgpass > /tmp/bench.pgpass && "
-            f"chmod 600 /tmp/bench.pgpass && PGPASSFILE=/tmp/bench.pgpass {line}"
+            "chmod 600 /tmp/bench.pgpass",
+            check=True,
         )
+        env = "PGPASSFILE=/tmp/bench.pgpass "
     pair.exec("new", "rm", "-rf", SCRATCH, check=True)
-    started = time.monotonic()
-    pair.exec("new", "sudo", "-u", "postgres", "sh", "-c", f"{line} {extra}", check=True)
+    # timed on new itself, as the tool's run log times its command: docker exec's own start is left out
+    timed = f'start=$(date +%s.%N); {env}{line} {extra}; end=$(date +%s.%N); echo "$start $end"'
+    start, end = pair.exec("new", "sudo", "-u", "postgres", "sh", "-ec", timed, check=True).stdout.split()[
+        -2:
+    ]
+    seconds = float(end) - float(start)
     pair.exec("new", "rm", "-f", "/tmp/bench.pgpass")
-    seconds = time.monotonic() - started
     pair.exec(
         "old",
         "sudo",
