@@ -34,7 +34,7 @@ def bare(pair, command: str, port: int = 0, extra: str = "") -> float:
     """The tool's pg_basebackup line into SCRATCH with its own slot (and another port or more flags)."""
     line = command.replace("sudo -H -u postgres ", "")
     line = re.sub(r"-D \S+", f"-D {SCRATCH}", line)
-    line = re.sub(r"-S \S+", "-S bench_bare", line).replace(" -R", "").replace(" -P", "")
+    line = re.sub(r"-S \S+", "-S bench_bare", line).replace(" -R", "")
     line = re.sub(r" --max-rate=\S+", "", line)
     env = ""
     if port:  # new's .pgpass names the tunnel's port: a copy of it names this one
@@ -53,7 +53,7 @@ def bare(pair, command: str, port: int = 0, extra: str = "") -> float:
         env = "PGPASSFILE=/tmp/bench.pgpass "
     pair.exec("new", "rm", "-rf", SCRATCH, check=True)
     # timed on new itself, as the tool's run log times its command: docker exec's own start is left out
-    timed = f'start=$(date +%s.%N); {env}{line} {extra}; end=$(date +%s.%N); echo "$start $end"'
+    timed = f'start=$(date +%s.%N); {env}{line} {extra} 2>/dev/null; end=$(date +%s.%N); echo "$start $end"'
     start, end = pair.exec("new", "sudo", "-u", "postgres", "sh", "-ec", timed, check=True).stdout.split()[
         -2:
     ]

@@ -22,6 +22,7 @@ Rules the tests rely on (also in README.md):
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import heapq
 import io
@@ -168,7 +169,16 @@ def copy(cur, table: str, cols: str, lines) -> None:
     cur.copy_expert(f"COPY {table} ({cols}) FROM STDIN", CopySource(lines), size=1 << 20)
 
 
+WORDY = 2000  # longer texts are a short sentence and a base64 tail (see status_text)
+
+
 def status_text(rng: random.Random, target: int) -> str:
+    """About `target` characters. Up to WORDY, a sentence of WORDS (which compresses about 3x in TOAST).
+    Longer ones, only asked for to make a big database quickly (SEED_TEXT_BYTES), end in random base64,
+    which is fast to make and takes its full size on disk."""
+    if target > WORDY:
+        head = status_text(rng, 200)
+        return head + " " + base64.b64encode(rng.randbytes((target - len(head)) * 3 // 4)).decode()
     words = []
     n = 0
     while n < target:

@@ -39,3 +39,19 @@ def test_render_helpers():
     assert render.id_partition(109876543210987654) == "109/876/543/210/987/654"
     assert render.media_path(12, "original", "a.png") == "media_attachments/files/000/000/012/original/a.png"
     assert render.html_content("a <b>\nc\n\nd") == "<p>a &lt;b&gt;<br />c</p><p>d</p>"
+
+
+def test_a_long_status_text_is_words_then_incompressible_base64():
+    import base64
+    import random
+    import zlib
+
+    from standin.seed import status_text
+
+    short = status_text(random.Random(1), 180)
+    assert 180 <= len(short) < 200 and short.endswith(".")
+    long = status_text(random.Random(1), 10_000)
+    assert 9_900 <= len(long) <= 10_100
+    tail = long.rsplit(" ", 1)[1]
+    assert len(base64.b64decode(tail)) > 7_000
+    assert len(zlib.compress(long.encode())) > 0.7 * len(long)  # takes its size on disk, as TOAST would find
