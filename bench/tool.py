@@ -27,10 +27,21 @@ def invocation(pair, settings, *args: str) -> dict:
     seconds, result = fab(settings, *args)
     must(result, " ".join(args))
     time.sleep(1)  # journald
+    after = {host: ssh_logins(pair, host) for host in ("old", "new")}
+
+    def logins(host: str, operator: bool) -> int:
+        """New logins on a host: the operator's (the pair's ssh user), or the hosts' own."""
+        return sum(
+            n - before[host].get(user, 0)
+            for user, n in after[host].items()
+            if (user == pair.info["ssh_user"]) == operator
+        )
+
     return {
         "command": "fab -H old,new " + " ".join(args),
         "seconds": round(seconds, 2),
-        "ssh_logins": {host: ssh_logins(pair, host) - before[host] for host in ("old", "new")},
+        "ssh_logins": {host: logins(host, True) for host in ("old", "new")},
+        "host_to_host_logins": {host: logins(host, False) for host in ("old", "new")},
         "commands": sum(1 for r in run_log(settings) if "command" in r) - commands_before,
     }
 
@@ -95,7 +106,7 @@ def phases_at(seed_size: str, with_overhead: bool, samples: int) -> dict:
         found["overhead"].append(invocation(pair, settings, "status"))
     found["database_bytes"] = int(
         pair.exec(
-            "old",
+            "new",
             "sudo",
             "-u",
             "postgres",
