@@ -29,19 +29,13 @@ from tests.e2e.measure import failure_window, figures, inside, latencies  # noqa
 from tests.e2e.streaming import Stream, followed_by_follower  # noqa: E402
 from tests.e2e.tokens import active_accounts, follower_pair  # noqa: E402
 from tests.e2e.traffic import Traffic, missing_ids  # noqa: E402
-from tests.fakes.bind import Bind  # noqa: E402
+from tests.fakes.bind import Bind, pair_zone, rfc2136_settings  # noqa: E402
 
 BUILD = REPO / "build"
 FAB = Path(sys.executable).with_name("fab")
 STEPS = [("phase 1: replicate", "phase1-replicate"), ("phase 2: proxy", "phase2-proxy"),
          ("phase 3: failover", "phase3-failover"), ("phase 4: DNS", "phase4-dns"),
          ("cleanup", "cleanup --apply")]
-ZONE = """$TTL 5
-@       IN SOA  ns1 hostmaster 1 3600 600 86400 5
-@       IN NS   ns1
-ns1     IN A    127.0.0.1
-@       IN A    {old}
-"""
 
 
 def say(text: str) -> None:
@@ -51,10 +45,7 @@ def say(text: str) -> None:
 def demo_env(bind: Bind) -> Path:
     path = BUILD / "demo-dns.env"
     path.write_text((REPO / "env" / "demo.env").read_text() + "".join(f"{k}={v}\n" for k, v in {
-        "DNS_PROVIDER": "rfc2136", "RFC2136_SERVER": "127.0.0.1", "RFC2136_PORT": bind.port,
-        "RFC2136_KEY_NAME": "migration.key", "RFC2136_KEY_FILE": bind.key_file,
-        "DNS_VERIFY_SERVERS": bind.server,
-        "LOG_DIR": BUILD / "demo-logs"}.items()))
+        **rfc2136_settings(bind), "LOG_DIR": BUILD / "demo-logs"}.items()))
     return path
 
 
@@ -146,7 +137,7 @@ def main() -> int:
     shutil.rmtree(BUILD / "demo-logs", ignore_errors=True)
     (BUILD / "demo-bind").mkdir()
     bind = Bind(BUILD / "demo-bind", zone=pair.domain,
-                zone_text=ZONE.format(old=pair.info["hosts"]["old"]["address"]))
+                zone_text=pair_zone(pair.info["hosts"]["old"]["address"]))
     bind.start()
     try:
         env_file = demo_env(bind)

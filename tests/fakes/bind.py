@@ -40,6 +40,19 @@ def free_port() -> int:
             return tcp.getsockname()[1]
 
 
+def pair_zone(old_address: str, ttl: int = 5) -> str:
+    """The simulated pair's domain as a zone before the move: its A record holds old's address."""
+    return (f"$TTL {ttl}\n@       IN SOA  ns1 hostmaster 1 3600 600 86400 {ttl}\n@       IN NS   ns1\n"
+            f"ns1     IN A    127.0.0.1\n@       IN A    {old_address}\n")
+
+
+def rfc2136_settings(bind: "Bind") -> dict:
+    """The migration's settings that make phase 4 update this server over RFC 2136 and verify there."""
+    return {"DNS_PROVIDER": "rfc2136", "RFC2136_SERVER": "127.0.0.1", "RFC2136_PORT": bind.port,
+            "RFC2136_KEY_NAME": KEY_NAME, "RFC2136_KEY_FILE": bind.key_file,
+            "DNS_VERIFY_SERVERS": bind.server}
+
+
 class Bind:
     def __init__(self, workdir: Path, zone: str = ZONE, zone_text: str | None = None):
         self.zone, self.zone_text = zone, zone_text or ZONE_FILE.read_text()
