@@ -1,6 +1,6 @@
 """The tool on one fresh pair: its own overhead, the proxy's, and how phases 1 and 2 grow with the data.
 
-- overhead: the wall time of `status` and of a no-op re-run of phases 1 to 3, and how many ssh logins
+- overhead: the wall time of `status` and of a no-op re-run of phases 1 to 4, and how many ssh logins
   each invocation cost on each host (counted in the host's own sshd journal);
 - proxy: the same request (a home timeline) through old's proxy and straight to new, alternated, once
   phase 2 has switched: p50, p99 and what the proxy adds;
