@@ -46,11 +46,25 @@ def failover_section(data: dict | None) -> list[str]:
             f"{ours['worst_request_s']['max']:g} s."
         )
     if "restart" in summary and "restart-boot15" in summary:
+        ten, fifteen = summary["restart"], summary["restart-boot15"]
+        failed = [method["failures"]["median"] for method in (ten, fifteen)]
+        window = [method["longest_failure_window_s"]["median"] for method in (ten, fifteen)]
+        drops = [method["streaming_drops"]["median"] for method in (ten, fifteen)]
+        missed = [method["streaming_events_missed"]["median"] for method in (ten, fifteen)]
         reading.append(
-            f"Restarting Mastodon after the promotion costs failed requests that grow with web's boot: a "
-            f"median of {summary['restart']['failures']['median']:g} with a 10 s boot and "
-            f"{summary['restart-boot15']['failures']['median']:g} with 15 s, and each restart drops the "
-            "streaming connection."
+            "Repointing and restarting Mastodon after the promotion loses nothing but fails requests while "
+            f"web boots: in the median run, {failed[0]:g} failed requests over {window[0]:g} s with a 10 s "
+            f"boot, and {failed[1]:g} over {window[1]:g} s with 15 s. The WebSocket dropped {drops[0]:g} and "
+            f"{drops[1]:g} times, missing {missed[0]:g} and {missed[1]:g} events."
+        )
+    if "pgbouncer" in summary:
+        worst, drops = summary["pgbouncer"]["worst_request_s"], summary["pgbouncer"]["streaming_drops"]
+        missed = summary["pgbouncer"]["streaming_events_missed"]
+        reading.append(
+            "With PgBouncer paused across the promotion no request failed in any run; the worst request "
+            f"took {worst['median']:g} s in the median run and {worst['max']:g} s at most (queries waiting "
+            f"in the pause). The WebSocket dropped {drops['max']:g} times and missed {missed['max']:g} "
+            "events at most."
         )
     return [
         "## Failover, four methods",
@@ -61,7 +75,7 @@ def failover_section(data: dict | None) -> list[str]:
         "",
         *rows,
         "",
-        *reading,
+        *[line for paragraph in reading for line in (paragraph, "")],
         "",
         f"Reproduce: `{data['command']}` ({data['bench_seconds']} s).",
         "",
