@@ -48,13 +48,18 @@ def invocation(pair, settings, *args: str) -> dict:
 
 
 def step_seconds(records: list[dict]) -> dict[str, float]:
-    """Seconds of commands by the step they ran in (the run log lists a step before its commands)."""
-    found, step = {}, None
+    """Seconds of commands by step, a step counting its sub-steps' commands too (the run log marks where
+    each step starts and ends)."""
+    found: dict[str, float] = {}
+    open_steps: list[str] = []
     for record in records:
         if "step" in record:
-            step = record["step"]
-        elif "command" in record and step:
-            found[step] = found.get(step, 0.0) + float(record.get("seconds", 0))
+            open_steps.append(record["step"])
+        elif "step_end" in record and record["step_end"] in open_steps:
+            del open_steps[len(open_steps) - 1 - open_steps[::-1].index(record["step_end"]) :]
+        elif "command" in record:
+            for step in set(open_steps):
+                found[step] = found.get(step, 0.0) + float(record.get("seconds", 0))
     return found
 
 

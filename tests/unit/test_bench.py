@@ -21,10 +21,15 @@ def test_the_summary_takes_median_and_max_by_method():
     assert summary["naive"]["runs"] == 3
 
 
-def test_step_seconds_add_each_steps_commands():
-    records = [{"step": "base backup"}, {"command": "a", "seconds": 1.5}, {"command": "b", "seconds": 2},
-               {"step": "build home feeds"}, {"command": "c", "seconds": 0.25}, {"event": "end"}]
-    assert tool.step_seconds(records) == {"base backup": 3.5, "build home feeds": 0.25}
+def test_step_seconds_count_a_steps_sub_steps():
+    records = [{"step": "base backup"}, {"command": "a", "seconds": 1.5}, {"step": "hot-standby settings"},
+               {"command": "b", "seconds": 0.5}, {"step_end": "hot-standby settings"},
+               {"command": "pg_basebackup", "seconds": 2}, {"step_end": "base backup"},
+               {"step": "build home feeds"}, {"command": "c", "seconds": 0.25},
+               {"step_end": "build home feeds"},
+               {"command": "outside", "seconds": 9}]
+    assert tool.step_seconds(records) == {"base backup": 4.0, "hot-standby settings": 0.5,
+                                          "build home feeds": 0.25}
 
 
 def test_results_md_is_made_from_the_json(tmp_path, monkeypatch):
