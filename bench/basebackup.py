@@ -17,6 +17,8 @@ import json
 import re
 import statistics
 
+from tests.e2e.test_phase1 import sql
+
 from .common import fab, fresh_pair, must, run_log, say, settings_file
 
 SCRATCH = "/var/tmp/bench-bare"
@@ -59,17 +61,7 @@ def bare(pair, command: str, port: int = 0, extra: str = "") -> float:
     ]
     seconds = float(end) - float(start)
     pair.exec("new", "rm", "-f", "/tmp/bench.pgpass")
-    pair.exec(
-        "old",
-        "sudo",
-        "-u",
-        "postgres",
-        "psql",
-        "-XAtq",
-        "-c",
-        "SELECT pg_drop_replication_slot('bench_bare')",
-        check=True,
-    )
+    sql(pair, "old", "SELECT pg_drop_replication_slot('bench_bare')")
     return seconds
 
 

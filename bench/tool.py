@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from tests.e2e.measure import percentile
+from tests.e2e.test_phase1 import sql
 from tests.e2e.tokens import follower_pair
 from tests.fakes.bind import Bind, pair_zone, rfc2136_settings
 
@@ -127,16 +128,7 @@ def measure(pair, settings, seed_size: str, with_overhead: bool, samples: int) -
             must(result, phase)
             found["overhead"].append(invocation(pair, settings, phase))
         found["overhead"].append(invocation(pair, settings, "status"))
-    size = pair.exec(
-        "new",
-        "sudo",
-        "-u",
-        "postgres",
-        "psql",
-        "-XAtq",
-        "-c",
-        "SELECT pg_database_size('mastodon_production')",
-    ).stdout
+    size = sql(pair, "new", "SELECT pg_database_size('mastodon_production')")
     found["database_bytes"] = int(size or 0)
     return found
 
