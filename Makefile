@@ -51,7 +51,7 @@ REPEATS ?= 5
 SIZES ?= small,medium,5000
 SAMPLES ?= 200
 BACKUPS ?= medium:180,medium:10000
-ROUNDS ?= 3
+ROUNDS ?= 5
 bench: $(BIN)/fab setup
 	$(BIN)/python -m bench $(PARTS) --repeats $(REPEATS) --sizes $(SIZES) --samples $(SAMPLES) \
 		--backups $(BACKUPS) --rounds $(ROUNDS)

@@ -35,12 +35,13 @@ def main() -> int:
         default="medium:180,medium:10000",
         help="SEED_SIZE:SEED_TEXT_BYTES pairs for the base backup A/B (medium:10000 is ~2 GB)",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds of the base backup per size")
+    parser.add_argument("--rounds", type=int, default=5, help="A/B rounds of the base backup per size")
     args = parser.parse_args()
     unknown = set(args.parts) - {*PARTS, "report"}
     if unknown:
         parser.error(f"no part {', '.join(sorted(unknown))}: choose from {', '.join(PARTS)} or report")
     failed = []
+    began = time.monotonic()
     for part in args.parts or PARTS:
         started = time.monotonic()
         try:
@@ -53,6 +54,12 @@ def main() -> int:
             seconds = round(time.monotonic() - started)
             save(part, measured[1], {**measured[0], "bench_seconds": seconds})
             say(f"{part} took {seconds} s")
+    if not args.parts and not failed:  # the whole run: how long `make bench` takes, for RESULTS.md
+        command = (
+            f"make bench REPEATS={args.repeats} SIZES={args.sizes} SAMPLES={args.samples} "
+            f"BACKUPS={args.backups} ROUNDS={args.rounds}"
+        )
+        save("whole", command, {"bench_seconds": round(time.monotonic() - began), "parts": list(PARTS)})
     results.write()
     return 1 if failed else 0
 

@@ -213,6 +213,14 @@ def write() -> None:
         "everything and writes both). Nothing here is typed by hand.",
         "",
     ]
+    whole = _load("whole")
+    if whole:
+        header += [
+            f"The whole run, `{whole['command']}`, took {whole['bench_seconds'] / 60:.0f} min "
+            f"({whole['bench_seconds']} s, finished {whole['finished_at']}); each part's command and time "
+            "are under it.",
+            "",
+        ]
     if machine:
         header += [
             f"Machine: {machine['cpus']} CPUs ({machine['cpu_model']}), {machine['memory_mib']} MiB, "
@@ -263,12 +271,13 @@ def basebackup_section(data: dict | None) -> list[str]:
     return [
         title,
         "",
-        f"{rounds} rounds a size on one pair, alternated (tool first, then bare first). Throughput is the "
-        "copy's size over the median seconds. The tool ran `"
+        f"{rounds} rounds a size on one pair, alternated (tool first, then bare first), each copy after a "
+        "`sync`. Throughput is the copy's size over the median seconds; a ratio is the median of the rounds' "
+        "own ratios (bare's seconds over the tool's). The tool ran `"
         + data["sizes"][0]["command"]
-        + "`; bare runs the same "
-        "line into a scratch directory with a slot of its own, without `-R` (no standby settings) and `-P` "
-        "(no progress).",
+        + "`; bare runs the same line, as postgres on new, into a scratch directory beside the data "
+        "directory (the same filesystem), with a slot of its own and without `-R` (no standby settings). "
+        "The compressed copies ran in every other round.",
         "",
         *rows,
         "",

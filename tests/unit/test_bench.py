@@ -67,3 +67,15 @@ def test_the_scale_reading_says_how_each_phase_grows(tmp_path, monkeypatch):
     assert "| medium | 2000 | 150 MiB | 12.0 s | 2.0 s (17%) | 30.0 s | 2.0 s (7%) | 10.0 s (33%) |" in text
     assert "the database grows x15 and the accounts x40. Phase 1 grows x1.2 (its base backup x4.0" in text
     assert "the feed build x10.0, with the accounts; the precompile x1.0" in text
+
+
+def test_results_md_says_how_long_the_whole_run_took(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    monkeypatch.setattr(results, "TARGET", tmp_path / "RESULTS.md")
+    results.write()
+    assert "The whole run" not in (tmp_path / "RESULTS.md").read_text()  # only parts ran: no total
+    (tmp_path / "whole.json").write_text(json.dumps({
+        "command": "make bench REPEATS=5", "bench_seconds": 3000, "finished_at": "2026-12-02 09:00:00 UTC"}))
+    results.write()
+    assert ("The whole run, `make bench REPEATS=5`, took 50 min (3000 s, finished 2026-12-02 09:00:00 UTC)"
+            in (tmp_path / "RESULTS.md").read_text())
