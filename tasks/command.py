@@ -31,6 +31,9 @@ from .shell import Cmd, Output, whole_file
 
 T = TypeVar("T")
 _DEFAULT = object()
+# A real run shows at most this many lines of a command's input (a file it writes, a script): the run log
+# keeps it whole, and `--dry` and the runbook print it whole for review before the run
+SHOWN_INPUT_LINES = 30
 
 __all__ = [
     "UNKNOWN",
@@ -58,7 +61,7 @@ class CommandFailed(Exception):
         if cmd.secret_output:
             out = Output(out.exited, "", out.stderr)
         self.out = out
-        super().__init__(f"on {alias}: `{cmd.shown()}` failed ({cmd.mask(out.why())})")
+        super().__init__(f"on {alias}: `{cmd.shown(SHOWN_INPUT_LINES)}` failed ({cmd.mask(out.why())})")
 
 
 class HostUnreachable(Exception):
@@ -172,7 +175,8 @@ class Remote:
             self.mode.emit(Event("run", self.alias, cmd, depth=self.mode.depth))
             return Output(0)
         indent = "  " * self.mode.depth
-        self.mode.console.line(f"{indent}  {self.alias}$ " + cmd.shown().replace("\n", f"\n{indent}    "))
+        shown = cmd.shown(SHOWN_INPUT_LINES)
+        self.mode.console.line(f"{indent}  {self.alias}$ " + shown.replace("\n", f"\n{indent}    "))
         out = self._execute(cmd)
         if not out.ok:
             raise CommandFailed(self.alias, cmd, out)

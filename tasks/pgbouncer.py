@@ -76,15 +76,20 @@ class PoolState(Fact["Pool | None"]):
         return console(self.port, "SHOW DATABASES")
 
     def parse(self, out: Output) -> Pool | None:
-        lines = [x for x in out.stdout.splitlines() if "|" in x]
-        if not out.ok or not lines:
+        if not out.ok:
             return None
-        header = lines[0].split("|")
-        for line in lines[1:]:
-            row = dict(zip(header, line.split("|"), strict=False))
+        for row in console_rows(out.stdout):
             if row.get("name") == self.database or (not self.database and row.get("name") != "pgbouncer"):
                 return Pool(row.get("host", ""), row.get("port", ""), row.get("paused", "0") == "1")
         return None
+
+
+def console_rows(text: str) -> list[dict[str, str]]:
+    """The rows of a `psql -A -F'|'` table from the admin console (a header line first), as dicts; lines
+    without a `|` (a footer, the output of other statements) are left out."""
+    lines = [x for x in text.splitlines() if "|" in x]
+    header = lines[0].split("|") if lines else []
+    return [dict(zip(header, line.split("|"), strict=False)) for line in lines[1:]]
 
 
 def _names(s: Session) -> tuple[dict | None, str, str]:
@@ -305,13 +310,9 @@ def paused(s: Session, database: str, pool) -> Iterator[None]:
 def longest_wait(show_pools: str, database: str) -> float | None:
     """The longest wait of a client queued for `database`, from SHOW POOLS (maxwait and maxwait_us);
     None when the output has no such row."""
-    lines = [x for x in show_pools.splitlines() if "|" in x]
-    if not lines:
-        return None
-    header = lines[0].split("|")
     waits = [
         int(row.get("maxwait", 0) or 0) + int(row.get("maxwait_us", 0) or 0) / 1e6
-        for row in (dict(zip(header, line.split("|"), strict=False)) for line in lines[1:])
+        for row in console_rows(show_pools)
         if row.get("database") == database
     ]
     return max(waits) if waits else None
@@ -325,14 +326,14 @@ def _points_at(pool, host: str, port: int) -> bool:
     return known(pool) and pool is not None and (pool.host, pool.port) == (host, str(port))
 
 
-def point_at(s: Session, primary: str, database: str, pool, ini, want: str) -> None:
-    """pgbouncer.ini on new becomes `want` (its database entry at `primary`'s PostgreSQL); the resume's
+def point_at_new(s: Session, pool, ini, want: str) -> None:
+    """pgbouncer.ini on new becomes `want` (its database entry at new's own PostgreSQL); the resume's
     RELOAD applies it (no client is cut off). `pool`, `ini` (the file's text) and `want` come from before
     the pause. The whole file is written, not one line edited: a file that a killed run left cut short is
     replaced whole by the next."""
-    host, port = server(s, primary)
+    host, port = server(s, "new")
     with s.step(
-        f"PgBouncer on new points at {primary}'s PostgreSQL",
+        "PgBouncer on new points at new's PostgreSQL",
         f"its database entry in pgbouncer.ini becomes host={host} port={port} (RELOAD comes with RESUME)",
         undo="not needed after the promotion: new's PostgreSQL is the only primary",
     ):
@@ -361,7 +362,7 @@ def promote_paused(s: Session, catchup_timeout: float) -> dict | None:
     want = ini_text(s, database, "new", values)
     with paused(s, database, pool):  # the promotion's record waits until the queries run again
         failover = None if found is None else postgres.take_over(s, found, catchup_timeout, record=False)
-        point_at(s, "new", database, pool, ini, want)
+        point_at_new(s, pool, ini, want)
     if failover is not None:
         postgres.record_promotion(s, failover.get("old_checkpoint", "<old's Latest checkpoint location>"))
     return failover

@@ -66,11 +66,17 @@ class Cmd:
                 text = text.replace(secret.reveal(), str(secret))
         return text
 
-    def shown(self) -> str:
+    def shown(self, most: int | None = None) -> str:
         """The command as shown to people and logs: the line, then its input; secrets masked. The input is
-        masked whole before its last newline goes: a secret that is a whole file ends with that newline."""
+        masked whole before its last newline goes: a secret that is a whole file ends with that newline.
+        With `most`, an input of more lines is cut there (after masking, so no secret is cut in two)."""
         data = self.input()
-        return self.mask(self.line() + ("" if data is None else "\n" + self.mask(data).rstrip("\n")))
+        if data is None:
+            return self.mask(self.line())
+        lines = self.mask(data).rstrip("\n").split("\n")
+        if most is not None and len(lines) > most:
+            lines = [*lines[:most], f"... {len(lines) - most} more lines, which `fab --dry` prints in full"]
+        return self.mask(self.line() + "\n" + "\n".join(lines))
 
 
 @dataclass(frozen=True)

@@ -38,12 +38,13 @@ SCRIPT = "/usr/local/lib/mastodon-migration/streaming-relay.py"
 SETTINGS_FILE = "/etc/mastodon-migration/streaming-relay.env"
 RUNNING = UnitState(UNIT)
 CLEANUP = "fab -H old,new cleanup --apply --stop-old-nginx"
+REDIS_TUNNEL = tunnel.Tunnel("mastodon-migration-redis-tunnel", "Redis tunnel")
 
 
 def redis_forward(s: Session, old_redis: redis_cli.Target) -> tunnel.Forward:
     return tunnel.Forward(
-        "mastodon-migration-redis-tunnel",
-        "Redis tunnel",
+        REDIS_TUNNEL.unit,
+        REDIS_TUNNEL.name,
         "old's Redis",
         s.settings.redis_tunnel_port,
         old_redis.port,
@@ -153,10 +154,7 @@ def retire(s: Session) -> None:
         unit = cfg.mastodon_streaming_service
         if not stopped(s.old.fact(UnitState(unit), then="anything but `inactive` or `failed`: stop it")):
             s.old.run(system.systemctl("stop", unit))
-        if s.new.fact(PathExists(UNIT_FILE), then="when it exits 1, skip the next block") is not False:
-            s.new.run(system.systemctl("disable", "--now", UNIT))
-            s.new.run(Cmd(f"rm -f {UNIT_FILE}"))
-            s.new.run(system.systemctl("daemon-reload"))
+        system.remove_unit(s.new, UNIT, UNIT_FILE)
         system.remove_files(s.new, SCRIPT, SETTINGS_FILE)
         folders = " ".join(os.path.dirname(path) for path in (SCRIPT, SETTINGS_FILE))
         s.new.run(
@@ -164,7 +162,7 @@ def retire(s: Session) -> None:
                 f'for d in {folders}; do if [ -d "$d" ]; then rmdir --ignore-fail-on-non-empty "$d"; fi; done'
             )
         )
-        tunnel.remove_forward(s, redis_forward(s, redis_cli.PLANNED), "the relay has stopped")
+        tunnel.remove_forward(s, REDIS_TUNNEL, "the relay has stopped")
 
 
 def keep(s: Session) -> None:

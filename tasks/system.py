@@ -8,7 +8,7 @@ import time
 from typing import Iterator
 
 from .command import Cmd, CommandFailed, Remote, StepFailed, known
-from .facts import CountLines, FileText, Journal, PresentPaths
+from .facts import CountLines, FileText, Journal, PathExists, PresentPaths
 from .shell import quoted
 
 MARK = "mastodon-migration"  # every line or block this tool adds to a shared file carries this mark
@@ -90,6 +90,14 @@ def control_unit(remote: Remote, action: str, unit: str) -> None:
         raise StepFailed(
             f"{unit} did not {action} on {remote.alias}. Its last journal lines:\n{journal}"
         ) from None
+
+
+def remove_unit(remote: Remote, unit: str, unit_file: str) -> None:
+    """Stop and disable a unit of this tool's, then remove its file (nothing to do once it is gone)."""
+    if remote.fact(PathExists(unit_file), then="when it exits 1, skip the next block") is not False:
+        remote.run(systemctl("disable", "--now", unit))
+        remote.run(Cmd(f"rm -f {unit_file}"))
+        remote.run(systemctl("daemon-reload"))
 
 
 def converge_file(

@@ -7,6 +7,7 @@ to its one port; old's host key is pinned, never accepted blindly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import checks, system
@@ -38,17 +39,12 @@ RUNNING = UnitState(UNIT)
 
 
 @dataclass(frozen=True)
-class Forward:
-    """One tunnel: ssh -L from new's 127.0.0.1:local_port to old's 127.0.0.1:remote_port, under a unit, a
-    key and a pinned host key of its own (all named after the unit)."""
+class Tunnel:
+    """What names one tunnel: its unit, and its key and pinned host key (named after the unit). Enough to
+    remove it."""
 
     unit: str
     name: str  # for step names: "tunnel"
-    what: str  # what it reaches on old, for messages: "old's PostgreSQL"
-    local_port: int
-    remote_port: int | str  # a string in a plan: a placeholder read from old's settings
-    setting: str  # the setting that names local_port, for "change it" messages
-    removed_by: str = "fab -H old,new cleanup --apply"
 
     @property
     def unit_file(self) -> str:
@@ -62,14 +58,25 @@ class Forward:
     def known_hosts(self) -> str:
         return f"{SSH_DIR}/{self.unit}.known_hosts"
 
-    def ready(self) -> Fact:
-        """What shows that the forward carries: PostgreSQL answers, or something listens."""
-        return PgReady(self.local_port) if self.unit == UNIT else Listeners(self.local_port)
+
+@dataclass(frozen=True)
+class Forward(Tunnel):
+    """A tunnel to set up: ssh -L from new's 127.0.0.1:local_port to old's 127.0.0.1:remote_port."""
+
+    what: str  # what it reaches on old, for messages: "old's PostgreSQL"
+    local_port: int
+    remote_port: int | str  # a string in a plan: a placeholder read from old's settings
+    setting: str  # the setting that names local_port, for "change it" messages
+    removed_by: str = "fab -H old,new cleanup --apply"
+    # what shows that the forward carries, given its local port: by default that something listens there
+    carries: Callable[[int], Fact] = Listeners
 
 
 def postgres_forward(s: Session) -> Forward:
     cfg = s.settings
-    return Forward(UNIT, "tunnel", "old's PostgreSQL", cfg.tunnel_port, cfg.pg_port, "TUNNEL_PORT")
+    return Forward(
+        UNIT, "tunnel", "old's PostgreSQL", cfg.tunnel_port, cfg.pg_port, "TUNNEL_PORT", carries=PgReady
+    )
 
 
 def authorized_line(s: Session, key: str, forward: Forward | None = None) -> str:
@@ -212,7 +219,7 @@ def ensure_unit(s: Session, forward: Forward) -> None:
             s.new.run(system.systemctl("enable", forward.unit))
             s.new.run(system.systemctl("restart", forward.unit))
         s.new.wait_for(
-            forward.ready(),
+            forward.carries(forward.local_port),
             bool,
             what=f"{forward.what} answers through the tunnel on 127.0.0.1:{forward.local_port}",
             timeout=30,
@@ -236,19 +243,13 @@ def ensure_tunnel(s: Session) -> None:
         ensure_forward(s, postgres_forward(s))
 
 
-def remove_forward(s: Session, forward: Forward, why: str) -> None:
+def remove_forward(s: Session, forward: Tunnel, why: str) -> None:
     with s.step(
         f"remove the {forward.name}",
         f"{why}: the unit, its key and pinned host key go, and old forgets the key",
         undo="not needed after the failover: the phase that made it would create it again",
     ):
-        if (
-            s.new.fact(PathExists(forward.unit_file), then="when it exits 1, skip the next block")
-            is not False
-        ):
-            s.new.run(system.systemctl("disable", "--now", forward.unit))
-            s.new.run(Cmd(f"rm -f {forward.unit_file}"))
-            s.new.run(system.systemctl("daemon-reload"))
+        system.remove_unit(s.new, forward.unit, forward.unit_file)
         system.remove_files(s.new, forward.key, f"{forward.key}.pub", forward.known_hosts)
         system.remove_marked_lines(s.old, AUTHORIZED_KEYS, f" {forward.unit}", user="postgres")
 

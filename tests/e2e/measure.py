@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from .test_phase1 import sql
+
 
 def failure_window(requests) -> float:
     """The longest time the client saw only failures: from a failed request's start to the end of the next
@@ -44,13 +46,10 @@ def figures(requests) -> dict:
             "worst_request_s": round(max(took, default=0.0), 3)}
 
 
-PSQL = ["sudo", "-u", "postgres", "psql", "-XAtq", "-p", "5432"]
-
-
 def naive_failover(pair, boot_seconds: float) -> None:
     """The original procedure's order, as an admin types it: promote new while old still takes writes
     through the tunnel, then point new's Mastodon at its own database and restart it (no fence, no proof)."""
-    pair.exec("new", *PSQL, "-c", "SELECT pg_promote(true, 60)", check=True)
+    sql(pair, "new", "SELECT pg_promote(true, 60)")
     time.sleep(1)  # "as quickly as possible": the admin edits .env.production and restarts
     old_env = pair.exec("old", "cat", "/home/mastodon/live/.env.production", check=True).stdout
     for key in ("DB_HOST", "DB_PORT"):  # as old's Mastodon reached old's database (socket or loopback)

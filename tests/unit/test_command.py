@@ -211,6 +211,20 @@ def test_a_whole_file_that_is_a_secret_is_masked_wherever_the_command_is_shown(t
     assert "abcdef123456" not in echo.getvalue() + (tmp_path / "run.log").read_text()
 
 
+def test_a_real_run_shows_a_long_input_cut_after_masking_and_logs_it_whole(tmp_path):
+    key = Secret("key line a\nkey line b\n", "the key")
+    text = "line 1\n" + key.reveal() + "".join(f"line {n}\n" for n in range(2, 41))
+    cmd = Cmd("tee /etc/x", stdin=text, secrets=(key,))  # no shell syntax: the input is the file itself
+    assert cmd.shown(3).split("\n") == [
+        "sudo tee /etc/x", "line 1", "<secret: the key>line 2", "line 3",
+        "... 37 more lines, which `fab --dry` prints in full"]
+    log, echo = RunLog(tmp_path / "run.log"), io.StringIO()
+    Remote("new", "new", Live(log, echo=echo), ScriptedConnection((0, "", ""))).run(cmd)
+    assert "line 30\n" in echo.getvalue() and "line 31" not in echo.getvalue()
+    assert "line 40" in json.loads((tmp_path / "run.log").read_text())["command"]
+    assert "key line" not in echo.getvalue() + (tmp_path / "run.log").read_text()
+
+
 def _write_with_sh(tmp_path, text, cut_after=None):
     """Run `whole_file`'s script as a host would (`sh -s`, the file as its here-document)."""
     import getpass
