@@ -1,28 +1,34 @@
-"""The base backup: the tool's against a bare pg_basebackup with the same flags, through the same tunnel,
+"""The base backup: the tool's against the same pg_basebackup run by hand, through the same tunnel,
 alternated A/B on one pair per database size; and what server-side zstd and ssh compression do.
 
 - A, the tool: new's cluster is stopped, then `fab -H old,new basebackup --force` (which moves the replica
   aside, creates the slot, copies, verifies, starts new and waits for streaming). Its pg_basebackup
   command's own time is read from the run log, and the whole task's wall time is kept too;
-- B, bare: the tool's exact pg_basebackup command line from the run log, into a scratch directory beside
-  the data directory (the same filesystem) and with a slot of its own, as postgres on new;
-- B with `--compress=server-zstd`, and B through a second ssh forward with compression (`ssh -C`, the
-  tunnel's key and pinned host key), in every other round (1, 3, 5, ...).
+- B, by hand: the tool's exact pg_basebackup command line from the run log (the same -D, -R and slot),
+  run in an ssh session on new as an admin would, after the same preparation (cluster stopped, data
+  directory moved aside, slot dropped);
+- bare: that line into a scratch directory beside the data directory, with a slot of its own and without
+  -R, so that new's standby keeps running; and bare with `--compress=server-zstd`, and bare through a
+  second ssh forward with compression (`ssh -C`, the tunnel's key and pinned host key), these two in
+  every other round (1, 3, 5, ...).
 Throughput is the copy's size on new (du) over the command's seconds. Every timed copy starts after a
 `sync` (untimed), so that no run pays for writing back the one before it; the ratio is the median of each
-round's own tool/bare ratio, so that a slow round weighs on both sides alike.
+round's own ratio (by hand's seconds over the tool's), so that a slow round weighs on both sides alike.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import statistics
+import subprocess
 
 from tests.e2e.test_phase1 import sql
 
-from .common import fab, fresh_pair, must, run_log, say, settings_file
+from .common import REPO, fab, fresh_pair, must, run_log, say, settings_file
 
+UNIT = "postgresql@15-main"  # new's cluster
 SCRATCH = "/var/lib/postgresql/bench-bare"  # beside 15/main, where the tool writes
 COMPRESSED_PORT = 5439
 TUNNEL_KEY = "/var/lib/postgresql/.ssh/mastodon-migration-tunnel"
@@ -32,6 +38,26 @@ def tool_command(settings) -> tuple[str, float]:
     """The last pg_basebackup command the tool ran, and its seconds."""
     found = [r for r in run_log(settings) if "pg_basebackup " in r.get("command", "")]
     return found[-1]["command"], float(found[-1]["seconds"])
+
+
+def on_new(pair, script: str) -> str:
+    """A script run as postgres on new from an ssh session of the operator's, as an admin runs a bare
+    pg_basebackup (and as the tool runs its own), not through docker exec; its output."""
+    run = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            str(REPO / "docker" / "ssh_config"),
+            "new",
+            f"sudo -u postgres sh -ec {shlex.quote(script)}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if run.returncode:
+        raise SystemExit(f"on new: {script} failed ({run.returncode}): {run.stderr[-2000:]}")
+    return run.stdout
 
 
 def bare(pair, command: str, port: int = 0, extra: str = "") -> float:
@@ -57,14 +83,36 @@ def bare(pair, command: str, port: int = 0, extra: str = "") -> float:
         env = "PGPASSFILE=/tmp/bench.pgpass "
     pair.exec("new", "rm", "-rf", SCRATCH, check=True)
     pair.exec("new", "sync", check=True)
-    # timed on new itself, as the tool's run log times its command: docker exec's own start is left out
-    timed = f'start=$(date +%s.%N); {env}{line} {extra} 2>/dev/null; end=$(date +%s.%N); echo "$start $end"'
-    start, end = pair.exec("new", "sudo", "-u", "postgres", "sh", "-ec", timed, check=True).stdout.split()[
-        -2:
-    ]
-    seconds = float(end) - float(start)
+    seconds = timed_on_new(pair, f"{env}{line} {extra}")
     pair.exec("new", "rm", "-f", "/tmp/bench.pgpass")
     sql(pair, "old", "SELECT pg_drop_replication_slot('bench_bare')")
+    return seconds
+
+
+def timed_on_new(pair, line: str) -> float:
+    """Seconds of a command line, timed on new itself: the ssh login's own time is left out (the tool's run
+    log times its command from the operator's side, over a connection already open). Its progress goes
+    back over ssh, as the tool's does."""
+    timed = f'start=$(date +%s.%N); {line}; end=$(date +%s.%N); echo "$start $end"'
+    start, end = on_new(pair, timed).split()[-2:]
+    return float(end) - float(start)
+
+
+def by_hand(pair, command: str) -> float:
+    """The tool's own line as an admin runs it on new, the A/B's other side: new's cluster stopped, its
+    data directory moved aside and its slot on old dropped (as the tool does), then the exact same command
+    (its -D, -R and -S); afterwards the copy starts as the standby, as the tool leaves it."""
+    data = re.search(r"-D (\S+)", command).group(1)
+    slot = re.search(r"-S (\S+)", command).group(1)
+    pair.sh(
+        "new",
+        f"systemctl stop {UNIT} && mv {data} {data}.hand && "
+        f"install -d -o postgres -g postgres -m 0700 {data} && sync",
+        check=True,
+    )
+    sql(pair, "old", f"SELECT pg_drop_replication_slot('{slot}')")
+    seconds = timed_on_new(pair, command.replace("sudo -H -u postgres ", ""))
+    pair.sh("new", f"rm -rf {data}.hand && systemctl start {UNIT}", check=True)
     return seconds
 
 
@@ -73,7 +121,7 @@ def copied_bytes(pair) -> int:
 
 
 def tool_run(pair, settings) -> dict:
-    pair.exec("new", "systemctl", "stop", "postgresql@15-main", check=True)
+    pair.exec("new", "systemctl", "stop", UNIT, check=True)
     pair.exec("new", "sync", check=True)
     seconds, result = fab(settings, "basebackup", "--force")
     must(result, "basebackup --force")
@@ -120,14 +168,15 @@ def ab(seed_size: str, text_bytes: int, rounds: int) -> dict:
     compressed_forward(pair)
     runs = []
     for number in range(1, rounds + 1):
-        first, second = ("tool", "bare") if number % 2 else ("bare", "tool")  # A/B, then B/A
+        first, second = ("tool", "by hand") if number % 2 else ("by hand", "tool")  # A/B, then B/A
         found: dict = {"round": number, "order": f"{first} first"}
         for which in (first, second):
             if which == "tool":
                 found["tool"] = tool_run(pair, settings)
             else:
-                found["bare_seconds"] = round(bare(pair, command), 2)
-                found["bytes"] = copied_bytes(pair)
+                found["by_hand_seconds"] = round(by_hand(pair, command), 2)
+        found["bare_seconds"] = round(bare(pair, command), 2)
+        found["bytes"] = copied_bytes(pair)
         if number % 2:  # the compressed copies every other round: the slowest runs here, and no ratio
             found["bare_server_zstd_seconds"] = round(bare(pair, command, extra="--compress=server-zstd"), 2)
             found["bare_ssh_compression_seconds"] = round(bare(pair, command, port=COMPRESSED_PORT), 2)
@@ -140,6 +189,7 @@ def ab(seed_size: str, text_bytes: int, rounds: int) -> dict:
         return round(size / statistics.median(seconds) / 2**20, 1)
 
     mib_s = {
+        "by_hand": throughput([r["by_hand_seconds"] for r in runs]),
         "bare": throughput([r["bare_seconds"] for r in runs]),
         "tool_copy": throughput([r["tool"]["copy_seconds"] for r in runs]),
         "tool_task": throughput([r["tool"]["task_seconds"] for r in runs]),
@@ -157,10 +207,10 @@ def ab(seed_size: str, text_bytes: int, rounds: int) -> dict:
         "command": command,
         "throughput_mib_s": mib_s,
         "ratio_copy": round(
-            statistics.median(r["bare_seconds"] / r["tool"]["copy_seconds"] for r in runs), 3
+            statistics.median(r["by_hand_seconds"] / r["tool"]["copy_seconds"] for r in runs), 3
         ),
         "ratio_task": round(
-            statistics.median(r["bare_seconds"] / r["tool"]["task_seconds"] for r in runs), 3
+            statistics.median(r["by_hand_seconds"] / r["tool"]["task_seconds"] for r in runs), 3
         ),
         "rounds": runs,
     }
