@@ -79,3 +79,20 @@ def test_results_md_says_how_long_the_whole_run_took(tmp_path, monkeypatch):
     results.write()
     assert ("The whole run, `make bench REPEATS=5`, took 50 min (3000 s, finished 2026-12-02 09:00:00 UTC)"
             in (tmp_path / "RESULTS.md").read_text())
+
+
+def test_the_base_backup_section_compares_the_tool_with_its_line_by_hand(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    monkeypatch.setattr(results, "TARGET", tmp_path / "RESULTS.md")
+    mib = {"by_hand": 150.0, "bare": 160.0, "tool_copy": 148.0, "tool_task": 100.0, "bare_server_zstd": 90.0,
+           "bare_ssh_compression": 30.0}
+    size = {"seed_size": "medium", "text_bytes": 10000, "bytes": 2 * 2**30, "command": "pg_basebackup -D x",
+            "throughput_mib_s": mib, "ratio_copy": 0.987, "ratio_task": 0.66, "rounds": [{}] * 5}
+    (tmp_path / "basebackup.json").write_text(json.dumps(
+        {"command": "make bench PARTS=basebackup", "bench_seconds": 600, "sizes": [size]}))
+    results.write()
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert ("| 2048 MiB (seed medium, text 10000 B) | 150.0 MiB/s | 148.0 MiB/s | 0.987 | 100.0 MiB/s | 0.66 "
+            "| 160.0 MiB/s | 90.0 MiB/s | 30.0 MiB/s |") in text
+    assert "runs at 0.99 of the same pg_basebackup's throughput by hand (at or above the 0.95 target)" in text
+    assert "server-zstd gives 90.0 MiB/s against 160.0 MiB/s for the same bare copy without, no gain" in text
