@@ -46,12 +46,13 @@ demo: $(BIN)/fab
 # Benchmarks, on demand (not in `make test`): fresh pairs, JSON into bench/results/, then bench/RESULTS.md.
 # PARTS=failover, tool or basebackup runs one part; REPEATS=N failover runs per method (5 by default, fewer
 # for a quick look); SIZES the seed sizes of the scale figures; SAMPLES the proxy's requests; BACKUPS the
-# SEED_SIZE:SEED_TEXT_BYTES of the base backup A/B (medium:10000 is about 2 GB) and ROUNDS its rounds.
+# SEED_SIZE:SEED_TEXT_BYTES of the base backup A/B (medium:10000 is about 2 GB) and ROUNDS its rounds (even,
+# so that each side goes first in half of them).
 REPEATS ?= 5
 SIZES ?= small,medium,5000
 SAMPLES ?= 200
 BACKUPS ?= medium:180,medium:10000
-ROUNDS ?= 5
+ROUNDS ?= 4
 bench: $(BIN)/fab setup
 	$(BIN)/python -m bench $(PARTS) --repeats $(REPEATS) --sizes $(SIZES) --samples $(SAMPLES) \
 		--backups $(BACKUPS) --rounds $(ROUNDS)

@@ -35,7 +35,12 @@ def main() -> int:
         default="medium:180,medium:10000",
         help="SEED_SIZE:SEED_TEXT_BYTES pairs for the base backup A/B (medium:10000 is ~2 GB)",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="A/B rounds of the base backup per size")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="A/B rounds of the base backup per size (even: each side goes first in half)",
+    )
     args = parser.parse_args()
     unknown = set(args.parts) - {*PARTS, "report"}
     if unknown:

@@ -273,8 +273,9 @@ def basebackup_section(data: dict | None) -> list[str]:
         title,
         "",
         f"{rounds} rounds a size on one pair, alternated (tool first, then by hand first), each copy after "
-        "a `sync`. Throughput is the copy's size over the median seconds; a ratio is the median of the "
-        "rounds' own ratios (by hand's seconds over the tool's). The tool ran `"
+        "a `sync`. Throughput is the copy's size over the median seconds; a ratio is by hand's seconds over "
+        "the tool's, summed over the rounds (whichever copy goes first in a round is the slower, so each "
+        "side goes first in half of them). The tool ran `"
         + data["sizes"][0]["command"]
         + "`. By hand is that same line typed in an ssh session on new, after the same preparation (the "
         "cluster stopped, the data directory moved aside, the slot dropped). Bare is that line into a "
