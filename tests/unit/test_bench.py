@@ -88,7 +88,8 @@ def test_the_base_backup_section_compares_the_tool_with_its_line_by_hand(tmp_pat
            "bare_ssh_compression": 30.0}
     size = {"seed_size": "medium", "text_bytes": 10000, "bytes": 2 * 2**30, "command": "pg_basebackup -D x",
             "throughput_mib_s": mib, "ratio_copy": 0.987, "ratio_task": 0.66,
-            "rounds": [{"by_hand_seconds": 10.0, "tool": {"copy_seconds": 10.0 + extra}} for extra in (0.1, 0.3)]}
+            "rounds": [{"by_hand_seconds": 10.0, "tool": {"copy_seconds": 10.0 + extra}}
+                       for extra in (0.1, 0.3)]}
     (tmp_path / "basebackup.json").write_text(json.dumps(
         {"command": "make bench PARTS=basebackup", "bench_seconds": 600, "sizes": [size]}))
     results.write()
@@ -97,5 +98,5 @@ def test_the_base_backup_section_compares_the_tool_with_its_line_by_hand(tmp_pat
             "| 160.0 MiB/s | 90.0 MiB/s | 30.0 MiB/s |") in text
     assert ("runs at 0.99 of the same pg_basebackup's throughput by hand (at or above the 0.95 target; "
             "+0.20 s a copy on average)") in text
-    assert ("Compression, at 2048 MiB: server-zstd gives 90.0 MiB/s and ssh -C 30.0 MiB/s against 160.0 MiB/s "
-            "for the same bare copy without. On this machine's private network") in text
+    assert ("Compression, at 2048 MiB: server-zstd gives 90.0 MiB/s and ssh -C 30.0 MiB/s against "
+            "160.0 MiB/s for the same bare copy without. On this machine's private network") in text
