@@ -33,7 +33,7 @@ from .mastodon_env import LOCAL_HOSTS
 from .templates import render
 
 UNIT = "mastodon-migration-streaming-relay"
-UNIT_FILE = f"/etc/systemd/system/{UNIT}.service"
+UNIT_FILE = system.unit_file(UNIT)
 SCRIPT = "/usr/local/lib/mastodon-migration/streaming-relay.py"
 SETTINGS_FILE = "/etc/mastodon-migration/streaming-relay.env"
 RUNNING = UnitState(UNIT)
@@ -154,7 +154,7 @@ def retire(s: Session) -> None:
         unit = cfg.mastodon_streaming_service
         if not stopped(s.old.fact(UnitState(unit), then="anything but `inactive` or `failed`: stop it")):
             s.old.run(system.systemctl("stop", unit))
-        system.remove_unit(s.new, UNIT, UNIT_FILE)
+        system.remove_unit(s.new, UNIT)
         system.remove_files(s.new, SCRIPT, SETTINGS_FILE)
         folders = " ".join(os.path.dirname(path) for path in (SCRIPT, SETTINGS_FILE))
         s.new.run(

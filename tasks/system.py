@@ -92,11 +92,17 @@ def control_unit(remote: Remote, action: str, unit: str) -> None:
         ) from None
 
 
-def remove_unit(remote: Remote, unit: str, unit_file: str) -> None:
+def unit_file(unit: str) -> str:
+    """Where this tool writes a unit of its own."""
+    return f"/etc/systemd/system/{unit}.service"
+
+
+def remove_unit(remote: Remote, unit: str) -> None:
     """Stop and disable a unit of this tool's, then remove its file (nothing to do once it is gone)."""
-    if remote.fact(PathExists(unit_file), then="when it exits 1, skip the next block") is not False:
+    path = unit_file(unit)
+    if remote.fact(PathExists(path), then="when it exits 1, skip the next block") is not False:
         remote.run(systemctl("disable", "--now", unit))
-        remote.run(Cmd(f"rm -f {unit_file}"))
+        remote.run(Cmd(f"rm -f {path}"))
         remote.run(systemctl("daemon-reload"))
 
 

@@ -28,7 +28,7 @@ from .facts import (
 from .templates import render
 
 UNIT = "mastodon-migration-tunnel"
-UNIT_FILE = f"/etc/systemd/system/{UNIT}.service"
+UNIT_FILE = system.unit_file(UNIT)
 SSH_DIR = "/var/lib/postgresql/.ssh"  # postgres's home on Debian, on both hosts
 KEY = f"{SSH_DIR}/{UNIT}"
 KNOWN_HOSTS = f"{SSH_DIR}/{UNIT}.known_hosts"
@@ -48,7 +48,7 @@ class Tunnel:
 
     @property
     def unit_file(self) -> str:
-        return f"/etc/systemd/system/{self.unit}.service"
+        return system.unit_file(self.unit)
 
     @property
     def key(self) -> str:
@@ -249,7 +249,7 @@ def remove_forward(s: Session, forward: Tunnel, why: str) -> None:
         f"{why}: the unit, its key and pinned host key go, and old forgets the key",
         undo="not needed after the failover: the phase that made it would create it again",
     ):
-        system.remove_unit(s.new, forward.unit, forward.unit_file)
+        system.remove_unit(s.new, forward.unit)
         system.remove_files(s.new, forward.key, f"{forward.key}.pub", forward.known_hosts)
         system.remove_marked_lines(s.old, AUTHORIZED_KEYS, f" {forward.unit}", user="postgres")
 
