@@ -40,7 +40,7 @@ def tool_command(settings) -> tuple[str, float]:
     return found[-1]["command"], float(found[-1]["seconds"])
 
 
-def on_new(pair, script: str) -> str:
+def on_new(script: str) -> str:
     """A script run as postgres on new from an ssh session of the operator's, as an admin runs a bare
     pg_basebackup (and as the tool runs its own), not through docker exec; its output."""
     run = subprocess.run(
@@ -83,18 +83,18 @@ def bare(pair, command: str, port: int = 0, extra: str = "") -> float:
         env = "PGPASSFILE=/tmp/bench.pgpass "
     pair.exec("new", "rm", "-rf", SCRATCH, check=True)
     pair.exec("new", "sync", check=True)
-    seconds = timed_on_new(pair, f"{env}{line} {extra}")
+    seconds = timed_on_new(f"{env}{line} {extra}")
     pair.exec("new", "rm", "-f", "/tmp/bench.pgpass")
     sql(pair, "old", "SELECT pg_drop_replication_slot('bench_bare')")
     return seconds
 
 
-def timed_on_new(pair, line: str) -> float:
+def timed_on_new(line: str) -> float:
     """Seconds of a command line, timed on new itself: the ssh login's own time is left out (the tool's run
     log times its command from the operator's side, over a connection already open). Its progress goes
     back over ssh, as the tool's does."""
     timed = f'start=$(date +%s.%N); {line}; end=$(date +%s.%N); echo "$start $end"'
-    start, end = on_new(pair, timed).split()[-2:]
+    start, end = on_new(timed).split()[-2:]
     return float(end) - float(start)
 
 
@@ -111,7 +111,7 @@ def by_hand(pair, command: str) -> float:
         check=True,
     )
     sql(pair, "old", f"SELECT pg_drop_replication_slot('{slot}')")
-    seconds = timed_on_new(pair, command.replace("sudo -H -u postgres ", ""))
+    seconds = timed_on_new(command.replace("sudo -H -u postgres ", ""))
     pair.sh("new", f"rm -rf {data}.hand && systemctl start {UNIT}", check=True)
     return seconds
 
@@ -191,17 +191,16 @@ def ab(seed_size: str, text_bytes: int, rounds: int) -> dict:
     def throughput(seconds: list[float]) -> float:
         return round(size / statistics.median(seconds) / 2**20, 1)
 
+    def measured(key: str) -> float:  # over the rounds that have it (the compressed: every other one)
+        return throughput([r[key] for r in runs if key in r])
+
     mib_s = {
-        "by_hand": throughput([r["by_hand_seconds"] for r in runs]),
-        "bare": throughput([r["bare_seconds"] for r in runs]),
+        **{
+            name: measured(f"{name}_seconds")
+            for name in ("by_hand", "bare", "bare_server_zstd", "bare_ssh_compression")
+        },
         "tool_copy": throughput([r["tool"]["copy_seconds"] for r in runs]),
         "tool_task": throughput([r["tool"]["task_seconds"] for r in runs]),
-        "bare_server_zstd": throughput(
-            [r["bare_server_zstd_seconds"] for r in runs if "bare_server_zstd_seconds" in r]
-        ),
-        "bare_ssh_compression": throughput(
-            [r["bare_ssh_compression_seconds"] for r in runs if "bare_ssh_compression_seconds" in r]
-        ),
     }
     return {
         "seed_size": seed_size,
